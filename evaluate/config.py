@@ -1,0 +1,66 @@
+"""Hydra compose-API configuration shared by the `simulate`, `train` and `evaluate` commands.
+
+The YAML groups in `configs/` (installed as the `grapheneseg_configs` package) are the source of
+truth; the command-line tools translate their `--flags` into Hydra overrides and pass any extra
+`key=value` words through unchanged.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_MODULE = "grapheneseg_configs"
+REAL_DIR_ENV = "GRAPHENESEG_REAL_DIR"
+SHARED_REAL_DIR = Path("..") / "shared" / "data" / "graphene-u-net" / "images"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A configuration value or override is invalid."""
+
+
+def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose config `name` (e.g. "evaluate") with Hydra overrides like ["cv.folds=3"]."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return compose(config_name=name, overrides=list(overrides))
+    except Exception as err:  # Hydra raises several types; callers want one with a clear message
+        raise ConfigError(f"bad configuration override in {list(overrides)}: {err}") from err
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    """Resolved config as plain Python types (safe for JSON and torch checkpoints)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def save_config(cfg: DictConfig, out_dir: Path, name: str = "config.yaml") -> Path:
+    """Write the fully resolved config beside a run's outputs (as Hydra's .hydra/config.yaml)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / name
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
+def default_real_dir() -> Path:
+    """$GRAPHENESEG_REAL_DIR, else ../shared/data/graphene-u-net/images, else data/real."""
+    if os.environ.get(REAL_DIR_ENV):
+        return Path(os.environ[REAL_DIR_ENV])
+    for base in (Path.cwd(), REPO_ROOT):
+        if (base / SHARED_REAL_DIR).is_dir():
+            return (base / SHARED_REAL_DIR).resolve()
+    return Path("data") / "real"
+
+
+def real_dir(cfg: DictConfig) -> Path:
+    """The configured real-data folder (`data.real_dir`), falling back to `default_real_dir()`."""
+    value = cfg.data.get("real_dir")
+    return Path(value) if value else default_real_dir()

@@ -1,0 +1,46 @@
+"""k-fold cross-validation splits, computed once and saved as JSON (as nnU-Net's splits_final.json).
+
+Every arm that trains on the same data (Bragg, real-only, fine-tuned) reads the same file, so all
+compared methods see identical folds. Splits depend only on the sorted names, k, repeats and seed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def kfold_splits(names: list[str], folds: int, repeats: int = 1, seed: int = 12345) -> list[dict]:
+    """[{"repeat", "fold", "train": [...], "test": [...]}] over `repeats` reshuffles of sorted names."""
+    names = sorted(names)
+    if folds < 2 or folds > len(names):
+        raise ValueError(f"need 2 <= folds <= number of images ({len(names)}), got {folds}")
+    splits = []
+    for repeat in range(repeats):
+        order = np.random.default_rng([seed, repeat]).permutation(len(names))
+        for fold, test_idx in enumerate(np.array_split(order, folds)):
+            test = sorted(names[i] for i in test_idx)
+            train = sorted(set(names) - set(test))
+            splits.append({"repeat": repeat, "fold": fold, "train": train, "test": test})
+    return splits
+
+
+def save_splits(splits: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(splits, indent=1))
+
+
+def load_or_make_splits(path: Path, names: list[str], folds: int, repeats: int, seed: int) -> list[dict]:
+    """Reuse the splits at `path` when they match (names, folds, repeats), else compute and save."""
+    wanted = kfold_splits(names, folds, repeats, seed)
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved == wanted:
+            return saved
+        raise ValueError(
+            f"{path}: saved splits differ from (data, folds={folds}, repeats={repeats}, seed={seed}); "
+            "use another output folder or delete the file"
+        )
+    save_splits(wanted, path)
+    return wanted
