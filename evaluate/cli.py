@@ -1,0 +1,205 @@
+"""`evaluate`: the Bragg-filter baseline, scoring and prediction on real micrographs.
+
+Common options are --flags; anything else is a Hydra override `key=value` of configs/evaluate.yaml
+(e.g. `bragg.lowpass=4 cv.repeats=1`). Every run writes its resolved config beside its outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from . import bragg
+from .config import ConfigError, load_config, real_dir, save_config, to_plain
+from .metrics import METRICS, mean_and_spread, per_image, pooled
+from .micrographs import DataError, load_labelled
+from .splits import load_or_make_splits
+
+EXAMPLES = """examples:
+  evaluate bragg --folds 5 --repeats 2            # paper protocol on the default real folder
+  evaluate bragg-fit --out bragg.json             # fit the filter on all labelled images
+  evaluate score --method bragg --params bragg.json --test DIR --json
+  evaluate bragg --real DIR bragg.lowpass=4       # any config key as a Hydra override
+"""
+
+
+def _overrides(args: argparse.Namespace, mapping: dict[str, str]) -> list[str]:
+    """Hydra overrides from the flags that were given, then the free `key=value` words."""
+    flags = [f"{key}={getattr(args, attr)}" for attr, key in mapping.items()
+             if getattr(args, attr, None) is not None]
+    for word in args.overrides:
+        if "=" not in word:
+            raise ConfigError(f"unexpected argument {word!r}: overrides look like key=value")
+    return flags + list(args.overrides)
+
+
+def _print_table(title: str, rows: dict[str, dict[str, Any]]) -> None:
+    """Table-1 style: one line per metric, mean +- spread when available."""
+    print(title)
+    for metric in METRICS:
+        value = rows[metric]
+        text = f"{value['mean']:.3f} +- {value['std']:.3f}" if isinstance(value, dict) else f"{value:.3f}"
+        print(f"  {metric:<18} {text}")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+
+
+def run_bragg_cv(cfg: Any, out_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """k-fold CV of the Bragg filter (parameters fitted on training folds); writes bragg_cv.json."""
+    data = load_labelled(real_dir(cfg))
+    splits = load_or_make_splits(out_dir / "splits.json", data.names, cfg.cv.folds, cfg.cv.repeats, cfg.seed)
+    save_config(cfg, out_dir)
+    base = bragg.BraggParams.from_config(cfg.bragg)
+    n_grid = len(cfg.bragg.fit.sigma_grid) * len(cfg.bragg.fit.g_thresh_grid)
+    start = time.perf_counter()
+    with tqdm(total=n_grid, desc="bragg grid", unit="params", disable=not progress) as bar:
+        results = bragg.cross_validate(data.images, data.masks, data.names, splits, base,
+                                       list(cfg.bragg.fit.sigma_grid), list(cfg.bragg.fit.g_thresh_grid), bar)
+    summary = {
+        "method": "bragg", "real_dir": str(real_dir(cfg)), "n_images": len(data),
+        "folds": cfg.cv.folds, "repeats": cfg.cv.repeats, "seconds": time.perf_counter() - start,
+        "pooled_mean": {m: v["mean"] for m, v in mean_and_spread([r["pooled"] for r in results]).items()},
+        "pooled_spread": mean_and_spread([r["pooled"] for r in results]),
+        "splits": results,
+    }
+    _write_json(out_dir / "bragg_cv.json", summary)
+    return summary
+
+
+def fit_bragg(cfg: Any, out: Path, progress: bool = True) -> dict[str, Any]:
+    """Fit sigma, g_thresh and m_thresh on every labelled image; writes the parameters as JSON."""
+    data = load_labelled(real_dir(cfg))
+    base = bragg.BraggParams.from_config(cfg.bragg)
+    sigmas, gs = list(cfg.bragg.fit.sigma_grid), list(cfg.bragg.fit.g_thresh_grid)
+    with tqdm(total=len(sigmas) * len(gs), desc="bragg grid", unit="params", disable=not progress) as bar:
+        grid = bragg.grid_histograms(data.images, data.masks, base, sigmas, gs, bar)
+    params, jaccard = bragg.fit_from_grid(grid, list(range(len(data))), base)
+    result = {"method": "bragg", "params": params.to_dict(), "train_pooled_jaccard": jaccard,
+              "real_dir": str(real_dir(cfg)), "n_images": len(data), "config": to_plain(cfg)}
+    _write_json(out, result)
+    save_config(cfg, out.parent, f"{out.stem}.config.yaml")
+    return result
+
+
+def load_bragg_params(path: Path) -> bragg.BraggParams:
+    """Parameters written by `evaluate bragg-fit` (clear error for anything else)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return bragg.BraggParams(**data["params"])
+    except FileNotFoundError:
+        raise DataError(f"{path}: parameter file not found") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a Bragg parameter file from `evaluate bragg-fit` ({err})") from None
+
+
+def score_bragg(params: bragg.BraggParams, test_dir: Path) -> dict[str, Any]:
+    """Pooled and per-image metrics of the Bragg filter on a labelled folder."""
+    data = load_labelled(test_dir)
+    metrics, counts = bragg.evaluate(data.images, data.masks, params)
+    return {"pooled": metrics, "per_image": per_image(counts), "n_images": len(data),
+            "counts": {n: c.tolist() for n, c in zip(data.names, counts)}}
+
+
+def _cmd_bragg(args: argparse.Namespace) -> int:
+    cfg = load_config("evaluate", _overrides(args, {"real": "data.real_dir", "folds": "cv.folds",
+                                                     "repeats": "cv.repeats", "seed": "seed"}))
+    out_dir = Path(args.out or Path(cfg.out_dir) / "bragg_cv")
+    summary = run_bragg_cv(cfg, out_dir, progress=not args.quiet)
+    _print_table(f"Bragg filter, {cfg.cv.folds}-fold CV x {cfg.cv.repeats} repeats on "
+                 f"{summary['n_images']} images (pooled per fold, mean +- std over folds):",
+                 summary["pooled_spread"])
+    print(f"results: {out_dir / 'bragg_cv.json'}")
+    if args.json:
+        print(json.dumps(summary["pooled_mean"]))
+    return 0
+
+
+def _cmd_bragg_fit(args: argparse.Namespace) -> int:
+    cfg = load_config("evaluate", _overrides(args, {"real": "data.real_dir", "seed": "seed"}))
+    result = fit_bragg(cfg, Path(args.out), progress=not args.quiet)
+    print(f"fitted on {result['n_images']} images: " + ", ".join(
+        f"{k}={result['params'][k]:.4g}" for k in ("sigma", "g_thresh", "m_thresh"))
+          + f" (training pooled Jaccard {result['train_pooled_jaccard']:.3f}) -> {args.out}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    if (args.method == "bragg") == (args.model is not None):
+        raise ConfigError("give either --method bragg [--params FILE] or --model CKPT_OR_RUN_DIR")
+    cfg = load_config("evaluate", _overrides(args, {}))
+    if args.model is not None:
+        from .predict import score_model  # torch is imported only when a network is scored
+        result = score_model(Path(args.model), Path(args.test))
+    else:
+        params = load_bragg_params(Path(args.params)) if args.params else bragg.BraggParams.from_config(cfg.bragg)
+        result = score_bragg(params, Path(args.test))
+    if args.out:
+        _write_json(Path(args.out), result)
+        save_config(cfg, Path(args.out).parent, f"{Path(args.out).stem}.config.yaml")
+    if not args.json:
+        _print_table(f"{args.model or 'bragg'} on {result['n_images']} images of {args.test} (pooled):",
+                     result["pooled"])
+    else:
+        print(json.dumps(result["pooled"]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evaluate", description=__doc__, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra config overrides")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        return p
+
+    p = add("bragg", "Cross-validate the Bragg-filter baseline (fit on training folds, score held-out fold).")
+    p.add_argument("--real", help="folder of NAME.png + NAME_LABEL.png (default: data.real_dir)")
+    p.add_argument("--folds", type=int, help="k of k-fold CV (default 5)")
+    p.add_argument("--repeats", type=int, help="reshuffled repeats of the CV (default 2)")
+    p.add_argument("--seed", type=int, help="seed of the fold assignment (default 12345)")
+    p.add_argument("--out", help="output folder (default data/runs/evaluate/bragg_cv)")
+    p.add_argument("--json", action="store_true", help="last stdout line: JSON of the mean pooled metrics")
+    p.set_defaults(func=_cmd_bragg)
+
+    p = add("bragg-fit", "Fit the Bragg filter's sigma, g_thresh and m_thresh on all labelled images.")
+    p.add_argument("--real", help="folder of NAME.png + NAME_LABEL.png (default: data.real_dir)")
+    p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--out", default="bragg.json", help="parameter file to write (default bragg.json)")
+    p.set_defaults(func=_cmd_bragg_fit)
+
+    p = add("score", "Metrics of a method on a labelled folder (the six pooled metrics).")
+    p.add_argument("--method", choices=["bragg"], help="classical baseline to score")
+    p.add_argument("--params", help="Bragg parameters from `evaluate bragg-fit` (default: config values)")
+    p.add_argument("--model", help="U-Net checkpoint, or a CV run folder (ensemble of its folds)")
+    p.add_argument("--test", required=True, help="labelled folder to score on")
+    p.add_argument("--out", help="also write all metrics (pooled, per image) to this JSON file")
+    p.add_argument("--json", action="store_true", help="last stdout line: JSON of the six pooled metrics")
+    p.set_defaults(func=_cmd_score)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, ConfigError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
