@@ -1,0 +1,72 @@
+"""Reading micrographs from microscope files (.dm3 .dm4 .emd .ser .tif .png) with their pixel size.
+
+Microscope formats go through RosettaSciIO (the HyperSpy readers), PNG/JPEG through Pillow. The
+pixel size comes from the file's calibrated axes when it has them (converted to Angstrom), else it
+is None and the caller asks for `--pixel-size`.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .micrographs import DataError, read_image
+
+READERS = {  # suffix -> RosettaSciIO plugin
+    ".dm3": "rsciio.digitalmicrograph", ".dm4": "rsciio.digitalmicrograph",
+    ".emd": "rsciio.emd", ".ser": "rsciio.tia", ".tif": "rsciio.tiff", ".tiff": "rsciio.tiff",
+}
+PILLOW = (".png", ".jpg", ".jpeg")
+SUPPORTED = tuple(READERS) + PILLOW
+TO_ANGSTROM = {"a": 1.0, "å": 1.0, "angstrom": 1.0, "nm": 10.0, "pm": 0.01, "um": 1e4, "µm": 1e4, "m": 1e10}
+
+
+@dataclass
+class Micrograph:
+    """One 2-D image (float32) with its pixel size in Angstrom (None when the file has none)."""
+
+    path: Path
+    image: np.ndarray
+    pixel_size: float | None
+
+
+def _pixel_size(axes: list[dict]) -> float | None:
+    """Pixel size in Angstrom from the last two (signal) axes, if they are calibrated in length."""
+    sizes = []
+    for axis in axes[-2:]:
+        unit = str(axis.get("units") or "").strip().lower()
+        if unit not in TO_ANGSTROM or not axis.get("scale"):
+            return None
+        sizes.append(float(axis["scale"]) * TO_ANGSTROM[unit])
+    return float(np.mean(sizes)) if sizes else None
+
+
+def read_micrograph(path: Path | str) -> Micrograph:
+    """Read one micrograph; a clear DataError for unsupported, unreadable or non-2-D content.
+
+    A file holding several images (e.g. a Velox EMD with a stack) yields its first 2-D image.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in PILLOW:
+        return Micrograph(path, read_image(path), None)
+    if suffix not in READERS:
+        raise DataError(f"{path}: unsupported format {suffix or '(no suffix)'}; supported: {', '.join(SUPPORTED)}")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        signals = importlib.import_module(READERS[suffix]).file_reader(str(path))
+    except Exception as err:  # readers raise many types for corrupt files
+        raise DataError(f"{path}: unreadable {suffix} file ({type(err).__name__}: {err})") from None
+    for signal in signals:
+        data = np.asarray(signal["data"])
+        while data.ndim > 2:  # stacks and series: take the first frame
+            data = data[0]
+        if data.ndim == 2 and np.issubdtype(data.dtype, np.number) and not np.iscomplexobj(data):
+            image = data.astype(np.float32)
+            if not np.isfinite(image).all():
+                raise DataError(f"{path}: contains non-finite pixel values (NaN or inf)")
+            return Micrograph(path, image, _pixel_size(signal.get("axes", [])))
+    raise DataError(f"{path}: no 2-D real-valued image found in the file")
