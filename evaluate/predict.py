@@ -1,0 +1,168 @@
+"""Inference with trained U-Nets: one checkpoint, or a cross-validation run folder as an ensemble.
+
+A run folder (`train real --out RUN_DIR`) holds `fold_*/model.ckpt`; its models are ensembled
+by averaging their softmax outputs (as nnU-Net does). Inputs are raw micrographs, preprocessed
+here exactly as in training (evaluate.preprocessing.preprocess). For speed on a CPU the models
+are prepared for inference: batch norm folded into the convolutions, channels-last memory layout.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from evaluate.metrics import confusion, per_image, pooled, scores
+from evaluate.micrographs import DataError, load_labelled, read_image
+from evaluate.preprocessing import preprocess
+
+MODEL_FILE = "model.ckpt"
+OVERLAY_RGB = (255, 40, 40)  # contamination tint in overlays
+OVERLAY_ALPHA = 0.4
+
+
+def checkpoint_paths(model_path: Path) -> list[Path]:
+    """The checkpoint files a model path stands for: the file itself, a folder's model.ckpt, or
+    every fold_*/model.ckpt of a cross-validation run folder."""
+    from train.checkpoints import CheckpointError
+
+    model_path = Path(model_path)
+    if model_path.is_file():
+        return [model_path]
+    if model_path.is_dir():
+        if (model_path / MODEL_FILE).is_file():
+            return [model_path / MODEL_FILE]
+        folds = sorted(model_path.glob(f"fold_*/{MODEL_FILE}"))
+        if folds:
+            return folds
+        raise CheckpointError(f"{model_path}: folder holds no {MODEL_FILE} and no fold_*/{MODEL_FILE}")
+    raise CheckpointError(f"{model_path}: no such checkpoint file or run folder")
+
+
+def for_inference(model: torch.nn.Module) -> torch.nn.Module:
+    """An eval-mode copy with batch norm folded into the convolutions, channels-last on CPU."""
+    from torch.fx.experimental.optimization import fuse
+
+    fused = fuse(model.eval())
+    fused.depth = model.depth  # the padding multiple needed by predict_probability
+    return fused.to(memory_format=torch.channels_last)
+
+
+def load_models(model_path: Path) -> list[torch.nn.Module]:
+    """The inference-ready models of a checkpoint or run folder (see `checkpoint_paths`)."""
+    from train.checkpoints import load_model
+
+    return [for_inference(load_model(p)[0]) for p in checkpoint_paths(model_path)]
+
+
+def _pad_to(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad (N, 1, H, W) to sizes divisible by `multiple` (the U-Net's pooling)."""
+    h, w = image.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        image = F.pad(image, (0, pw, 0, ph), mode="reflect")
+    return image, (h, w)
+
+
+@torch.inference_mode()
+def predict_probability(models: Sequence[torch.nn.Module], images: np.ndarray, batch_size: int = 8,
+                        device: torch.device | str = "cpu") -> np.ndarray:
+    """Contamination probability (N, H, W) float32 of preprocessed `images` (N, H, W): the mean
+    over `models` of the class-1 softmax, computed in batches of `batch_size`."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 2:
+        images = images[None]
+    multiple = max(2 ** (m.depth - 1) for m in models) if models else 1
+    out = np.empty(images.shape, dtype=np.float32)
+    device = torch.device(device)
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start:start + batch_size])[:, None].to(device)
+        x, (h, w) = _pad_to(x, multiple)
+        x = x.contiguous(memory_format=torch.channels_last)
+        prob = sum(torch.softmax(m(x).float(), dim=1)[:, 1] for m in models) / len(models)
+        out[start:start + batch_size] = prob[:, :h, :w].cpu().numpy()
+    return out
+
+
+def predict_masks(model_path: Path, images: Sequence[np.ndarray], batch_size: int = 8,
+                  threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(probability, boolean mask) for raw micrographs `images`, each (N, H, W)."""
+    models = load_models(model_path)
+    prob = predict_probability(models, np.stack([preprocess(im) for im in images]), batch_size)
+    return prob, prob > threshold
+
+
+def score_model(model_path: Path, test_dir: Path, batch_size: int = 8,
+                threshold: float = 0.5) -> dict[str, Any]:
+    """Metrics of a checkpoint or run folder (ensemble) on the labelled folder `test_dir`.
+
+    Returns {"pooled": the six Table-1 metrics over all test pixels, "per_image": mean and std
+    of each metric over images, "scores": {name: six metrics}, "counts": {name: [tp, fp, fn, tn]},
+    "n_images", "n_models", "model", "test"} (the same keys as the Bragg scorer).
+    """
+    data = load_labelled(Path(test_dir))
+    _, masks = predict_masks(model_path, data.images, batch_size, threshold)
+    counts = [confusion(p, t) for p, t in zip(masks, data.masks)]
+    result: dict[str, Any] = {
+        "pooled": pooled(counts), "per_image": per_image(counts),
+        "scores": {name: scores(c) for name, c in zip(data.names, counts)},
+        "counts": {name: c.tolist() for name, c in zip(data.names, counts)},
+        "n_images": len(data), "n_models": len(checkpoint_paths(model_path)),
+        "model": str(model_path), "test": str(test_dir),
+    }
+    return result
+
+
+def input_files(inputs: Sequence[Path]) -> list[Path]:
+    """PNG files named by `inputs` (files, or folders whose *.png are taken, labels excluded)."""
+    files: list[Path] = []
+    for path in map(Path, inputs):
+        if path.is_dir():
+            files += sorted(p for p in path.glob("*.png") if not p.stem.endswith("_LABEL"))
+        elif path.suffix.lower() == ".png":
+            files.append(path)
+        elif path.exists():
+            raise DataError(f"{path}: only 256x256 PNG micrographs are supported for now")
+        else:
+            raise DataError(f"{path}: file not found")
+    if not files:
+        raise DataError(f"no PNG micrographs in {[str(p) for p in inputs]}")
+    return files
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """RGB uint8: the micrograph in grey (1st-99th percentile stretch), contamination tinted."""
+    lo, hi = np.percentile(image, [1, 99])
+    grey = np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1) * 255
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    rgb[mask] = (1 - OVERLAY_ALPHA) * rgb[mask] + OVERLAY_ALPHA * np.array(OVERLAY_RGB)
+    return rgb.astype(np.uint8)
+
+
+def predict_files(model_path: Path, inputs: Sequence[Path], out_dir: Path, batch_size: int = 8,
+                  threshold: float = 0.5) -> list[dict[str, Any]]:
+    """Segment 256x256 PNG micrographs; write <stem>_mask.png (255 = contamination) and
+    <stem>_overlay.png into `out_dir`. Returns one record per input: input, mask, overlay paths
+    and the contamination fraction."""
+    files = input_files(inputs)
+    images = []
+    for path in files:
+        image = read_image(path)
+        if image.shape != (256, 256):
+            raise DataError(f"{path}: size {image.shape[1]}x{image.shape[0]}, expected 256x256")
+        images.append(image)
+    _, masks = predict_masks(model_path, images, batch_size, threshold)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for path, image, mask in zip(files, images, masks):
+        mask_path, overlay_path = out_dir / f"{path.stem}_mask.png", out_dir / f"{path.stem}_overlay.png"
+        Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path)
+        Image.fromarray(overlay(image, mask)).save(overlay_path)
+        records.append({"input": str(path), "mask": str(mask_path), "overlay": str(overlay_path),
+                        "contamination_fraction": float(mask.mean())})
+    return records

@@ -1,0 +1,103 @@
+"""Checkpoints as plain dicts that load with `torch.load(..., weights_only=True)`.
+
+Layout (FORMAT, version 1):
+    format, format_version   identify the file
+    architecture             train.model.architecture(...) of the weights
+    state_dict               model weights (tensors)
+    config                   the run's resolved config (plain dict), incl. preprocessing
+    preprocessing            name of the input preprocessing the model expects
+    metrics                  validation metrics at save time (may be empty)
+    versions                 python, torch, grapheneseg
+    epoch                    epochs completed
+    training (optional)      optimizer / scheduler / grad-scaler state, for `--resume`
+"""
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from train.model import UNet, architecture, build_model
+
+FORMAT = "grapheneseg-unet"
+FORMAT_VERSION = 1
+PREPROCESSING = "bezier-flat-field+standardise"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, of another kind or of another architecture."""
+
+
+def versions() -> dict[str, str]:
+    try:
+        own = metadata.version("grapheneseg")
+    except metadata.PackageNotFoundError:
+        own = "unknown"
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "grapheneseg": own}
+
+
+def save_checkpoint(path: Path, model: UNet, arch: dict[str, Any], config: dict[str, Any],
+                    epoch: int, metrics: dict[str, Any] | None = None,
+                    training: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint atomically (temporary file, then rename: an interruption leaves no
+    truncated file behind)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "architecture": dict(arch),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": config, "preprocessing": PREPROCESSING, "metrics": metrics or {},
+        "versions": versions(), "epoch": int(epoch),
+    }
+    if training is not None:
+        payload["training"] = training
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint dict at `path`; CheckpointError naming the file when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or another file "
+                              f"type): {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (no '{FORMAT}' format tag)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {payload.get('format_version')} "
+                              f"is not supported (expected {FORMAT_VERSION})")
+    if payload.get("preprocessing") != PREPROCESSING:
+        raise CheckpointError(f"{path}: model expects preprocessing {payload.get('preprocessing')!r}, "
+                              f"this version provides {PREPROCESSING!r}")
+    return payload
+
+
+def load_weights(model: nn.Module, payload: dict[str, Any], path: Path) -> None:
+    """Load `payload`'s weights into `model`; CheckpointError naming `path` on any mismatch."""
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{path}: weights do not fit the architecture "
+                              f"{payload.get('architecture')}: {str(err).splitlines()[0][:300]}") from None
+
+
+def load_model(path: Path) -> tuple[UNet, dict[str, Any]]:
+    """The model stored at `path` (in eval mode, on CPU) and its checkpoint dict."""
+    payload = read_checkpoint(path)
+    try:
+        model = build_model(architecture(payload["architecture"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: invalid architecture {payload.get('architecture')}: {err}") from None
+    load_weights(model, payload, path)
+    return model.eval(), payload

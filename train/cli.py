@@ -1,0 +1,102 @@
+"""`train`: U-Nets for contamination segmentation.
+
+Common options are --flags; anything else is a Hydra override `key=value` of configs/train.yaml
+(e.g. `loop.epochs=10 model.features=16`). Every run writes its resolved config beside its outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from evaluate.config import ConfigError, load_config, real_dir
+from evaluate.metrics import METRICS
+from evaluate.micrographs import DataError
+
+EXAMPLES = """examples:
+  train real --out data/runs/real_cv                     # 5-fold CV, CPU preset, default real folder
+  train real --real DIR --out RUN --folds 5 --repeats 2 --preset paper
+  train real --folds 0 --out model.ckpt                  # one model on all labelled images
+  train real --out RUN --resume                          # continue an interrupted run
+  train real --out RUN loop.epochs=10 model.features=16  # any config key as a Hydra override
+"""
+
+
+def _overrides(args: argparse.Namespace, mapping: dict[str, str]) -> list[str]:
+    """Hydra overrides from the flags that were given, then the free `key=value` words."""
+    flags = [f"{key}={getattr(args, attr)}" for attr, key in mapping.items()
+             if getattr(args, attr, None) is not None]
+    for word in args.overrides:
+        if "=" not in word:
+            raise ConfigError(f"unexpected argument {word!r}: overrides look like key=value")
+    return flags + list(args.overrides)
+
+
+def _cmd_real(args: argparse.Namespace) -> int:
+    cfg = load_config("train", _overrides(args, {
+        "real": "data.real_dir", "folds": "cv.folds", "repeats": "cv.repeats", "preset": "preset",
+        "seed": "seed", "device": "device", "threads": "threads"}))
+    from train.crossval import cross_validate, train_all  # torch only when training
+
+    real = real_dir(cfg)
+    if int(cfg.cv.folds) == 0:
+        out = Path(args.out or Path(cfg.out_dir) / "real_all.ckpt")
+        if out.is_dir() or out.suffix != ".ckpt":
+            raise ConfigError(f"--out {out}: with --folds 0 give a checkpoint file name ending in .ckpt")
+        result = train_all(cfg, real, out, resume=args.resume)
+        print(f"model trained on all images of {real} -> {out}")
+        if args.json:
+            print(json.dumps(result))
+        return 0
+    out = Path(args.out or Path(cfg.out_dir) / "real_cv")
+    summary = cross_validate(cfg, real, out, resume=args.resume)
+    print(f"{cfg.cv.folds}-fold CV x {cfg.cv.repeats} on {summary['n_images']} images of {real} "
+          f"({summary['train_seconds']:.0f} s training):")
+    for metric in METRICS:
+        spread = summary["fold_mean_std"][metric]
+        print(f"  {metric:<18} pooled {summary['pooled'][metric]:.3f}   "
+              f"folds {spread['mean']:.3f} +- {spread['std']:.3f}")
+    print(f"results: {out / 'cv_metrics.json'}")
+    if args.json:
+        print(json.dumps(summary["pooled"]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="train", description=__doc__, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("real", help="train on real labelled micrographs (k-fold CV or all images)",
+                       description="Train the U-Net on real labelled micrographs: k-fold "
+                       "cross-validation into a run folder, or (--folds 0) one model on all images.")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra config overrides")
+    p.add_argument("--real", help="folder of NAME.png + NAME_LABEL.png (default: data.real_dir)")
+    p.add_argument("--out", help="run folder (CV) or .ckpt file (--folds 0)")
+    p.add_argument("--folds", type=int, help="k of k-fold CV; 0 = one model on all images (default 5)")
+    p.add_argument("--repeats", type=int, help="reshuffled repeats of the CV (default 1)")
+    p.add_argument("--preset", help="cpu (default: fast on a CPU) or paper (Sadre et al., for a GPU)")
+    p.add_argument("--seed", type=int, help="training seed (default 12345)")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--threads", type=int, help="CPU threads (default: available cores)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--json", action="store_true", help="last stdout line: JSON of the pooled metrics")
+    p.set_defaults(func=_cmd_real)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, ConfigError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
