@@ -24,6 +24,10 @@ EXAMPLES = """examples:
   evaluate bragg --folds 5 --repeats 2            # paper protocol on the default real folder
   evaluate bragg-fit --out bragg.json             # fit the filter on all labelled images
   evaluate score --method bragg --params bragg.json --test DIR --json
+  evaluate score --model RUN_DIR --test DIR --json  # a fold ensemble (mean softmax) or one .ckpt
+  evaluate predict --model model.ckpt --input scans/*.dm4 --out masks/
+  evaluate sort --model model.ckpt --input DIR --out sorted/ --best 20
+  evaluate atoms --model model.ckpt --input image.png --out atoms/
   evaluate bragg --real DIR bragg.lowpass=4       # any config key as a Hydra override
 """
 
@@ -152,6 +156,72 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment(args: argparse.Namespace, cfg: Any) -> tuple[list, dict[str, str]]:
+    from .apply import segment_files
+
+    return segment_files(Path(args.model), args.input, cfg.apply, args.pixel_size, progress=not args.quiet)
+
+
+def _report_failures(failed: dict[str, str]) -> int:
+    for reason in failed.values():
+        print(f"skipped: {reason}", file=sys.stderr)
+    if failed:
+        print(f"error: {len(failed)} file(s) could not be processed (listed above)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .apply import write_predictions
+
+    cfg = load_config("evaluate", _overrides(args, {"threshold": "apply.threshold"}))
+    out_dir = Path(args.out)
+    results, failed = _segment(args, cfg)
+    table = write_predictions(results, out_dir)
+    save_config(cfg, out_dir)
+    print(f"{len(results)} micrograph(s) segmented -> {out_dir} (masks, overlays, {table.name})")
+    return _report_failures(failed)
+
+
+def _cmd_sort(args: argparse.Namespace) -> int:
+    from .sorting import contact_sheet, export_best, rank, write_ranking
+
+    cfg = load_config("evaluate", _overrides(args, {"threshold": "apply.threshold"}))
+    out_dir = Path(args.out)
+    results, failed = _segment(args, cfg)
+    ranked = rank(results)
+    write_ranking(ranked, out_dir / "ranking.csv")
+    if ranked:
+        contact_sheet(ranked, out_dir / "contact_sheet.png")
+    if args.best:
+        export_best(ranked, args.best, out_dir / "best", mode="link" if args.link else "copy")
+    save_config(cfg, out_dir)
+    print(f"{len(ranked)} micrograph(s) ranked -> {out_dir / 'ranking.csv'}, {out_dir / 'contact_sheet.png'}")
+    for i, seg in enumerate(ranked[:5], 1):
+        print(f"  #{i} {seg.micrograph.path.name}: graphene fraction {seg.graphene_fraction:.3f}")
+    return _report_failures(failed)
+
+
+def _cmd_atoms(args: argparse.Namespace) -> int:
+    from .atoms import find_atoms, plot_graph, write_graph
+
+    cfg = load_config("evaluate", _overrides(args, {"threshold": "apply.threshold"}))
+    out_dir = Path(args.out)
+    results, failed = _segment(args, cfg)
+    for seg in results:
+        stem = seg.micrograph.path.stem
+        try:
+            graph = find_atoms(seg.micrograph.image, seg.mask, seg.pixel_size, contrast=args.contrast)
+        except ValueError as err:
+            failed[str(seg.micrograph.path)] = f"{seg.micrograph.path}: {err}"
+            continue
+        write_graph(graph, out_dir, stem)
+        plot_graph(seg.micrograph.image, graph, seg.mask, out_dir / f"{stem}_bonds.png")
+        print(f"{seg.micrograph.path.name}: {len(graph.atoms)} atoms outside contamination, "
+              f"{len(graph.bonds)} bonds, {graph.contrast}-atom contrast")
+    save_config(cfg, out_dir)
+    return _report_failures(failed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evaluate", description=__doc__, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,6 +256,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write all metrics (pooled, per image) to this JSON file")
     p.add_argument("--json", action="store_true", help="last stdout line: JSON of the six pooled metrics")
     p.set_defaults(func=_cmd_score)
+
+    def add_apply(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = add(name, help_text)
+        p.add_argument("--model", required=True, help="U-Net checkpoint, or a CV run folder (fold ensemble)")
+        p.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                       help="micrographs (.dm3 .dm4 .emd .ser .tif .png) or folders of them")
+        p.add_argument("--out", required=True, help="output folder")
+        p.add_argument("--pixel-size", type=float, help="A/px when the files do not say (else: from the lattice)")
+        p.add_argument("--threshold", type=float, help="contamination probability threshold (default 0.5)")
+        return p
+
+    p = add_apply("predict", "Segment micrographs: <stem>_mask.png (255 = contamination), "
+                             "<stem>_overlay.png and predictions.csv.")
+    p.set_defaults(func=_cmd_predict)
+    p = add_apply("sort", "Rank micrographs by graphene fraction: ranking.csv and a contact sheet in rank order.")
+    p.add_argument("--best", type=int, help="also copy the N cleanest micrographs into OUT/best")
+    p.add_argument("--link", action="store_true", help="symlink instead of copying with --best")
+    p.set_defaults(func=_cmd_sort)
+    p = add_apply("atoms", "Find atoms outside the contamination and their bonds (coloured by angle mod 60).")
+    p.add_argument("--contrast", choices=["auto", "white", "black"], default="auto",
+                   help="atom contrast (default: detected from the honeycomb)")
+    p.set_defaults(func=_cmd_atoms)
     return parser
 
 

@@ -1,0 +1,188 @@
+"""Applying a trained U-Net to micrographs of any size and format.
+
+Scale, not size, is what a network learns: the U-Net saw graphene at 0.30-0.47 A/px. So a
+micrograph whose pixel size lies outside `pixel_range` is first resampled to `target_pixel_size`
+(anti-aliased), then segmented whole or, when larger than `tile`, in overlapping tiles blended
+with linear ramps; the probability map is resampled back to the input grid. The pixel size comes
+from the file, else from the caller, else from the graphene lattice itself (see
+`lattice_pixel_size`). benchmarks/bench_apply.py measures this choice against tiling at the
+native scale.
+"""
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.ndimage
+from PIL import Image
+
+from .atoms import D100
+from .bragg import BraggParams, find_peaks
+from .formats import SUPPORTED, Micrograph, read_micrograph
+from .micrographs import LABEL_SUFFIX, DataError
+from .preprocessing import preprocess
+
+CSV_COLUMNS = ["file", "pixel_size_A", "pixel_size_source", "height", "width",
+               "contamination_fraction", "graphene_fraction", "seconds"]
+OVERLAY_RGB = np.array([255, 40, 40])
+OVERLAY_ALPHA = 0.4
+
+
+@dataclass
+class Segmentation:
+    """A micrograph's contamination probability and mask on its own grid."""
+
+    micrograph: Micrograph
+    probability: np.ndarray
+    mask: np.ndarray
+    pixel_size: float | None
+    pixel_size_source: str
+    seconds: float
+
+    @property
+    def contamination_fraction(self) -> float:
+        return float(self.mask.mean())
+
+    @property
+    def graphene_fraction(self) -> float:
+        """Share of the field not covered by amorphous carbon (the paper's sorting key)."""
+        return 1.0 - self.contamination_fraction
+
+
+def lattice_pixel_size(image: np.ndarray, prior: float) -> float | None:
+    """Pixel size (A/px) from the innermost strong Bragg ring of graphene, or None without lattice.
+
+    The ring may be {100} (2.13 A), {110} (2.13/sqrt 3) or {200} (2.13/2) depending on the CTF; of
+    these readings the one nearest (in ratio) to `prior` is returned.
+    """
+    peaks = find_peaks(preprocess(image), BraggParams(g_thresh=3.0, max_peaks=12))
+    if len(peaks) == 0:
+        return None
+    q = float(np.hypot(*peaks.T).min())
+    readings = [D100 * q / order for order in (1.0, np.sqrt(3.0), 2.0)]
+    return min(readings, key=lambda p: abs(np.log(p / prior)))
+
+
+def _resample(image: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:
+    """Resample to `shape`; Gaussian anti-aliasing when shrinking."""
+    factors = np.array(shape) / np.array(image.shape)
+    if np.all(factors == 1):
+        return image
+    sigma = np.maximum((1 / factors - 1) / 2, 0)
+    if np.any(sigma > 0):
+        image = scipy.ndimage.gaussian_filter(image, sigma)
+    return scipy.ndimage.zoom(image, factors, order=order, grid_mode=True, mode="grid-mirror")
+
+
+def _ramp(n: int, overlap: int) -> np.ndarray:
+    """1-D blending weight: linear ramps of `overlap` px at both ends, 1 in the middle."""
+    w = np.ones(n, dtype=np.float32)
+    if overlap > 0:
+        ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        w[:overlap], w[-overlap:] = np.minimum(w[:overlap], ramp), np.minimum(w[-overlap:], ramp[::-1])
+    return w
+
+
+def _starts(n: int, tile: int, step: int) -> list[int]:
+    return sorted(set(list(range(0, max(n - tile, 0) + 1, step)) + [max(n - tile, 0)]))
+
+
+def tiled_probability(models: Sequence[Any], image: np.ndarray, tile: int, overlap: int,
+                      batch_size: int) -> np.ndarray:
+    """Probability of a preprocessed image: whole when it fits one tile, else blended tiles."""
+    from .predict import predict_probability
+
+    if max(image.shape) <= tile:
+        return predict_probability(models, image[None], batch_size)[0]
+    rows, cols = _starts(image.shape[0], tile, tile - overlap), _starts(image.shape[1], tile, tile - overlap)
+    th, tw = min(tile, image.shape[0]), min(tile, image.shape[1])
+    boxes = [(r, c) for r in rows for c in cols]
+    probs = predict_probability(models, np.stack([image[r:r + th, c:c + tw] for r, c in boxes]), batch_size)
+    weight = np.outer(_ramp(th, overlap), _ramp(tw, overlap))
+    total = np.zeros(image.shape, np.float32)
+    norm = np.zeros(image.shape, np.float32)
+    for (r, c), prob in zip(boxes, probs):
+        total[r:r + th, c:c + tw] += weight * prob
+        norm[r:r + th, c:c + tw] += weight
+    return total / norm
+
+
+def segment(models: Sequence[Any], micrograph: Micrograph, cfg: Any,
+            pixel_size: float | None = None) -> Segmentation:
+    """Contamination probability and mask of one micrograph on its own grid (see module doc)."""
+    start = time.perf_counter()
+    source = "file" if micrograph.pixel_size else "given" if pixel_size else "lattice"
+    size = micrograph.pixel_size or pixel_size or lattice_pixel_size(micrograph.image, cfg.target_pixel_size)
+    image = micrograph.image
+    lo, hi = cfg.pixel_range
+    if size is None:
+        source = "unknown"
+    elif not lo <= size <= hi:
+        scale = size / cfg.target_pixel_size
+        image = _resample(image, tuple(max(16, int(round(n * scale))) for n in image.shape))
+    prob = tiled_probability(models, preprocess(image), cfg.tile, cfg.overlap, cfg.batch_size)
+    prob = np.clip(_resample(prob, micrograph.image.shape), 0.0, 1.0)
+    return Segmentation(micrograph, prob, prob > cfg.threshold, size, source, time.perf_counter() - start)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """RGB uint8: the micrograph in grey (1st-99th percentile stretch), contamination tinted red."""
+    lo, hi = np.percentile(image, [1, 99])
+    grey = np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1) * 255
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    rgb[mask] = (1 - OVERLAY_ALPHA) * rgb[mask] + OVERLAY_ALPHA * OVERLAY_RGB
+    return rgb.astype(np.uint8)
+
+
+def input_files(inputs: Sequence[Path | str]) -> list[Path]:
+    """Micrograph files named by `inputs`: files, or folders (supported suffixes, labels skipped)."""
+    files: list[Path] = []
+    for path in map(Path, inputs):
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in SUPPORTED
+                            and not p.stem.endswith(LABEL_SUFFIX))
+        else:
+            files.append(path)  # unsupported or missing files are reported when read
+    if not files:
+        raise DataError(f"no micrographs ({', '.join(SUPPORTED)}) in {[str(p) for p in inputs]}")
+    return files
+
+
+def segment_files(model_path: Path, inputs: Sequence[Path | str], cfg: Any, pixel_size: float | None = None,
+                  progress: bool = True) -> tuple[list[Segmentation], dict[str, str]]:
+    """Segment every input; unreadable files are collected in {path: reason} and skipped."""
+    from tqdm import tqdm
+
+    from .predict import load_models
+
+    models = load_models(Path(model_path))
+    done, failed = [], {}
+    for path in tqdm(input_files(inputs), desc="segment", unit="img", disable=not progress):
+        try:
+            done.append(segment(models, read_micrograph(path), cfg, pixel_size))
+        except DataError as err:
+            failed[str(path)] = str(err)
+    return done, failed
+
+
+def write_predictions(results: Sequence[Segmentation], out_dir: Path) -> Path:
+    """<stem>_mask.png (255 = contamination), <stem>_overlay.png and predictions.csv in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for seg in results:
+        stem = seg.micrograph.path.stem
+        Image.fromarray(seg.mask.astype(np.uint8) * 255).save(out_dir / f"{stem}_mask.png")
+        Image.fromarray(overlay(seg.micrograph.image, seg.mask)).save(out_dir / f"{stem}_overlay.png")
+    table = out_dir / "predictions.csv"
+    with table.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for seg in results:
+            writer.writerow([str(seg.micrograph.path), "" if seg.pixel_size is None else f"{seg.pixel_size:.4f}",
+                             seg.pixel_size_source, *seg.mask.shape, f"{seg.contamination_fraction:.5f}",
+                             f"{seg.graphene_fraction:.5f}", f"{seg.seconds:.3f}"])
+    return table

@@ -1,0 +1,75 @@
+"""Sorting image sets by how clean they are (the paper's Figure 6): rank by graphene fraction.
+
+Graphene fraction = share of the field not covered by amorphous carbon (1 - contamination
+fraction of the predicted mask); the cleanest image ranks first.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .apply import Segmentation, overlay  # noqa: E402
+
+
+def rank(results: Sequence[Segmentation]) -> list[Segmentation]:
+    """Cleanest first (highest graphene fraction); ties broken by file name for a stable order."""
+    return sorted(results, key=lambda s: (-s.graphene_fraction, str(s.micrograph.path)))
+
+
+def write_ranking(ranked: Sequence[Segmentation], path: Path) -> Path:
+    """ranking.csv: rank, file, graphene_fraction, contamination_fraction, pixel_size_A."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["rank", "file", "graphene_fraction", "contamination_fraction", "pixel_size_A"])
+        for i, seg in enumerate(ranked, 1):
+            writer.writerow([i, str(seg.micrograph.path), f"{seg.graphene_fraction:.5f}",
+                             f"{seg.contamination_fraction:.5f}",
+                             "" if seg.pixel_size is None else f"{seg.pixel_size:.4f}"])
+    return path
+
+
+def contact_sheet(ranked: Sequence[Segmentation], path: Path, columns: int = 10, thumb_inches: float = 1.3) -> Path:
+    """PNG grid of overlays in rank order, each titled with its rank and graphene fraction."""
+    rows = max(1, int(np.ceil(len(ranked) / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * thumb_inches, rows * (thumb_inches + 0.25)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (seg, ax) in enumerate(zip(ranked, axes.flat), 1):
+        ax.imshow(overlay(seg.micrograph.image, seg.mask), interpolation="lanczos")
+        ax.set_title(f"#{i}  {seg.graphene_fraction:.2f}", fontsize=7)
+    fig.suptitle("ranked by graphene fraction (cleanest first; red = predicted contamination)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def export_best(ranked: Sequence[Segmentation], n: int, dest: Path, mode: str = "copy") -> list[Path]:
+    """Copy or symlink the `n` cleanest micrographs into `dest`."""
+    if mode not in ("copy", "link"):
+        raise ValueError(f"mode must be copy or link, not {mode!r}")
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for seg in ranked[:n]:
+        src = seg.micrograph.path.resolve()
+        target = dest / src.name
+        if target.exists() or target.is_symlink():
+            target.unlink()
+        if mode == "copy":
+            shutil.copy2(src, target)
+        else:
+            os.symlink(src, target)
+        written.append(target)
+    return written
