@@ -1,0 +1,137 @@
+"""`simulate` command: generate | preview | inspect | compare (argparse over Hydra config overrides)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from evaluate.config import ConfigError, load_config, save_config
+from evaluate.micrographs import DataError
+
+from .dataset import DatasetError
+
+USER_ERRORS = (ConfigError, DatasetError, DataError, ValueError, OSError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simulate", description="Auto-labelled HRTEM graphene images with abTEM.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="simulate N labelled images into an HDF5 file")
+    gen.add_argument("--n", type=int, help="number of images (default: config n)")
+    gen.add_argument("--out", type=Path, help="output .h5 (default data/sim/sim_<n>_seed<seed>.h5)")
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--workers", type=int, help="local processes, one thread each")
+    gen.add_argument("--scheduler", help="dask.distributed scheduler address, e.g. tcp://host:8786")
+    gen.add_argument("--device", choices=("cpu", "gpu"))
+    mode = gen.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="complete an interrupted file")
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("--json", action="store_true", help="print run statistics as one JSON line")
+
+    pre = sub.add_parser("preview", help="contact sheet of simulated images with mask outlines")
+    pre.add_argument("--n", type=int, help="number of images (default: config preview.n)")
+    pre.add_argument("--out", type=Path, help="PNG path (default: config preview.out)")
+    pre.add_argument("--seed", type=int)
+    pre.add_argument("--from", dest="source", type=Path, help="take the images from this .h5 instead of simulating")
+
+    ins = sub.add_parser("inspect", help="schema check and statistics of a dataset file")
+    ins.add_argument("file", type=Path)
+    ins.add_argument("--json", action="store_true")
+
+    cmp_ = sub.add_parser("compare", help="simulated vs real statistics after the same preprocessing")
+    cmp_.add_argument("--sim", type=Path, required=True)
+    cmp_.add_argument("--real", type=Path, help="folder of NAME.png + NAME_LABEL.png (default: data.real_dir)")
+    cmp_.add_argument("--out", type=Path, default=Path("data/runs/simulate-compare"))
+    cmp_.add_argument("--max-sim", type=int, default=500, help="use at most this many simulated images")
+    cmp_.add_argument("--json", action="store_true")
+
+    for p in (gen, pre, ins, cmp_):
+        p.add_argument("overrides", nargs="*", help="config overrides key=value")
+    return parser
+
+
+def _overrides(args: argparse.Namespace, flags: Sequence[str]) -> list[str]:
+    words = [f"{flag}={getattr(args, flag)}" for flag in flags if getattr(args, flag, None) is not None]
+    for word in args.overrides:
+        if "=" not in word:
+            raise ConfigError(f"unexpected argument '{word}': overrides must look like key=value")
+    return words + list(args.overrides)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .driver import default_out, generate
+
+    cfg = load_config("simulate", _overrides(args, ("n", "seed", "workers", "scheduler", "device")))
+    out = args.out or default_out(cfg)
+    stats = generate(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    save_config(cfg, out.parent, name=f"{out.stem}.yaml")
+    result = {"out": str(out), **stats.as_dict()}
+    print(f"wrote {out}: {stats.images} new images from {stats.structures} structures in {stats.wall:.1f} s "
+          f"({result['images_per_s']} img/s)")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .report import inspect_dataset
+
+    summary = inspect_dataset(args.file)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{args.file}: {summary['images']} / {summary['n_target']} images "
+              f"({'complete' if summary['complete'] else 'INCOMPLETE'}), schema v{summary['schema_version']}, "
+              f"{summary['structures']} structures")
+        for key, (lo, hi, mean) in summary["ranges"].items():
+            print(f"  {key:24s} {lo:12.4g} .. {hi:<12.4g} mean {mean:.4g}")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from .report import preview
+
+    cfg = load_config("simulate", _overrides(args, ("seed",)))
+    out = args.out or Path(cfg.preview.out)
+    n = args.n or int(cfg.preview.n)
+    preview(cfg, n, out, source=args.source)
+    save_config(cfg, out.parent, name=f"{out.stem}.yaml")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from evaluate.config import real_dir
+
+    from .report import compare
+
+    cfg = load_config("simulate", _overrides(args, ()))
+    result = compare(args.sim, args.real or real_dir(cfg), args.out, max_sim=args.max_sim)
+    save_config(cfg, args.out)
+    print(f"wrote {args.out}/compare.json and figures")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "inspect": cmd_inspect, "preview": cmd_preview, "compare": cmd_compare}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; finished images are saved, rerun with --resume to complete the file", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

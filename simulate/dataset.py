@@ -1,0 +1,130 @@
+"""The simulated dataset on disk: one HDF5 file, written image by image so it is always valid.
+
+Layout (schema version 1):
+- `images`  float32 (N, H, W): recorded intensity, counts / (dose * pixel area), mean ~1
+- `masks`   uint8 (N, H, W): 1 = amorphous-carbon contamination
+- `classes` uint8 (N, H, W): 0 lattice, 1 contamination, 2 vacuum, 3 grain boundary
+- `meta`    structured (N,): seed, index, structure, variant, pixel size, every optics/dose draw,
+  structure draws and label fractions (see simulate.pipeline.META_DTYPE)
+- attrs: schema_version, package_version, config (resolved YAML of everything that shapes the
+  images), seed, n_target, variants_per_structure, complete.
+
+The datasets grow as images arrive (chunked, compressed, flushed per batch): an interrupted run
+leaves a readable file holding every finished image, and a resumed run appends the rest.
+"""
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .labels import CLASS_NAMES
+from .pipeline import META_DTYPE, Sample
+
+SCHEMA_VERSION = 1
+ARRAYS = ("images", "masks", "classes")
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, malformed or does not match the requested run."""
+
+
+def package_version() -> str:
+    try:
+        return version("grapheneseg")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class DatasetWriter:
+    """Appends samples to a new or partially written dataset file, in index order."""
+
+    def __init__(self, path: Path, n_target: int, image_px: int, attrs: dict, resume: bool):
+        self.path = Path(path)
+        if resume and self.path.exists():
+            self.file = h5py.File(self.path, "r+")
+            check_schema(self.file, self.path)
+            for key in ("config", "seed", "n_target"):
+                if _plain(self.file.attrs[key]) != _plain(attrs[key]):
+                    raise DatasetError(f"{self.path}: cannot resume, its {key} differs from this run's")
+            return
+        self.file = h5py.File(self.path, "w")
+        try:
+            self._create(n_target, image_px, attrs)
+        except Exception:
+            self.file.close()
+            self.path.unlink()
+            raise
+
+    def _create(self, n_target: int, image_px: int, attrs: dict) -> None:
+        shape, chunks = (0, image_px, image_px), (1, image_px, image_px)
+        maxshape = (n_target, image_px, image_px)
+        self.file.create_dataset("images", shape, "f4", maxshape=maxshape, chunks=chunks, compression="gzip", compression_opts=1, shuffle=True)
+        for name in ("masks", "classes"):
+            self.file.create_dataset(name, shape, "u1", maxshape=maxshape, chunks=chunks, compression="gzip", compression_opts=4)
+        self.file.create_dataset("meta", (0,), META_DTYPE, maxshape=(n_target,), chunks=(min(256, n_target),), compression="gzip")
+        self.file.attrs.update(attrs)
+        self.file.attrs["schema_version"] = SCHEMA_VERSION
+        self.file.attrs["package_version"] = package_version()
+        self.file.attrs["class_names"] = ",".join(CLASS_NAMES)
+        self.file.attrs["complete"] = False
+        self.file.flush()
+
+    @property
+    def count(self) -> int:
+        return int(self.file["images"].shape[0])
+
+    def append(self, samples: list[Sample]) -> None:
+        """Write samples that continue the file exactly where it ends, then flush."""
+        start = self.count
+        if [s.index for s in samples] != list(range(start, start + len(samples))):
+            raise DatasetError(f"{self.path}: samples out of order at image {start}")
+        stop = start + len(samples)
+        for name, attr in zip(ARRAYS, ("image", "mask", "classes")):
+            self.file[name].resize(stop, axis=0)
+            self.file[name][start:stop] = np.stack([getattr(s, attr) for s in samples])
+        self.file["meta"].resize(stop, axis=0)
+        self.file["meta"][start:stop] = np.stack([s.meta for s in samples])
+        self.file.flush()
+
+    def close(self, complete: bool) -> None:
+        if self.file.id.valid:
+            self.file.attrs["complete"] = bool(complete)
+            self.file.close()
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def check_schema(file: h5py.File, path: Path) -> None:
+    """Raise DatasetError naming what is wrong with a dataset file."""
+    if int(file.attrs.get("schema_version", -1)) != SCHEMA_VERSION:
+        raise DatasetError(f"{path}: schema_version {file.attrs.get('schema_version')} != {SCHEMA_VERSION}")
+    for name in (*ARRAYS, "meta"):
+        if name not in file:
+            raise DatasetError(f"{path}: missing dataset '{name}'")
+    n = file["images"].shape[0]
+    for name in ("masks", "classes", "meta"):
+        if file[name].shape[0] != n:
+            raise DatasetError(f"{path}: '{name}' holds {file[name].shape[0]} entries, images {n}")
+    if file["images"].dtype != np.float32 or file["masks"].dtype != np.uint8:
+        raise DatasetError(f"{path}: wrong dtypes ({file['images'].dtype}, {file['masks'].dtype})")
+    missing = set(META_DTYPE.names) - set(file["meta"].dtype.names)
+    if missing:
+        raise DatasetError(f"{path}: meta lacks fields {sorted(missing)}")
+
+
+def open_dataset(path: Path) -> h5py.File:
+    """Open a dataset for reading after checking its schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such dataset file")
+    try:
+        file = h5py.File(path, "r")
+    except OSError as err:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({err})") from None
+    check_schema(file, path)
+    return file

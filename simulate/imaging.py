@@ -1,0 +1,239 @@
+"""HRTEM image formation: one abTEM exit wave per structure, then cheap optics/dose variants.
+
+The expensive part (potential + multislice, abTEM 1.0, projection='infinite') runs once per
+structure. Each variant then costs a few FFTs on a small grid: the exit wave is Fourier-cropped to
+`wave_oversampling` px per output px, multiplied by an abTEM CTF (defocus, Cs, two-fold astigmatism,
+focal and angular spread, objective aperture), squared, Fourier-cropped to the output pixel size,
+multiplied by the detector MTF, lit by a smooth illumination gradient, given Poisson shot noise at
+the drawn dose and finally blurred (detector point spread after the noise). Arrays are indexed
+[x, y] as in abTEM; the output image covers x, y in [margin, margin + image_px) * pixel_size.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.fft
+from scipy import ndimage
+
+from .structures import Structure
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def limit_threads() -> None:
+    """One thread per process (set before numba/FFTW start): workers must not oversubscribe 2 cores."""
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
+
+
+def configure_abtem(device: str = "cpu", wisdom: tuple[bytes, ...] | None = None) -> None:
+    """Deterministic, quiet, single-threaded abTEM.
+
+    FFTW_MEASURE plans differ between processes and change the last bits of a result, but
+    FFTW_ESTIMATE plans run ~7x slower here (20 ms vs 3 ms for a 768^2 FFT). So every process
+    imports the same FFTW wisdom, planned once by the parent (`fftw_wisdom`): identical plans,
+    identical bytes, measured speed.
+    """
+    import abtem
+    import pyfftw
+
+    if wisdom is not None:
+        pyfftw.import_wisdom(wisdom)
+    abtem.config.set(
+        {
+            "device": device,
+            "diagnostics.progress_bar": False,
+            "fftw.planning_effort": "FFTW_MEASURE",
+            "fftw.threads": 1,
+            "mkl.threads": 1,
+        }
+    )
+
+
+# Exit-wave grids are drawn from this list (all 2-3-5 smooth), so one set of FFTW plans serves a run.
+GRID_SIZES = (128, 160, 192, 256, 320, 384, 432, 480, 512, 576, 640, 720, 768, 800, 864, 960, 1024, 1152, 1280, 1440, 1536)
+
+
+def grid_size(extent: float, sampling: float) -> int:
+    """Smallest size in GRID_SIZES that samples `extent` at `sampling` or finer."""
+    need = int(np.ceil(extent / sampling - 1e-6))
+    return next((n for n in GRID_SIZES if n >= need), scipy.fft.next_fast_len(need))
+
+
+def fftw_wisdom(sizes: list[int], cache: Path | None = None) -> tuple[bytes, ...]:
+    """FFTW wisdom for in-place complex64 n x n transforms (abTEM's layout), cached on disk."""
+    import pyfftw
+
+    if cache is not None and cache.exists():
+        pyfftw.import_wisdom(pickle.loads(cache.read_bytes()))
+    for n in sorted(set(sizes)):
+        array = pyfftw.empty_aligned((n, n), dtype="complex64")
+        for direction in ("FFTW_FORWARD", "FFTW_BACKWARD"):
+            pyfftw.FFTW(array, array, axes=(-2, -1), direction=direction, flags=("FFTW_MEASURE",), threads=1)
+    wisdom = pyfftw.export_wisdom()
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(pickle.dumps(wisdom))
+        tmp.replace(cache)
+    return wisdom
+
+
+@dataclass
+class Optics:
+    """One variant's microscope and detector settings (lengths in A, angles in mrad/rad)."""
+
+    defocus: float
+    cs: float
+    astigmatism: float
+    astigmatism_angle: float  # rad
+    focal_spread: float
+    angular_spread: float
+    dose: float  # e/A^2
+    mtf_c2: float
+    mtf_c3: float
+    mtf_c4: float
+    blur: float  # output px
+    gradient: float  # relative amplitude of the illumination gradient
+    gradient_angle: float  # rad
+    gradient_curvature: float  # share of the gradient that is quadratic
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def draw_optics(rng: np.random.Generator, cfg) -> Optics:
+    """Draw a variant from the `optics` config (dose log-uniform, everything else uniform)."""
+    u = lambda key: float(rng.uniform(*cfg[key]))  # noqa: E731
+    return Optics(
+        defocus=u("defocus"),
+        cs=u("cs"),
+        astigmatism=u("astigmatism"),
+        astigmatism_angle=float(rng.uniform(0, np.pi)),
+        focal_spread=u("focal_spread"),
+        angular_spread=u("angular_spread"),
+        dose=float(np.exp(rng.uniform(np.log(cfg.dose[0]), np.log(cfg.dose[1])))),
+        mtf_c2=u("mtf_c2"),
+        mtf_c3=u("mtf_c3"),
+        mtf_c4=u("mtf_c4"),
+        blur=u("blur"),
+        gradient=u("gradient"),
+        gradient_angle=float(rng.uniform(0, 2 * np.pi)),
+        gradient_curvature=float(rng.uniform(-1, 1)),
+    )
+
+
+def slice_edges(structure: Structure, graphene_slice: float, amorphous_slice: float) -> tuple[float, ...]:
+    """Slice thicknesses: a thin slice around the graphene plane, thicker ones through the weakly
+    scattering amorphous layers (their sub-slice defocus is far below the focal spread)."""
+    z = structure.atoms.positions[:, 2]
+    depth = float(structure.atoms.cell[2, 2])
+    z_sheet = float(np.median(z[~structure.amorphous])) if (~structure.amorphous).any() else depth / 2
+    below = max(z_sheet - graphene_slice / 2, 0.0)
+    above = max(depth - below - graphene_slice, 0.0)
+    split = lambda h: [h / n] * n if (n := int(np.ceil(h / amorphous_slice - 1e-9))) else []  # noqa: E731
+    return tuple(split(below) + [graphene_slice] + split(above))
+
+
+def exit_wave(structure: Structure, sampling: float, graphene_slice: float, amorphous_slice: float, energy: float) -> np.ndarray:
+    """Plane-wave exit wave (complex64, [x, y]) of the structure on an FFT-friendly grid."""
+    import abtem
+
+    gpts = grid_size(structure.extent, sampling)
+    potential = abtem.Potential(
+        structure.atoms,
+        gpts=gpts,
+        projection="infinite",
+        slice_thickness=slice_edges(structure, graphene_slice, amorphous_slice),
+    )
+    wave = abtem.PlaneWave(energy=energy).multislice(potential, lazy=False)
+    wave = wave.to_cpu() if hasattr(wave, "to_cpu") else wave
+    return np.asarray(wave.array, dtype=np.complex64)
+
+
+def fourier_crop(spectrum: np.ndarray, n: int) -> np.ndarray:
+    """Keep the n x n lowest frequencies of an unshifted 2-D spectrum."""
+    half = n // 2
+    idx = np.r_[0 : n - half, spectrum.shape[0] - half : spectrum.shape[0]]
+    return spectrum[np.ix_(idx, idx)]
+
+
+class VariantImager:
+    """Turns one exit wave into many images with different optics, dose and detector draws."""
+
+    def __init__(self, wave: np.ndarray, extent: float, energy: float, image_px: int, margin_px: int, oversampling: int, semiangle_cutoff: float):
+        from abtem.core.energy import energy2wavelength
+
+        self.image_px, self.margin_px = image_px, margin_px
+        self.full_px = image_px + 2 * margin_px  # output grid including the margin
+        self.wave_px = oversampling * self.full_px
+        self.pixel_size = extent / self.full_px
+        self.energy, self.semiangle_cutoff = energy, semiangle_cutoff
+        spectrum = scipy.fft.fft2(wave, norm="forward")
+        if self.wave_px > wave.shape[0]:
+            raise ValueError(f"potential sampling too coarse: {wave.shape[0]} px < {self.wave_px} px needed")
+        k = scipy.fft.fftfreq(self.wave_px, extent / self.wave_px)
+        kx, ky = np.meshgrid(k, k, indexing="ij")
+        alpha = np.hypot(kx, ky) * energy2wavelength(energy)  # rad
+        # the CTF is only evaluated inside the objective aperture (soft edge included): ~6x cheaper
+        self.inside = alpha < 1.05 * semiangle_cutoff * 1e-3
+        self.alpha = alpha[self.inside].astype(np.float32)
+        self.phi = np.arctan2(ky, kx)[self.inside].astype(np.float32)
+        self.spectrum = fourier_crop(spectrum, self.wave_px)[self.inside]
+        q = scipy.fft.fftfreq(self.full_px) * 2  # output frequencies in units of Nyquist
+        self.q = np.hypot(q[:, None], q[None, :])
+        c = (np.arange(image_px) + 0.5) / image_px * 2 - 1
+        self.x, self.y = np.meshgrid(c, c, indexing="ij")
+
+    def ctf(self, optics: Optics) -> np.ndarray:
+        """abTEM's CTF kernel (aberrations x envelopes x soft aperture) on the cropped wave grid."""
+        from abtem import CTF
+
+        ctf = CTF(
+            energy=self.energy,
+            semiangle_cutoff=self.semiangle_cutoff,
+            focal_spread=optics.focal_spread,
+            angular_spread=optics.angular_spread,
+            aberration_coefficients={
+                "C10": -optics.defocus,
+                "C30": optics.cs,
+                "C12": optics.astigmatism,
+                "phi12": optics.astigmatism_angle,
+            },
+        )
+        return ctf._evaluate_from_angular_grid(self.alpha, self.phi)
+
+    def noiseless(self, optics: Optics) -> np.ndarray:
+        """Intensity after the CTF and detector MTF on the output grid (mean ~1), margin cropped."""
+        filtered = np.zeros((self.wave_px, self.wave_px), dtype=np.complex64)
+        filtered[self.inside] = self.spectrum * self.ctf(optics)
+        wave = scipy.fft.ifft2(filtered, norm="forward")
+        intensity = (wave.real**2 + wave.imag**2).astype(np.float32)
+        spectrum = fourier_crop(scipy.fft.fft2(intensity, norm="forward", workers=1), self.full_px)
+        mtf = (1 - optics.mtf_c2) / (1 + (self.q / (2 * optics.mtf_c3)) ** optics.mtf_c4) + optics.mtf_c2
+        image = scipy.fft.ifft2(spectrum * mtf, norm="forward").real
+        m = self.margin_px
+        return image[m : m + self.image_px, m : m + self.image_px]
+
+    def illumination(self, optics: Optics) -> np.ndarray:
+        """Smooth multiplicative illumination: a tilt plus a quadratic bowl, peak deviation `gradient`."""
+        ramp = np.cos(optics.gradient_angle) * self.x + np.sin(optics.gradient_angle) * self.y
+        bowl = self.x**2 + self.y**2 - 2 / 3
+        shape = (1 - abs(optics.gradient_curvature)) * ramp + optics.gradient_curvature * bowl
+        return 1 + optics.gradient * shape / max(np.abs(shape).max(), 1e-9)
+
+    def image(self, optics: Optics, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float]]:
+        """One recorded image (float32, counts / (dose * pixel area), mean ~1) and stage timings."""
+        t0 = time.perf_counter()
+        clean = self.noiseless(optics) * self.illumination(optics)
+        t1 = time.perf_counter()
+        per_pixel = optics.dose * self.pixel_size**2
+        counts = rng.poisson(np.clip(clean, 0, None) * per_pixel)
+        image = ndimage.gaussian_filter(counts / per_pixel, optics.blur, mode="reflect")
+        t2 = time.perf_counter()
+        return image.astype(np.float32), {"ctf": t1 - t0, "noise": t2 - t1}

@@ -1,0 +1,91 @@
+"""From (seed, image index) to a labelled image: the unit of work of every driver.
+
+Image i is variant i % V of structure i // V (V = variants_per_structure). The structure and its
+pixel size come from SeedSequence(seed, spawn_key=(0, s)), each variant's optics and noise from
+SeedSequence(seed, spawn_key=(1, s, v)), so an image depends only on (seed, i): never on which
+process computed it, in which order, or how many other images were asked for.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .imaging import Optics, VariantImager, draw_optics, exit_wave
+from .labels import make_labels
+from .structures import build_structure
+
+STRUCTURE_FIELDS = (
+    "pixel_size", "extent", "potential_sampling", "n_grains", "n_holes", "n_adatoms", "n_atoms",
+    "n_amorphous", "coverage_target", "amorphous_density", "amorphous_thickness",
+)
+OPTICS_FIELDS = tuple(Optics.__dataclass_fields__)
+META_DTYPE = np.dtype(
+    [("index", "i8"), ("seed", "i8"), ("structure", "i8"), ("variant", "i4")]
+    + [(name, "f8") for name in STRUCTURE_FIELDS + OPTICS_FIELDS]
+    + [("contamination_fraction", "f8"), ("vacuum_fraction", "f8"), ("boundary_fraction", "f8")]
+)
+STAGES = ("structure", "exit_wave", "labels", "ctf", "noise")
+
+
+@dataclass
+class Sample:
+    """One finished image with its labels and metadata row."""
+
+    index: int
+    image: np.ndarray  # float32 (H, W), mean ~1
+    mask: np.ndarray  # uint8, 1 = contamination
+    classes: np.ndarray  # uint8 class map
+    meta: np.ndarray  # one META_DTYPE record
+
+
+def structure_rng(seed: int, s: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, s)))
+
+
+def variant_rng(seed: int, s: int, v: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, s, v)))
+
+
+def simulate_structure(cfg, seed: int, s: int, variants: list[int]) -> tuple[list[Sample], dict[str, float]]:
+    """Build structure s, compute its exit wave once and image the requested variants.
+
+    `cfg` is the resolved simulate config (DictConfig or plain dict wrapped by the caller).
+    Returns the samples in variant order and the seconds spent per stage.
+    """
+    grid, timing = cfg.grid, dict.fromkeys(STAGES, 0.0)
+    t0 = time.perf_counter()
+    rng = structure_rng(seed, s)
+    pixel_size = float(rng.uniform(*grid.pixel_size))
+    full_px = grid.image_px + 2 * grid.margin_px
+    structure = build_structure(rng, full_px * pixel_size, cfg.structure)
+    t1 = time.perf_counter()
+    sampling = min(float(grid.potential_sampling), pixel_size / grid.wave_oversampling)
+    wave = exit_wave(structure, sampling, grid.slice_thickness, grid.amorphous_slice_thickness, cfg.optics.energy)
+    imager = VariantImager(wave, structure.extent, cfg.optics.energy, grid.image_px, grid.margin_px, grid.wave_oversampling, cfg.optics.semiangle_cutoff)
+    t2 = time.perf_counter()
+    mask, classes = make_labels(structure, grid.image_px, grid.margin_px, cfg.label)
+    t3 = time.perf_counter()
+    timing.update(structure=t1 - t0, exit_wave=t2 - t1, labels=t3 - t2)
+
+    info = dict(structure.info, pixel_size=pixel_size, extent=structure.extent, potential_sampling=structure.extent / wave.shape[0])
+    fractions = {
+        "contamination_fraction": float(mask.mean()),
+        "vacuum_fraction": float((classes == 2).mean()),
+        "boundary_fraction": float((classes == 3).mean()),
+    }
+    samples = []
+    for v in variants:
+        vrng = variant_rng(seed, s, v)
+        optics = draw_optics(vrng, cfg.optics)
+        image, stage = imager.image(optics, vrng)
+        for key, value in stage.items():
+            timing[key] += value
+        index = s * cfg.variants_per_structure + v
+        meta = np.zeros((), dtype=META_DTYPE)
+        for key, value in {**info, **optics.as_dict(), **fractions}.items():
+            meta[key] = value
+        meta["index"], meta["seed"], meta["structure"], meta["variant"] = index, seed, s, v
+        samples.append(Sample(index, image, mask, classes, meta))
+    return samples, timing

@@ -1,0 +1,295 @@
+"""Atomic models: polycrystalline graphene with holes, amorphous-carbon contamination and adatoms.
+
+A structure is a periodic square cell (x, y) of side `extent` holding
+
+- graphene grains: periodic Voronoi cells, each filled with a randomly rotated and shifted sheet;
+  atoms that end up closer than `min_distance` across a boundary are merged into their midpoint
+  (repeatedly, then pruned), and atoms left with fewer than two neighbours are removed;
+- holes: star-shaped regions with randomly perturbed edges where all atoms are removed;
+- amorphous carbon: a random network (random sequential addition with a minimum distance, at a
+  density drawn in g/cm3) filling blobs whose footprint is a thresholded smooth random field,
+  biased towards grain boundaries, with a thickness per blob that tapers at the blob's edge;
+- optional heavy adatoms (Si by default) sitting on the lattice; they are not contamination.
+
+The `Structure` keeps what the labels need (which atoms are amorphous, grain seeds, holes), so the
+labels come from the model itself and never from the image.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase import Atoms
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+AVOGADRO = 6.02214076e23
+CARBON_MASS = 12.011  # g/mol
+
+
+def carbon_number_density(grams_per_cm3: float) -> float:
+    """Atoms per A^3 of carbon at a mass density in g/cm3 (2.2 g/cm3 -> 0.110 /A^3)."""
+    return grams_per_cm3 * AVOGADRO / CARBON_MASS / 1e24
+
+
+@dataclass
+class Hole:
+    """A star-shaped hole: radius(phi) = radius * (1 + sum_k a_k cos(k phi + p_k))."""
+
+    center: np.ndarray
+    radius: float
+    amplitudes: np.ndarray
+    phases: np.ndarray
+
+    def contains(self, xy: np.ndarray, extent: float) -> np.ndarray:
+        d = _wrap(xy - self.center, extent)
+        phi = np.arctan2(d[..., 1], d[..., 0])
+        k = np.arange(2, 2 + len(self.amplitudes))
+        edge = self.radius * (1 + np.cos(phi[..., None] * k + self.phases) @ self.amplitudes)
+        return np.hypot(d[..., 0], d[..., 1]) < edge
+
+
+@dataclass
+class Structure:
+    """An atomic model plus the geometry the labels are made from."""
+
+    atoms: Atoms
+    extent: float
+    amorphous: np.ndarray  # bool per atom: amorphous-carbon contamination
+    seeds: np.ndarray  # (G, 2) Voronoi seeds of the grains
+    angles: np.ndarray  # (G,) in-plane orientation of each grain, degrees in [0, 60)
+    holes: list[Hole] = field(default_factory=list)
+    info: dict[str, float] = field(default_factory=dict)
+
+    def in_hole(self, xy: np.ndarray) -> np.ndarray:
+        inside = np.zeros(xy.shape[:-1], dtype=bool)
+        for hole in self.holes:
+            inside |= hole.contains(xy, self.extent)
+        return inside
+
+    def boundary_distance(self, xy: np.ndarray) -> np.ndarray:
+        """Distance (A) from points to the nearest grain boundary (inf for a single grain)."""
+        return boundary_distance(xy, self.seeds, self.extent)
+
+
+def _wrap(d: np.ndarray, extent: float) -> np.ndarray:
+    """Minimum-image displacement in a periodic square cell."""
+    return d - extent * np.round(d / extent)
+
+
+def boundary_distance(xy: np.ndarray, seeds: np.ndarray, extent: float) -> np.ndarray:
+    """Exact distance to the Voronoi bisector between the nearest and second-nearest seed."""
+    if len(seeds) < 2:
+        return np.full(xy.shape[:-1], np.inf)
+    d = _wrap(xy[..., None, :] - seeds, extent)  # (..., G, 2)
+    dist2 = (d**2).sum(-1)
+    order = np.argsort(dist2, axis=-1)[..., :2]
+    d2 = np.take_along_axis(dist2, order, -1)
+    p1 = np.take_along_axis(d, order[..., :1, None], -2)[..., 0, :]
+    p2 = np.take_along_axis(d, order[..., 1:2, None], -2)[..., 0, :]
+    separation = np.linalg.norm(p1 - p2, axis=-1)  # seed-to-seed distance (minimum image)
+    return (d2[..., 1] - d2[..., 0]) / (2 * np.maximum(separation, 1e-9))
+
+
+def graphene_grain(extent: float, angle_deg: float, shift: np.ndarray, a: float) -> np.ndarray:
+    """(N, 2) positions of a rotated, shifted graphene sheet covering [0, extent)^2."""
+    a1 = np.array([a, 0.0])
+    a2 = np.array([a / 2, a * np.sqrt(3) / 2])
+    basis = np.array([[0.0, 0.0], (a1 + a2) / 3])
+    t = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    n = int(np.ceil(extent * np.sqrt(2) / a * 1.2)) + 2
+    i, j = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
+    cells = i.reshape(-1, 1) * a1 + j.reshape(-1, 1) * a2
+    pos = (cells[:, None, :] + basis).reshape(-1, 2) @ rot.T + extent / 2 + shift
+    keep = (pos >= 0).all(1) & (pos < extent).all(1)
+    return pos[keep]
+
+
+def repair_boundaries(pos: np.ndarray, extent: float, min_distance: float) -> np.ndarray:
+    """Merge atoms closer than `min_distance` into midpoints, prune the rest and dangling atoms."""
+    for _ in range(4):
+        pairs = cKDTree(pos, boxsize=extent).query_pairs(min_distance, output_type="ndarray")
+        if len(pairs) == 0:
+            break
+        used = np.zeros(len(pos), dtype=bool)
+        merged = []
+        for i, j in pairs:
+            if not (used[i] or used[j]):
+                used[i] = used[j] = True
+                merged.append(pos[i] + _wrap(pos[j] - pos[i], extent) / 2)
+        pos = np.concatenate([pos[~used], np.mod(np.array(merged), extent)])
+    pos = prune_close(pos, extent, min_distance)
+    # graphene atoms have three neighbours at 1.42 A; drop those left with fewer than two
+    tree = cKDTree(pos, boxsize=extent)
+    counts = np.array([len(n) for n in tree.query_ball_point(pos, 1.75)]) - 1
+    return pos[counts >= 2]
+
+
+def prune_close(pos: np.ndarray, extent: float, min_distance: float) -> np.ndarray:
+    """Drop the second atom of every pair closer than `min_distance` until none is left."""
+    while True:
+        pairs = cKDTree(pos, boxsize=extent).query_pairs(min_distance, output_type="ndarray")
+        if len(pairs) == 0:
+            return pos
+        pos = np.delete(pos, np.unique(pairs[:, 1]), axis=0)
+
+
+def smooth_field(rng: np.random.Generator, n: int, sigma_px: float) -> np.ndarray:
+    """Periodic Gaussian-correlated random field on an n x n grid, zero mean and unit std."""
+    k = np.fft.fftfreq(n)
+    k2 = k[:, None] ** 2 + k[None, :] ** 2
+    spectrum = np.fft.fft2(rng.standard_normal((n, n))) * np.exp(-2 * (np.pi * sigma_px) ** 2 * k2)
+    out = np.fft.ifft2(spectrum).real
+    return (out - out.mean()) / (out.std() + 1e-12)
+
+
+def random_network(
+    rng: np.random.Generator,
+    n_target: int,
+    sample: "callable",
+    extent: float,
+    min_distance: float,
+    fixed: np.ndarray | None = None,
+    rounds: int = 8,
+) -> np.ndarray:
+    """Random sequential addition: up to `n_target` points from `sample(m) -> (m, 3)`, no two (and
+    none near `fixed`) closer than `min_distance`; x, y periodic in `extent`."""
+    box = np.array([extent, extent, 1e6])
+    fixed_tree = cKDTree(fixed + [0, 0, 1e5], boxsize=box) if fixed is not None and len(fixed) else None
+    points = np.zeros((0, 3))
+    for _ in range(rounds):
+        missing = n_target - len(points)
+        if missing <= 0:
+            break
+        cand = sample(int(missing * 1.3) + 8)
+        if len(cand) == 0:
+            continue
+        shifted = cand + [0, 0, 1e5]
+        ok = np.ones(len(cand), dtype=bool)
+        if len(points):
+            ok &= np.isinf(cKDTree(points + [0, 0, 1e5], boxsize=box).query(shifted, distance_upper_bound=min_distance)[0])
+        if fixed_tree is not None:
+            ok &= np.isinf(fixed_tree.query(shifted, distance_upper_bound=min_distance)[0])
+        cand = cand[ok]
+        pairs = cKDTree(cand + [0, 0, 1e5], boxsize=box).query_pairs(min_distance, output_type="ndarray")
+        cand = np.delete(cand, np.unique(pairs[:, 1]) if len(pairs) else [], axis=0)
+        points = np.concatenate([points, cand[: max(missing, 0)]])
+    return points
+
+
+def _uniform(rng: np.random.Generator, bounds) -> float:
+    return float(rng.uniform(bounds[0], bounds[1]))
+
+
+def build_structure(rng: np.random.Generator, extent: float, cfg) -> Structure:
+    """Draw one structure in a periodic `extent` x `extent` A cell from the `structure` config."""
+    a = float(cfg.lattice_constant)
+    n_grains = 1 if rng.random() < cfg.single_grain_probability else int(rng.integers(cfg.grains[0], cfg.grains[1] + 1))
+    seeds = rng.uniform(0, extent, (n_grains, 2))
+    angles = rng.uniform(0, 60, n_grains)
+    parts = []
+    for g in range(n_grains):
+        pos = graphene_grain(extent, angles[g], rng.uniform(-a, a, 2), a)
+        if n_grains > 1:
+            d2 = (_wrap(pos[:, None, :] - seeds, extent) ** 2).sum(-1)
+            pos = pos[d2.argmin(1) == g]
+        parts.append(pos)
+    sheet = repair_boundaries(np.concatenate(parts), extent, float(cfg.min_distance))
+
+    holes = []
+    if rng.random() < cfg.holes.probability:
+        for _ in range(int(rng.integers(cfg.holes.count[0], cfg.holes.count[1] + 1))):
+            holes.append(
+                Hole(
+                    rng.uniform(0, extent, 2),
+                    _uniform(rng, cfg.holes.radius),
+                    rng.normal(0, cfg.holes.roughness / 2, 5) / np.arange(1, 6) ** 0.5,
+                    rng.uniform(0, 2 * np.pi, 5),
+                )
+            )
+    structure = Structure(Atoms(), extent, np.zeros(0, bool), seeds, angles, holes)
+    if holes:
+        sheet = repair_boundaries(sheet[~structure.in_hole(sheet)], extent, float(cfg.min_distance))
+    z0 = 0.0
+    graphene = np.column_stack([sheet, np.full(len(sheet), z0)])
+
+    amorphous, info = amorphous_carbon(rng, structure, graphene, cfg.amorphous)
+    adatoms = np.zeros((0, 3))
+    if rng.random() < cfg.adatoms.probability and len(sheet):
+        count = int(rng.integers(cfg.adatoms.count[0], cfg.adatoms.count[1] + 1))
+        xy = sheet[rng.choice(len(sheet), size=min(count, len(sheet)), replace=False)]
+        adatoms = np.column_stack([xy, np.full(len(xy), z0 + cfg.adatoms.height)])
+        adatoms = prune_close(adatoms[:, :2], extent, 3.0)
+        adatoms = np.column_stack([adatoms, np.full(len(adatoms), z0 + cfg.adatoms.height)])
+        if len(amorphous):  # an adatom buried in contamination would be contamination: keep clear
+            far = np.isinf(cKDTree(amorphous[:, :2], boxsize=extent).query(adatoms[:, :2], distance_upper_bound=2.0)[0])
+            adatoms = adatoms[far]
+
+    positions = np.concatenate([graphene, amorphous, adatoms])
+    symbols = ["C"] * (len(graphene) + len(amorphous)) + [str(cfg.adatoms.symbol)] * len(adatoms)
+    zmin, zmax = positions[:, 2].min(), positions[:, 2].max()
+    positions[:, 2] += 1.0 - zmin
+    structure.atoms = Atoms(symbols, positions=positions, cell=[extent, extent, zmax - zmin + 2.0], pbc=True)
+    structure.amorphous = np.r_[np.zeros(len(graphene), bool), np.ones(len(amorphous), bool), np.zeros(len(adatoms), bool)]
+    structure.info = {
+        "n_grains": n_grains,
+        "n_holes": len(holes),
+        "n_adatoms": len(adatoms),
+        "n_atoms": len(positions),
+        "n_amorphous": len(amorphous),
+        **info,
+    }
+    return structure
+
+
+def amorphous_carbon(rng: np.random.Generator, structure: Structure, graphene: np.ndarray, cfg) -> tuple[np.ndarray, dict]:
+    """Amorphous-carbon blobs on both faces of the sheet; returns (N, 3) positions and draws."""
+    extent = structure.extent
+    coverage = 0.0
+    if rng.random() >= cfg.clean_probability:
+        coverage = cfg.coverage[0] + (cfg.coverage[1] - cfg.coverage[0]) * rng.random() ** cfg.coverage_power
+    density = _uniform(rng, cfg.density)
+    info = {"coverage_target": coverage, "amorphous_density": density, "amorphous_thickness": 0.0}
+    if coverage <= 0:
+        return np.zeros((0, 3)), info
+
+    step = 1.0  # A per footprint-grid cell
+    n = int(np.ceil(extent / step))
+    step = extent / n
+    field = smooth_field(rng, n, _uniform(rng, cfg.correlation_length) / step)
+    centers = (np.arange(n) + 0.5) * step
+    grid = np.stack(np.meshgrid(centers, centers, indexing="ij"), -1)
+    if len(structure.seeds) > 1 and cfg.boundary_bias > 0:
+        dist = structure.boundary_distance(grid)
+        field = field + cfg.boundary_bias * np.exp(-0.5 * (dist / cfg.boundary_width) ** 2) * 2
+    threshold = np.quantile(field, 1 - coverage)
+    footprint = field > threshold
+    blobs, n_blobs = ndimage.label(footprint)
+    # thickness: per blob, tapering to a thin fringe at the footprint edge
+    blob_thickness = rng.uniform(cfg.thickness[0], cfg.thickness[1], n_blobs + 1)
+    blob_top = rng.random(n_blobs + 1) < cfg.top_probability
+    taper = np.clip((field - threshold) / max(cfg.edge_taper, 1e-6), 0.15, 1.0)
+    thickness = np.where(footprint, blob_thickness[blobs] * taper, 0.0)
+    top = blob_top[blobs]
+    gap = _uniform(rng, cfg.gap)
+    t_max = float(thickness.max())
+
+    volume = float(thickness.sum() * step**2)
+    acceptance = volume / (extent**2 * t_max)
+
+    def sample(m: int) -> np.ndarray:
+        m = int(m / acceptance) + 16
+        xy = rng.uniform(0, extent, (m, 2))
+        cell = np.minimum((xy / step).astype(int), n - 1)
+        depth = rng.uniform(0, t_max, m)
+        keep = depth < thickness[cell[:, 0], cell[:, 1]]
+        sign = np.where(top[cell[:, 0], cell[:, 1]], 1.0, -1.0)
+        z = sign * (gap + depth)
+        pts = np.column_stack([xy, z])[keep]
+        return pts[~structure.in_hole(pts[:, :2])] if structure.holes else pts
+
+    n_target = int(rng.poisson(volume * carbon_number_density(density)))
+    points = random_network(rng, n_target, sample, extent, cfg.min_distance, fixed=graphene)
+    info["amorphous_thickness"] = float(thickness[footprint].mean())
+    return points, info
