@@ -1,0 +1,214 @@
+"""Looking at simulated data: contact sheets, dataset summaries, and sim-vs-real statistics.
+
+`compare` puts simulated and real micrographs through the same preprocessing
+(evaluate.preprocessing.preprocess) and compares what the segmentation network sees: radially
+averaged power spectra, the radius of the graphene {100} lattice spots (sets the pixel size; real
+images sit at 36-56 in 1/256 px^-1 units), intensity histograms, contamination fractions and the
+contamination-to-lattice contrast (std inside / outside the mask).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from evaluate.micrographs import load_labelled  # noqa: E402
+from evaluate.preprocessing import preprocess  # noqa: E402
+
+from .dataset import open_dataset  # noqa: E402
+
+GRAPHENE_100 = 2.13  # A, d-spacing of the graphene {100} reflections
+SPOT_SEARCH = (25, 75)  # radii (1/256 px^-1 units) searched for the lattice ring
+HIST_BINS = np.linspace(-5, 5, 101)
+
+
+# ------------------------------------------------------------------ preview
+
+def preview(cfg: DictConfig, n: int, out: Path, source: Path | None = None) -> Path:
+    """Contact sheet of n images (pairs of variants of n/2 structures) with contamination outlines."""
+    if n < 1:
+        raise ValueError(f"preview --n {n}: must be >= 1")
+    if source is not None:
+        with open_dataset(source) as f:
+            k = min(n, f["images"].shape[0])
+            images, masks, classes, meta = f["images"][:k], f["masks"][:k], f["classes"][:k], f["meta"][:k]
+    else:
+        from omegaconf import OmegaConf
+
+        from .driver import init_worker, needed_grids, physics_config, validate, wisdom_cache
+        from .imaging import fftw_wisdom, limit_threads
+        from .pipeline import simulate_structure
+
+        validate(cfg)
+        limit_threads()
+        init_worker(OmegaConf.to_yaml(physics_config(cfg)), fftw_wisdom(needed_grids(cfg), wisdom_cache()), cfg.device)
+        samples = []
+        for s in range((n + 1) // 2):
+            samples += simulate_structure(cfg, int(cfg.seed), s, [0, 1][: n - len(samples)])[0]
+        images = np.stack([s.image for s in samples])
+        masks = np.stack([s.mask for s in samples])
+        classes = np.stack([s.classes for s in samples])
+        meta = np.stack([s.meta for s in samples])
+    cols = min(4, len(images))
+    rows = int(np.ceil(len(images) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, mask, cls, m in zip(axes.ravel(), images, masks, classes, meta):
+        ax.imshow(preprocess(image), cmap="gray", vmin=-3, vmax=3)
+        if mask.any():
+            ax.contour(mask, levels=[0.5], colors="red", linewidths=0.7)
+        if (cls == 2).any():
+            ax.contour(cls == 2, levels=[0.5], colors="cyan", linewidths=0.7)
+        ax.set_title(f"#{m['index']} {m['pixel_size']:.2f} A/px, df {m['defocus']:+.0f} A\n"
+                     f"dose {m['dose']:.0f}, {int(m['n_grains'])} grain(s), cont {m['contamination_fraction']:.2f}", fontsize=7)
+    fig.suptitle("simulated HRTEM (preprocessed); red: contamination label, cyan: holes", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+# ------------------------------------------------------------------ inspect
+
+def inspect_dataset(path: Path) -> dict:
+    """Counts, schema, parameter ranges and contamination statistics of a dataset file."""
+    with open_dataset(path) as f:
+        meta = f["meta"][:]
+        n = len(meta)
+        summary = {
+            "file": str(path),
+            "schema_version": int(f.attrs["schema_version"]),
+            "package_version": str(f.attrs["package_version"]),
+            "images": n,
+            "n_target": int(f.attrs["n_target"]),
+            "complete": bool(f.attrs["complete"]),
+            "shape": list(f["images"].shape),
+            "structures": int(len(np.unique(meta["structure"]))) if n else 0,
+            "variants_per_structure": int(f.attrs["variants_per_structure"]),
+        }
+        skip = {"index", "seed", "structure", "variant"}
+        summary["ranges"] = {
+            name: [float(meta[name].min()), float(meta[name].max()), float(meta[name].mean())]
+            for name in meta.dtype.names if name not in skip and n
+        }
+        fractions = meta["contamination_fraction"] if n else np.zeros(0)
+        summary["contamination"] = _distribution(fractions) | {"empty_share": float(np.mean(fractions == 0)) if n else 0.0}
+        summary["image_mean"] = float(np.mean([f["images"][i].mean() for i in range(0, n, max(1, n // 100))])) if n else 0.0
+    return summary
+
+
+def _distribution(values: np.ndarray) -> dict:
+    if len(values) == 0:
+        return {"n": 0}
+    q = np.percentile(values, [0, 25, 50, 75, 100])
+    return {"n": int(len(values)), "mean": float(np.mean(values)), "min": float(q[0]), "q25": float(q[1]),
+            "median": float(q[2]), "q75": float(q[3]), "max": float(q[4])}
+
+
+# ------------------------------------------------------------------ compare
+
+def radial_spectrum(image: np.ndarray) -> np.ndarray:
+    """Radially averaged power spectrum of a 256 px preprocessed image (Hann window), radius 0..128."""
+    n = image.shape[0]
+    window = np.outer(np.hanning(n), np.hanning(image.shape[1]))
+    power = np.abs(np.fft.fftshift(np.fft.fft2(image * window))) ** 2
+    y, x = np.indices(power.shape)
+    r = np.hypot(y - n // 2, x - image.shape[1] // 2).round().astype(int)
+    radial = np.bincount(r.ravel(), power.ravel()) / np.maximum(np.bincount(r.ravel()), 1)
+    return radial[: n // 2 + 1]
+
+
+def spot_radius(spectrum: np.ndarray) -> float:
+    """Radius of the strongest lattice ring: peak of log spectrum over a smooth background."""
+    log = np.log(spectrum + 1e-12)
+    background = ndimage.median_filter(log, size=15, mode="nearest")
+    lo, hi = SPOT_SEARCH
+    return float(lo + np.argmax((log - background)[lo:hi]))
+
+
+def contrast_ratio(image: np.ndarray, mask: np.ndarray) -> float:
+    """Std of the preprocessed image inside contamination over std outside (nan if either < 5%)."""
+    share = mask.mean()
+    if share < 0.05 or share > 0.95:
+        return float("nan")
+    smooth = ndimage.gaussian_filter(image, 2.0)  # local contrast at the contamination's length scale
+    return float(smooth[mask].std() / smooth[~mask].std())
+
+
+def _set_stats(images: list[np.ndarray], masks: list[np.ndarray]) -> dict:
+    pre = [preprocess(im) for im in images]
+    spectra = np.array([radial_spectrum(p) for p in pre])
+    hist = np.histogram(np.concatenate([p.ravel() for p in pre]), HIST_BINS, density=True)[0]
+    return {
+        "spectra": spectra,
+        "spots": np.array([spot_radius(s) for s in spectra]),
+        "hist": hist,
+        "fractions": np.array([m.mean() for m in masks]),
+        "contrast": np.array([contrast_ratio(p, m.astype(bool)) for p, m in zip(pre, masks)]),
+    }
+
+
+def compare(sim: Path, real: Path, out: Path, max_sim: int = 500) -> dict:
+    """Statistics and figures of simulated vs real images; writes compare.json and compare.png."""
+    real_set = load_labelled(real)
+    with open_dataset(sim) as f:
+        k = min(max_sim, f["images"].shape[0])
+        if k == 0:
+            raise ValueError(f"{sim}: holds no images")
+        take = np.linspace(0, f["images"].shape[0] - 1, k).astype(int)
+        sim_images, sim_masks, meta = list(f["images"][take]), list(f["masks"][take]), f["meta"][take]
+    if sim_images[0].shape != real_set.images[0].shape:
+        raise ValueError(f"{sim}: image size {sim_images[0].shape} differs from the real {real_set.images[0].shape}")
+    s, r = _set_stats(sim_images, sim_masks), _set_stats(real_set.images, real_set.masks)
+    radii = np.arange(s["spectra"].shape[1])
+    band = (radii >= 5) & (radii <= 120)
+    mean_s, mean_r = s["spectra"].mean(0), r["spectra"].mean(0)
+    result = {
+        "n_sim": k,
+        "n_real": len(real_set),
+        "spot_radius": {"sim": _distribution(s["spots"]), "real": _distribution(r["spots"]),
+                        "sim_expected_from_pixel_size": _distribution(256 * meta["pixel_size"] / GRAPHENE_100)},
+        "histogram_overlap": float(np.sum(np.minimum(s["hist"], r["hist"])) * np.diff(HIST_BINS)[0]),
+        "spectrum_log10_ratio": {
+            "mean_abs": float(np.mean(np.abs(np.log10(mean_s[band] / mean_r[band])))),
+            "high_freq_80_120": float(np.mean(np.log10(mean_s[80:121] / mean_r[80:121]))),
+            "low_freq_5_30": float(np.mean(np.log10(mean_s[5:31] / mean_r[5:31]))),
+        },
+        "contamination_fraction": {"sim": _distribution(s["fractions"]), "real": _distribution(r["fractions"])},
+        "contrast_ratio": {"sim": _distribution(s["contrast"][np.isfinite(s["contrast"])]),
+                           "real": _distribution(r["contrast"][np.isfinite(r["contrast"])])},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(result, indent=2))
+    _compare_figure(s, r, radii, out / "compare.png")
+    return result
+
+
+def _compare_figure(s: dict, r: dict, radii: np.ndarray, path: Path) -> None:
+    fig, ax = plt.subplots(2, 2, figsize=(10, 8))
+    for stats, name, colour in ((s, "simulated", "C0"), (r, "real", "C3")):
+        q = np.percentile(stats["spectra"], [25, 50, 75], axis=0)
+        ax[0, 0].fill_between(radii, q[0], q[2], color=colour, alpha=0.25)
+        ax[0, 0].plot(radii, q[1], color=colour, label=f"{name} (median, IQR)")
+        ax[0, 1].hist(stats["spots"], bins=np.arange(*SPOT_SEARCH, 2), alpha=0.5, color=colour, density=True, label=name)
+        ax[1, 0].plot(0.5 * (HIST_BINS[1:] + HIST_BINS[:-1]), stats["hist"], color=colour, label=name)
+        ax[1, 1].hist(stats["fractions"], bins=np.linspace(0, 1, 21), alpha=0.5, color=colour, density=True, label=name)
+    ax[0, 0].set(yscale="log", xlabel="radius (1/256 px$^{-1}$)", ylabel="power", title="radial power spectrum")
+    ax[0, 1].axvspan(36, 56, color="grey", alpha=0.15)
+    ax[0, 1].set(xlabel="lattice-spot radius (1/256 px$^{-1}$)", title="{100} spot radius (grey: real 36-56)")
+    ax[1, 0].set(yscale="log", xlabel="preprocessed intensity", title="intensity histogram")
+    ax[1, 1].set(xlabel="contamination fraction", title="labelled contamination per image")
+    for a in ax.ravel():
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
