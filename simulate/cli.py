@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace, flags: Sequence[str]) -> list[str]:
-    words = [f"{flag}={getattr(args, flag)}" for flag in flags if getattr(args, flag, None) is not None]
+    values = {flag: getattr(args, flag) for flag in flags if getattr(args, flag, None) is not None}
+    words = [f"{flag}='{value}'" if isinstance(value, str) else f"{flag}={value}" for flag, value in values.items()]
     for word in args.overrides:
         if "=" not in word:
             raise ConfigError(f"unexpected argument '{word}': overrides must look like key=value")

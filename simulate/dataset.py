@@ -81,18 +81,39 @@ class DatasetWriter:
         start = self.count
         if [s.index for s in samples] != list(range(start, start + len(samples))):
             raise DatasetError(f"{self.path}: samples out of order at image {start}")
-        stop = start + len(samples)
-        for name, attr in zip(ARRAYS, ("image", "mask", "classes")):
+        self.append_arrays(*(np.stack([getattr(s, a) for s in samples]) for a in ("image", "mask", "classes", "meta")))
+
+    def append_arrays(self, images: np.ndarray, masks: np.ndarray, classes: np.ndarray, meta: np.ndarray) -> None:
+        start = self.count
+        stop = start + len(images)
+        for name, values in zip((*ARRAYS, "meta"), (images, masks, classes, meta)):
             self.file[name].resize(stop, axis=0)
-            self.file[name][start:stop] = np.stack([getattr(s, attr) for s in samples])
-        self.file["meta"].resize(stop, axis=0)
-        self.file["meta"][start:stop] = np.stack([s.meta for s in samples])
+            self.file[name][start:stop] = values
         self.file.flush()
 
     def close(self, complete: bool) -> None:
         if self.file.id.valid:
             self.file.attrs["complete"] = bool(complete)
             self.file.close()
+
+
+def rewrite(path: Path, n_target: int, image_px: int, attrs: dict, batches: list[tuple[int, int]]) -> None:
+    """Re-write a completed file batch by batch as an uninterrupted run writes it.
+
+    HDF5 places chunks and metadata by write history, so a file completed by `--resume` holds
+    the same arrays as an uninterrupted run but not the same bytes; replaying the uninterrupted
+    write sequence (then an atomic rename) makes the bytes identical too.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".rewrite")
+    with h5py.File(path, "r") as src:
+        writer = DatasetWriter(tmp, n_target, image_px, attrs, resume=False)
+        try:
+            for a, b in batches:
+                writer.append_arrays(*(src[name][a:b] for name in (*ARRAYS, "meta")))
+        finally:
+            writer.close(complete=writer.count == n_target)
+    tmp.replace(path)
 
 
 def _plain(value):

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from evaluate.config import ConfigError
 
-from .dataset import DatasetError, DatasetWriter
+from .dataset import DatasetError, DatasetWriter, rewrite
 from .imaging import configure_abtem, fftw_wisdom, grid_size, limit_threads
 from .pipeline import STAGES, simulate_structure
 
@@ -64,7 +64,7 @@ def validate(cfg: DictConfig) -> None:
     span("grid.pixel_size", 0.1, 1.0)
     check(0.02 <= cfg.grid.potential_sampling <= 0.5, "grid.potential_sampling", "must lie within [0.02, 0.5] A")
     check(cfg.grid.slice_thickness > 0 and cfg.grid.amorphous_slice_thickness > 0, "grid.slice_thickness", "slice thicknesses must be > 0")
-    check(cfg.grid.wave_oversampling >= 1, "grid.wave_oversampling", "must be >= 1")
+    check(cfg.grid.wave_oversampling >= 1.0, "grid.wave_oversampling", "must be >= 1")
     o = cfg.optics
     check(o.energy > 0, "optics.energy", "must be > 0 eV")
     span("optics.dose", 1e-6)
@@ -201,6 +201,8 @@ def generate(cfg: DictConfig, out: Path, resume: bool = False, overwrite: bool =
     finally:
         bar.close()
         writer.close(complete)
+    if complete and start > 0:
+        rewrite(out, cfg.n, cfg.grid.image_px, attrs, [(t[1] * cfg.variants_per_structure, t[1] * cfg.variants_per_structure + len(t[2])) for t in plan_tasks(cfg.seed, 0, cfg.n, cfg.variants_per_structure)])
     stats.wall = time.perf_counter() - t0
     return stats
 

@@ -166,12 +166,12 @@ def fourier_crop(spectrum: np.ndarray, n: int) -> np.ndarray:
 class VariantImager:
     """Turns one exit wave into many images with different optics, dose and detector draws."""
 
-    def __init__(self, wave: np.ndarray, extent: float, energy: float, image_px: int, margin_px: int, oversampling: int, semiangle_cutoff: float):
+    def __init__(self, wave: np.ndarray, extent: float, energy: float, image_px: int, margin_px: int, oversampling: float, semiangle_cutoff: float):
         from abtem.core.energy import energy2wavelength
 
         self.image_px, self.margin_px = image_px, margin_px
         self.full_px = image_px + 2 * margin_px  # output grid including the margin
-        self.wave_px = oversampling * self.full_px
+        self.wave_px = 2 * int(np.ceil(oversampling * self.full_px / 2))
         self.pixel_size = extent / self.full_px
         self.energy, self.semiangle_cutoff = energy, semiangle_cutoff
         spectrum = scipy.fft.fft2(wave, norm="forward")

@@ -25,6 +25,7 @@ from scipy.spatial import cKDTree
 
 AVOGADRO = 6.02214076e23
 CARBON_MASS = 12.011  # g/mol
+BOND_CUTOFF = 1.6  # A: counts as a C-C bond (graphene 1.42 A; merged boundary bonds 1.3-1.6 A)
 
 
 def carbon_number_density(grams_per_cm3: float) -> float:
@@ -120,10 +121,13 @@ def repair_boundaries(pos: np.ndarray, extent: float, min_distance: float) -> np
                 merged.append(pos[i] + _wrap(pos[j] - pos[i], extent) / 2)
         pos = np.concatenate([pos[~used], np.mod(np.array(merged), extent)])
     pos = prune_close(pos, extent, min_distance)
-    # graphene atoms have three neighbours at 1.42 A; drop those left with fewer than two
-    tree = cKDTree(pos, boxsize=extent)
-    counts = np.array([len(n) for n in tree.query_ball_point(pos, 1.75)]) - 1
-    return pos[counts >= 2]
+    # graphene atoms have three neighbours at 1.42 A; drop those left with fewer than two, repeatedly
+    while len(pos):
+        counts = cKDTree(pos, boxsize=extent).query_ball_point(pos, BOND_CUTOFF, return_length=True) - 1
+        if (counts >= 2).all():
+            break
+        pos = pos[counts >= 2]
+    return pos
 
 
 def prune_close(pos: np.ndarray, extent: float, min_distance: float) -> np.ndarray:
