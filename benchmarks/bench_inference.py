@@ -1,0 +1,71 @@
+"""U-Net inference speed on 256x256 micrographs on the CPU, in batches.
+
+    .venv/bin/python benchmarks/bench_inference.py [--model CKPT_OR_RUN_DIR] [--preset cpu]
+        [--threads 2] [--batches 1 4 8 16] [--images 64]
+
+Without --model a randomly initialised network of the preset's architecture is timed (speed does
+not depend on the weights). Reports ms per image (median of repeats, preprocessing excluded and
+timed separately), images/s and the process's peak resident memory. Prints one JSON line last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evaluate.config import load_config
+from evaluate.predict import for_inference, load_models, predict_probability
+from evaluate.preprocessing import preprocess
+from train.model import build_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="checkpoint or run folder (default: untrained preset network)")
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--images", type=int, default=64, help="images per timed repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    if args.model:
+        models = load_models(Path(args.model))
+        what = args.model
+    else:
+        cfg = load_config("train", [f"preset={args.preset}"])
+        models = [for_inference(build_model(dict(cfg.model)))]
+        what = f"preset {args.preset}: {dict(cfg.model)}"
+    raw = np.random.default_rng(0).uniform(0, 255, (args.images, 256, 256)).astype(np.float32)
+    t0 = time.perf_counter()
+    images = np.stack([preprocess(im) for im in raw])
+    prep_ms = (time.perf_counter() - t0) / args.images * 1e3
+
+    result = {"model": what, "threads": args.threads, "n_models": len(models),
+              "preprocess_ms_per_image": round(prep_ms, 2), "ms_per_image": {}}
+    print(f"{what}, {len(models)} model(s), {args.threads} threads; preprocessing {prep_ms:.1f} ms/image")
+    for batch in args.batches:
+        predict_probability(models, images[:batch], batch_size=batch)  # warm-up (oneDNN kernels)
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            predict_probability(models, images, batch_size=batch)
+            times.append((time.perf_counter() - t0) / args.images * 1e3)
+        ms = statistics.median(times)
+        result["ms_per_image"][batch] = round(ms, 2)
+        print(f"  batch {batch:3d}: {ms:6.1f} ms/image ({1e3 / ms:5.1f} images/s), "
+              f"min {min(times):.1f} max {max(times):.1f}")
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(f"  peak resident memory {result['peak_rss_mib']:.0f} MiB")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Inference library (evaluate.predict): checkpoints and run folders, masks, overlays, scores."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from evaluate.metrics import METRICS
+from evaluate.micrographs import DataError
+from evaluate.predict import (checkpoint_paths, for_inference, load_models, predict_files,
+                              predict_probability, score_model)
+from train.checkpoints import CheckpointError, save_checkpoint
+from train.model import architecture, build_model
+
+
+def write_pairs(folder, n=3, size=64):
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(folder / f"im{i}.png")
+        mask = np.zeros((size, size), np.uint8)
+        mask[10:30, 10:30] = 255
+        Image.fromarray(mask).save(folder / f"im{i}_LABEL.png")
+    return folder
+
+
+def save_model(path, seed, depth=2, batch_norm=True):
+    torch.manual_seed(seed)
+    cfg = {"depth": depth, "features": 4, "batch_norm": batch_norm}
+    model = build_model(cfg)
+    with torch.no_grad():  # non-trivial batch-norm statistics, so folding them is tested
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return save_checkpoint(path, model.eval(), architecture(cfg), {"model": cfg}, 1), model.eval()
+
+
+def test_inference_model_matches_training_model(tmp_path):
+    path, model = save_model(tmp_path / "m.ckpt", 0)
+    x = np.random.default_rng(0).normal(size=(3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        reference = torch.softmax(model(torch.from_numpy(x)[:, None]), 1)[:, 1].numpy()
+    for batch in (1, 2, 8):
+        prob = predict_probability(load_models(path), x, batch_size=batch)
+        assert prob.shape == (3, 64, 64) and np.allclose(prob, reference, atol=1e-5)
+    # sizes not divisible by the pooling are reflect-padded and cropped back
+    assert predict_probability([for_inference(model)], x[:, :50, :60]).shape == (3, 50, 60)
+
+
+def test_run_folder_is_an_ensemble_of_folds(tmp_path):
+    paths = [save_model(tmp_path / "run" / f"fold_{k}" / "model.ckpt", k)[0] for k in range(2)]
+    assert checkpoint_paths(tmp_path / "run") == paths
+    x = np.random.default_rng(0).normal(size=(2, 64, 64)).astype(np.float32)
+    single = [predict_probability(load_models(p), x) for p in paths]
+    assert np.allclose(predict_probability(load_models(tmp_path / "run"), x), np.mean(single, 0), atol=1e-6)
+    with pytest.raises(CheckpointError, match="empty"):
+        checkpoint_paths((tmp_path / "empty").mkdir() or tmp_path / "empty")
+
+
+def test_predict_files_writes_masks_and_overlays(tmp_path):
+    path, _ = save_model(tmp_path / "m.ckpt", 0)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 255, (256, 256), dtype=np.uint8)).save(folder / f"{name}.png")
+    records = predict_files(path, [folder / "a.png", folder / "b.png"], tmp_path / "out", batch_size=1)
+    for rec, name in zip(records, "ab"):
+        mask = np.asarray(Image.open(tmp_path / "out" / f"{name}_mask.png"))
+        overlay = np.asarray(Image.open(tmp_path / "out" / f"{name}_overlay.png"))
+        assert mask.shape == (256, 256) and set(np.unique(mask)) <= {0, 255}
+        assert overlay.shape == (256, 256, 3)
+        assert rec["contamination_fraction"] == pytest.approx((mask == 255).mean())
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(folder / "small.png")
+    with pytest.raises(DataError, match="small.png: size 64x64"):
+        predict_files(path, [folder / "small.png"], tmp_path / "out")
+    with pytest.raises(DataError, match="nothing.png: file not found"):
+        predict_files(path, [folder / "nothing.png"], tmp_path / "out")
+
+
+def test_score_model_reports_six_pooled_metrics(tmp_path):
+    path, _ = save_model(tmp_path / "m.ckpt", 0)
+    result = score_model(path, write_pairs(tmp_path / "test"))
+    assert set(result["pooled"]) == set(METRICS) and result["n_images"] == 3
+    assert set(result["scores"]) == {"im0", "im1", "im2"} and result["n_models"] == 1
+    assert all(sum(c) == 64 * 64 for c in result["counts"].values())
