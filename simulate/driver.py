@@ -24,7 +24,7 @@ from .imaging import configure_abtem, fftw_wisdom, grid_size, limit_threads
 from .pipeline import STAGES, simulate_structure
 
 # Keys that change how a run executes, not what it produces (left out of the file's config).
-RUNTIME_KEYS = ("workers", "scheduler", "out", "device", "write_batch", "preview", "data")
+RUNTIME_KEYS = ("workers", "scheduler", "out", "device", "preview", "data")
 
 
 def physics_config(cfg: DictConfig) -> DictConfig:
@@ -83,6 +83,9 @@ def validate(cfg: DictConfig) -> None:
     span("structure.amorphous.coverage", 0.0, 1.0)
     span("structure.amorphous.density", 0.1, 4.0)
     span("structure.amorphous.thickness", 0.0)
+    check(cfg.structure.amorphous.thickness_variation >= 0, "structure.amorphous.thickness_variation", "must be >= 0")
+    span("optics.patchiness", 0.0)
+    span("optics.patch_scale", 0.5)
     span("structure.amorphous.correlation_length", 1e-3)
     span("structure.amorphous.gap", 0.0)
     span("structure.adatoms.count", 0)

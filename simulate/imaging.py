@@ -102,6 +102,8 @@ class Optics:
     gradient: float  # relative amplitude of the illumination gradient
     gradient_angle: float  # rad
     gradient_curvature: float  # share of the gradient that is quadratic
+    patchiness: float  # relative std of a smooth random illumination/thickness field (not flat-fieldable)
+    patch_scale: float  # its correlation length, output px
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -125,6 +127,8 @@ def draw_optics(rng: np.random.Generator, cfg) -> Optics:
         gradient=u("gradient"),
         gradient_angle=float(rng.uniform(0, 2 * np.pi)),
         gradient_curvature=float(rng.uniform(-1, 1)),
+        patchiness=u("patchiness"),
+        patch_scale=u("patch_scale"),
     )
 
 
@@ -220,17 +224,21 @@ class VariantImager:
         m = self.margin_px
         return image[m : m + self.image_px, m : m + self.image_px]
 
-    def illumination(self, optics: Optics) -> np.ndarray:
-        """Smooth multiplicative illumination: a tilt plus a quadratic bowl, peak deviation `gradient`."""
+    def illumination(self, optics: Optics, rng: np.random.Generator) -> np.ndarray:
+        """Smooth multiplicative illumination: a tilt plus a quadratic bowl (peak deviation
+        `gradient`, removed by the Bezier flat-field) times large random patches (`patchiness`,
+        which real images also keep after flat-fielding)."""
         ramp = np.cos(optics.gradient_angle) * self.x + np.sin(optics.gradient_angle) * self.y
         bowl = self.x**2 + self.y**2 - 2 / 3
         shape = (1 - abs(optics.gradient_curvature)) * ramp + optics.gradient_curvature * bowl
-        return 1 + optics.gradient * shape / max(np.abs(shape).max(), 1e-9)
+        patches = ndimage.gaussian_filter(rng.standard_normal(self.x.shape), optics.patch_scale, mode="wrap")
+        patches *= optics.patchiness / max(patches.std(), 1e-12)
+        return (1 + optics.gradient * shape / max(np.abs(shape).max(), 1e-9)) * np.exp(patches)
 
     def image(self, optics: Optics, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float]]:
         """One recorded image (float32, counts / (dose * pixel area), mean ~1) and stage timings."""
         t0 = time.perf_counter()
-        clean = self.noiseless(optics) * self.illumination(optics)
+        clean = self.noiseless(optics) * self.illumination(optics, rng)
         t1 = time.perf_counter()
         per_pixel = optics.dose * self.pixel_size**2
         counts = rng.poisson(np.clip(clean, 0, None) * per_pixel)

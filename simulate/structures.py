@@ -274,7 +274,9 @@ def amorphous_carbon(rng: np.random.Generator, structure: Structure, graphene: n
     blob_thickness = rng.uniform(cfg.thickness[0], cfg.thickness[1], n_blobs + 1)
     blob_top = rng.random(n_blobs + 1) < cfg.top_probability
     taper = np.clip((field - threshold) / max(cfg.edge_taper, 1e-6), 0.15, 1.0)
-    thickness = np.where(footprint, blob_thickness[blobs] * taper, 0.0)
+    # mass-thickness varies inside a blob too (lumps and thin spots), on a shorter length scale
+    lumps = 1 + cfg.thickness_variation * smooth_field(rng, n, _uniform(rng, cfg.correlation_length) / (3 * step))
+    thickness = np.where(footprint, blob_thickness[blobs] * taper * np.clip(lumps, 0.2, None), 0.0)
     top = blob_top[blobs]
     gap = _uniform(rng, cfg.gap)
     t_max = float(thickness.max())

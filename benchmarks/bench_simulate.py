@@ -1,0 +1,129 @@
+"""Simulator benchmark: throughput of `simulate generate` with defaults, and what the speed costs.
+
+Measures, on this machine:
+1. `generate` with the default config for --n images (default 500; 5000 is extrapolated from the
+   steady rate plus the measured start-up): wall time, images/s, peak memory per worker, the time
+   split by stage (summed over workers), distinct structures.
+2. The naive loop: one abTEM exit wave per image at 0.10 A with uniform 2 A slices, one process,
+   one variant per exit wave, on a few images: seconds per image, and the speed-up ratio.
+3. (--accuracy) Exit-wave accuracy vs a 0.05 A / 1 A-slice reference after CTF and resampling to
+   256 px: relative RMS error (fraction of the noiseless image's std) for candidate samplings and
+   slicings, raw and after the best constant defocus offset (which the random defocus absorbs).
+
+Run under the heavy-job lock:  flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_simulate.py
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from simulate.imaging import limit_threads
+
+limit_threads()
+
+from evaluate.config import load_config  # noqa: E402
+from simulate import driver  # noqa: E402
+from simulate.imaging import VariantImager, configure_abtem, draw_optics, exit_wave, fftw_wisdom  # noqa: E402
+from simulate.pipeline import structure_rng, variant_rng  # noqa: E402
+from simulate.structures import build_structure  # noqa: E402
+
+
+def bench_generate(n: int, workers: int) -> dict:
+    cfg = load_config("simulate", [f"n={n}", f"workers={workers}"])
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        stats = driver.generate(cfg, Path(tmp) / "bench.h5", progress=False)
+        total = time.perf_counter() - t0
+        size_mb = (Path(tmp) / "bench.h5").stat().st_size / 2**20
+    # start-up (wisdom, worker spawn + warm-up) is paid once; the rest scales with n
+    first = dict(stats.as_dict())
+    per_image_wall = stats.wall / n
+    first.update(
+        total_wall_s=round(total, 1),
+        file_mb=round(size_mb, 1),
+        structures_for_5000=math.ceil(5000 / cfg.variants_per_structure),
+        variants_per_structure=cfg.variants_per_structure,
+        extrapolated_5000_s=round(total - stats.wall + per_image_wall * 5000, 0) if n < 5000 else round(total, 0),
+        stage_share={k: round(v / max(sum(stats.stages.values()), 1e-9), 3) for k, v in stats.stages.items()},
+    )
+    return first
+
+
+def bench_naive(images: int) -> dict:
+    """One exit wave per image at 0.10 A, uniform 2 A slices, one process."""
+    cfg = load_config("simulate")
+    configure_abtem("cpu", fftw_wisdom([768, 864, 960, 1024, 1152, 1280, 1440], driver.wisdom_cache()))
+    times = []
+    for i in range(images + 1):  # first image warms numba and FFTW
+        t0 = time.perf_counter()
+        rng = structure_rng(123, i)
+        pixel_size = float(rng.uniform(*cfg.grid.pixel_size))
+        full = cfg.grid.image_px + 2 * cfg.grid.margin_px
+        structure = build_structure(rng, full * pixel_size, cfg.structure)
+        wave = exit_wave(structure, 0.10, 2.0, 2.0, cfg.optics.energy)
+        imager = VariantImager(wave, structure.extent, cfg.optics.energy, cfg.grid.image_px, cfg.grid.margin_px, 2, cfg.optics.semiangle_cutoff)
+        vrng = variant_rng(123, i, 0)
+        imager.image(draw_optics(vrng, cfg.optics), vrng)
+        if i:
+            times.append(time.perf_counter() - t0)
+    return {"images": images, "s_per_image": round(float(np.mean(times)), 3), "images_per_s": round(1 / float(np.mean(times)), 3)}
+
+
+def bench_accuracy() -> list[dict]:
+    cfg = load_config("simulate", ["structure.holes.probability=0", "structure.amorphous.coverage=[0.3,0.3]",
+                                   "structure.amorphous.clean_probability=0", "structure.single_grain_probability=0"])
+    configure_abtem("cpu", fftw_wisdom([432, 576, 720, 864, 1728], driver.wisdom_cache()))
+    rng = np.random.default_rng(5)
+    optics = [draw_optics(rng, cfg.optics) for _ in range(4)]
+    structure = build_structure(np.random.default_rng(3), 288 * 0.3, cfg.structure)
+
+    def imager(sampling, graphene_slice, amorphous_slice, oversampling):
+        exit_wave(structure, sampling, graphene_slice, amorphous_slice, cfg.optics.energy)  # warm
+        t0 = time.perf_counter()
+        wave = exit_wave(structure, sampling, graphene_slice, amorphous_slice, cfg.optics.energy)
+        return VariantImager(wave, structure.extent, cfg.optics.energy, 256, 16, oversampling, cfg.optics.semiangle_cutoff), time.perf_counter() - t0
+
+    ref_imager, _ = imager(0.05, 1.0, 1.0, 2)
+    refs = [ref_imager.noiseless(o) for o in optics]
+    rows = []
+    for sampling, gs, asl, ovs in [(0.10, 1.0, 1.0, 2), (0.10, 2.0, 2.0, 2), (0.15, 2.0, 4.0, 2), (0.20, 2.0, 2.0, 1.5), (0.20, 2.0, 4.0, 1.5), (0.20, 2.0, 6.0, 1.5)]:
+        im, seconds = imager(sampling, gs, asl, ovs)
+        raw, shifted = [], []
+        for o, ref in zip(optics, refs):
+            errors = {d: float(np.sqrt(np.mean((im.noiseless(dataclasses.replace(o, defocus=o.defocus + d)) - ref) ** 2)) / ref.std())
+                      for d in np.arange(-4, 4.01, 0.5)}
+            raw.append(errors[0.0])
+            shifted.append(min(errors.values()))
+        rows.append({"sampling": sampling, "graphene_slice": gs, "amorphous_slice": asl, "exit_wave_s": round(seconds, 3),
+                     "rel_rms_error": round(float(np.mean(raw)), 4), "after_defocus_offset": round(float(np.mean(shifted)), 4)})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--naive", type=int, default=4, help="images for the naive loop (0 = skip)")
+    parser.add_argument("--accuracy", action="store_true", help="also run the sampling/slicing accuracy study")
+    args = parser.parse_args()
+    result = {"generate": bench_generate(args.n, args.workers)}
+    print(json.dumps(result["generate"]), file=sys.stderr, flush=True)
+    if args.naive:
+        result["naive"] = bench_naive(args.naive)
+        result["speedup_vs_naive"] = round(result["generate"]["images_per_s"] / result["naive"]["images_per_s"], 1)
+    if args.accuracy:
+        result["accuracy"] = bench_accuracy()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
