@@ -5,7 +5,8 @@
 
 Without --model a randomly initialised network of the preset's architecture is timed (speed does
 not depend on the weights). Reports ms per image (median of repeats, preprocessing excluded and
-timed separately), images/s and the process's peak resident memory. Prints one JSON line last.
+timed separately), images/s and the process's peak resident memory (and the part
+already resident before inference). Prints one JSON line last.
 """
 from __future__ import annotations
 
@@ -25,12 +26,18 @@ from evaluate.preprocessing import preprocess
 from train.model import build_model
 
 
+def rss_mib() -> float:
+    """Current resident memory of this process."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint or run folder (default: untrained preset network)")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--images", type=int, default=64, help="images per timed repeat")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -48,7 +55,8 @@ def main() -> None:
     images = np.stack([preprocess(im) for im in raw])
     prep_ms = (time.perf_counter() - t0) / args.images * 1e3
 
-    result = {"model": what, "threads": args.threads, "n_models": len(models),
+    base = rss_mib()
+    result = {"model": what, "rss_before_inference_mib": round(base, 1), "threads": args.threads, "n_models": len(models),
               "preprocess_ms_per_image": round(prep_ms, 2), "ms_per_image": {}}
     print(f"{what}, {len(models)} model(s), {args.threads} threads; preprocessing {prep_ms:.1f} ms/image")
     for batch in args.batches:
@@ -63,7 +71,8 @@ def main() -> None:
         print(f"  batch {batch:3d}: {ms:6.1f} ms/image ({1e3 / ms:5.1f} images/s), "
               f"min {min(times):.1f} max {max(times):.1f}")
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    print(f"  peak resident memory {result['peak_rss_mib']:.0f} MiB")
+    print(f"  peak resident memory {result['peak_rss_mib']:.0f} MiB "
+          f"({base:.0f} MiB before inference: torch, model, {args.images} input images)")
     print(json.dumps(result))
 
 
