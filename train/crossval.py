@@ -10,6 +10,7 @@ A cross-validation run folder (as nnU-Net's) holds:
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -47,15 +48,14 @@ def train_fold(config: dict[str, Any], data: LabelledSet, split: dict, run_dir: 
     out = fold_dir(run_dir, split)
     metrics_path = out / "metrics.json"
     if resume and metrics_path.exists() and (out / "model.ckpt").exists():
-        import json
         return json.loads(metrics_path.read_text())
     train_set, test_set = _train_sets(config, data, split["train"], split["test"])
     model, result = fit(config, train_set, test_set, out, resume=resume,
                         desc=f"fold {split['fold']}" + (f" repeat {split['repeat']}" if split["repeat"] else ""))
     images = [test_set[i][0][0].numpy() for i in range(len(test_set))]
     masks = [test_set[i][1].numpy().astype(bool) for i in range(len(test_set))]
-    test_metrics, counts = validate(model, images, masks, config["loop"]["batch_size"], "cpu"
-                                    if not next(model.parameters()).is_cuda else "cuda")
+    test_metrics, counts = validate(model, images, masks, config["loop"]["batch_size"],
+                                    next(model.parameters()).device)
     record = {"repeat": split["repeat"], "fold": split["fold"], "test": test_metrics,
               "counts": {n: c.tolist() for n, c in zip(split["test"], counts)},
               "seconds": result["seconds"], "history": result["history"]}
@@ -98,13 +98,13 @@ def train_all(cfg: DictConfig, real: Path, out: Path, resume: bool = False) -> d
     data = load_labelled(Path(real))
     work = out.parent / f"{out.stem}.training"
     if resume and out.exists():
-        return read_checkpoint(out)["metrics"]
+        return {"out": str(out), **read_checkpoint(out)["metrics"]}
     save_config(cfg, out.parent, name=f"{out.stem}.yaml")
     train_set, _ = _train_sets(config, data, data.names, None)
     model, result = fit(config, train_set, None, work, resume=resume, desc="all images")
-    save_checkpoint(out, model, architecture(config["model"]), config, len(result["history"]),
-                    {"train_loss": result["final"].get("loss"), "seconds": result["seconds"]})
+    metrics = {"train_loss": result["final"].get("loss"), "seconds": result["seconds"]}
+    save_checkpoint(out, model, architecture(config["model"]), config, len(result["history"]), metrics)
     (work / "last.ckpt").unlink(missing_ok=True)
     if work.exists() and not any(work.iterdir()):
         work.rmdir()
-    return {"out": str(out), "seconds": result["seconds"], "train_loss": result["final"].get("loss")}
+    return {"out": str(out), **metrics}
