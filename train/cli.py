@@ -40,6 +40,7 @@ def _cmd_real(args: argparse.Namespace) -> int:
     from train.crossval import cross_validate, train_all  # torch only when training
 
     real = real_dir(cfg)
+    cfg.data.real_dir = str(real)  # the resolved config records the folder actually used
     if int(cfg.cv.folds) == 0:
         out = Path(args.out or Path(cfg.out_dir) / "real_all.ckpt")
         if out.is_dir() or out.suffix != ".ckpt":
