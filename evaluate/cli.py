@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from . import bragg
 from .config import ConfigError, load_config, real_dir, save_config, to_plain
-from .metrics import METRICS, mean_and_spread, per_image, pooled
+from .metrics import METRICS, mean_and_spread, per_image
 from .micrographs import DataError, load_labelled
 from .splits import load_or_make_splits
 

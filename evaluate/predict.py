@@ -15,15 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from evaluate.metrics import confusion, per_image, pooled, scores
-from evaluate.micrographs import DataError, load_labelled, read_image
+from evaluate.micrographs import load_labelled
 from evaluate.preprocessing import preprocess
 
 MODEL_FILE = "model.ckpt"
-OVERLAY_RGB = (255, 40, 40)  # contamination tint in overlays
-OVERLAY_ALPHA = 0.4
 
 
 def checkpoint_paths(model_path: Path) -> list[Path]:
@@ -132,54 +129,3 @@ def score_model(model_path: Path, test_dir: Path, batch_size: int = 2,
         "model": str(model_path), "test": str(test_dir),
     }
     return result
-
-
-def input_files(inputs: Sequence[Path]) -> list[Path]:
-    """PNG files named by `inputs` (files, or folders whose *.png are taken, labels excluded)."""
-    files: list[Path] = []
-    for path in map(Path, inputs):
-        if path.is_dir():
-            files += sorted(p for p in path.glob("*.png") if not p.stem.endswith("_LABEL"))
-        elif path.suffix.lower() == ".png":
-            files.append(path)
-        elif path.exists():
-            raise DataError(f"{path}: only 256x256 PNG micrographs are supported for now")
-        else:
-            raise DataError(f"{path}: file not found")
-    if not files:
-        raise DataError(f"no PNG micrographs in {[str(p) for p in inputs]}")
-    return files
-
-
-def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """RGB uint8: the micrograph in grey (1st-99th percentile stretch), contamination tinted."""
-    lo, hi = np.percentile(image, [1, 99])
-    grey = np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1) * 255
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    rgb[mask] = (1 - OVERLAY_ALPHA) * rgb[mask] + OVERLAY_ALPHA * np.array(OVERLAY_RGB)
-    return rgb.astype(np.uint8)
-
-
-def predict_files(model_path: Path, inputs: Sequence[Path], out_dir: Path, batch_size: int = 2,
-                  threshold: float = 0.5) -> list[dict[str, Any]]:
-    """Segment 256x256 PNG micrographs; write <stem>_mask.png (255 = contamination) and
-    <stem>_overlay.png into `out_dir`. Returns one record per input: input, mask, overlay paths
-    and the contamination fraction."""
-    files = input_files(inputs)
-    images = []
-    for path in files:
-        image = read_image(path)
-        if image.shape != (256, 256):
-            raise DataError(f"{path}: size {image.shape[1]}x{image.shape[0]}, expected 256x256")
-        images.append(image)
-    _, masks = predict_masks(model_path, images, batch_size, threshold)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
-    for path, image, mask in zip(files, images, masks):
-        mask_path, overlay_path = out_dir / f"{path.stem}_mask.png", out_dir / f"{path.stem}_overlay.png"
-        Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path)
-        Image.fromarray(overlay(image, mask)).save(overlay_path)
-        records.append({"input": str(path), "mask": str(mask_path), "overlay": str(overlay_path),
-                        "contamination_fraction": float(mask.mean())})
-    return records

@@ -1,4 +1,4 @@
-"""Inference library (evaluate.predict): checkpoints and run folders, masks, overlays, scores."""
+"""Inference library (evaluate.predict): checkpoints and run folders, ensembles, scores."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +7,7 @@ import torch
 from PIL import Image
 
 from evaluate.metrics import METRICS
-from evaluate.micrographs import DataError
-from evaluate.predict import (checkpoint_paths, for_inference, load_models, predict_files,
-                              predict_probability, score_model)
+from evaluate.predict import checkpoint_paths, for_inference, load_models, predict_probability, score_model
 from train.checkpoints import CheckpointError, save_checkpoint
 from train.model import architecture, build_model
 
@@ -57,27 +55,6 @@ def test_run_folder_is_an_ensemble_of_folds(tmp_path):
     assert np.allclose(predict_probability(load_models(tmp_path / "run"), x), np.mean(single, 0), atol=1e-6)
     with pytest.raises(CheckpointError, match="empty"):
         checkpoint_paths((tmp_path / "empty").mkdir() or tmp_path / "empty")
-
-
-def test_predict_files_writes_masks_and_overlays(tmp_path):
-    path, _ = save_model(tmp_path / "m.ckpt", 0)
-    folder = tmp_path / "in"
-    folder.mkdir()
-    rng = np.random.default_rng(2)
-    for name in ("a", "b"):
-        Image.fromarray(rng.integers(0, 255, (256, 256), dtype=np.uint8)).save(folder / f"{name}.png")
-    records = predict_files(path, [folder / "a.png", folder / "b.png"], tmp_path / "out", batch_size=1)
-    for rec, name in zip(records, "ab"):
-        mask = np.asarray(Image.open(tmp_path / "out" / f"{name}_mask.png"))
-        overlay = np.asarray(Image.open(tmp_path / "out" / f"{name}_overlay.png"))
-        assert mask.shape == (256, 256) and set(np.unique(mask)) <= {0, 255}
-        assert overlay.shape == (256, 256, 3)
-        assert rec["contamination_fraction"] == pytest.approx((mask == 255).mean())
-    Image.fromarray(np.zeros((64, 64), np.uint8)).save(folder / "small.png")
-    with pytest.raises(DataError, match="small.png: size 64x64"):
-        predict_files(path, [folder / "small.png"], tmp_path / "out")
-    with pytest.raises(DataError, match="nothing.png: file not found"):
-        predict_files(path, [folder / "nothing.png"], tmp_path / "out")
 
 
 def test_score_model_reports_six_pooled_metrics(tmp_path):
