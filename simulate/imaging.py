@@ -20,7 +20,7 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-from .structures import Structure
+from .structures import Structure, smooth_field
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -231,8 +231,7 @@ class VariantImager:
         ramp = np.cos(optics.gradient_angle) * self.x + np.sin(optics.gradient_angle) * self.y
         bowl = self.x**2 + self.y**2 - 2 / 3
         shape = (1 - abs(optics.gradient_curvature)) * ramp + optics.gradient_curvature * bowl
-        patches = ndimage.gaussian_filter(rng.standard_normal(self.x.shape), optics.patch_scale, mode="wrap")
-        patches *= optics.patchiness / max(patches.std(), 1e-12)
+        patches = optics.patchiness * smooth_field(rng, self.image_px, optics.patch_scale)
         return (1 + optics.gradient * shape / max(np.abs(shape).max(), 1e-9)) * np.exp(patches)
 
     def image(self, optics: Optics, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.fft
 from ase import Atoms
 from scipy import ndimage
 from scipy.spatial import cKDTree
@@ -141,10 +142,10 @@ def prune_close(pos: np.ndarray, extent: float, min_distance: float) -> np.ndarr
 
 def smooth_field(rng: np.random.Generator, n: int, sigma_px: float) -> np.ndarray:
     """Periodic Gaussian-correlated random field on an n x n grid, zero mean and unit std."""
-    k = np.fft.fftfreq(n)
-    k2 = k[:, None] ** 2 + k[None, :] ** 2
-    spectrum = np.fft.fft2(rng.standard_normal((n, n))) * np.exp(-2 * (np.pi * sigma_px) ** 2 * k2)
-    out = np.fft.ifft2(spectrum).real
+    ky, kx = np.fft.fftfreq(n), np.fft.rfftfreq(n)
+    k2 = ky[:, None] ** 2 + kx[None, :] ** 2
+    spectrum = scipy.fft.rfft2(rng.standard_normal((n, n))) * np.exp(-2 * (np.pi * sigma_px) ** 2 * k2)
+    out = scipy.fft.irfft2(spectrum, s=(n, n))
     return (out - out.mean()) / (out.std() + 1e-12)
 
 

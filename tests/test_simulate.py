@@ -68,7 +68,7 @@ def test_single_grain_orientation():
 def test_amorphous_density_and_coverage():
     cfg = tiny_cfg(
         "structure.amorphous.coverage=[0.4,0.4]", "structure.amorphous.thickness=[10,10]",
-        "structure.amorphous.density=[2.0,2.0]", "structure.amorphous.edge_taper=0.000001",
+        "structure.amorphous.density=[2.0,2.0]", "structure.amorphous.edge_taper=0.000001", "structure.amorphous.thickness_variation=0",
         "structure.holes.probability=0", "structure.adatoms.probability=0",
     )
     s = build_structure(np.random.default_rng(1), 60.0, cfg.structure)
