@@ -81,6 +81,7 @@ def validate(cfg: DictConfig) -> None:
     span("structure.holes.count", 0)
     span("structure.holes.radius", 0.0)
     span("structure.amorphous.coverage", 0.0, 1.0)
+    check(s.amorphous.coverage_median > 0 and s.amorphous.coverage_sigma >= 0, "structure.amorphous.coverage_median", "median must be > 0 and sigma >= 0")
     span("structure.amorphous.density", 0.1, 4.0)
     span("structure.amorphous.thickness", 0.0)
     check(cfg.structure.amorphous.thickness_variation >= 0, "structure.amorphous.thickness_variation", "must be >= 0")

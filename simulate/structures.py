@@ -253,7 +253,7 @@ def amorphous_carbon(rng: np.random.Generator, structure: Structure, graphene: n
     extent = structure.extent
     coverage = 0.0
     if rng.random() >= cfg.clean_probability:
-        coverage = cfg.coverage[0] + (cfg.coverage[1] - cfg.coverage[0]) * rng.random() ** cfg.coverage_power
+        coverage = float(np.clip(cfg.coverage_median * np.exp(cfg.coverage_sigma * rng.standard_normal()), *cfg.coverage))
     density = _uniform(rng, cfg.density)
     info = {"coverage_target": coverage, "amorphous_density": density, "amorphous_thickness": 0.0}
     if coverage <= 0:
