@@ -260,3 +260,11 @@ def test_installed_command_imports_this_project(tmp_path, reference):
     run = subprocess.run([str(script), "inspect", str(reference), "--json"], cwd=tmp_path, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout.strip().splitlines()[-1])["images"] == 6
+
+
+def test_preview_sheet_from_a_dataset(reference, tmp_path, capsys):
+    out = tmp_path / "sheet.png"
+    assert main(["preview", "--n", "4", "--from", str(reference), "--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000 and (tmp_path / "sheet.yaml").exists()
+    assert main(["inspect", str(reference)]) == 0
+    assert "6 / 6 images (complete)" in capsys.readouterr().out
