@@ -21,7 +21,7 @@ from train.loops import ce_dice_loss, fit
 from train.model import build_model
 
 TINY = ["model.depth=2", "model.features=4", "loop.batch_size=4", "loop.crop=32", "loop.epochs=2",
-        "loop.val_every=1", "loop.checkpoint_every=1", "threads=1"]
+        "loop.val_every=1", "loop.checkpoint_every=1", "loop.min_steps=0", "threads=1"]
 
 
 def write_pairs(folder: Path, n: int = 6, size: int = 64, seed: int = 0) -> Path:

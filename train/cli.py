@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,11 @@ EXAMPLES = """examples:
   train real --folds 0 --out model.ckpt                  # one model on all labelled images
   train real --out RUN --resume                          # continue an interrupted run
   train real --out RUN loop.epochs=10 model.features=16  # any config key as a Hydra override
+  train real --out RUN_K10 --n-real 10                   # each fold trains on 10 of its images
+  train pretrain --data data/sim/sim5000.h5 --out sim.ckpt --real-val DIR
+  torchrun --nproc-per-node 2 -m train.cli pretrain --data A.h5 --out sim.ckpt   # data-parallel
+  train finetune --pretrained sim.ckpt --out RUN --n-real 10   # same folds as `train real`
+  train finetune --pretrained sim.ckpt --folds 0 --out model.ckpt
 """
 
 
@@ -36,13 +42,14 @@ def _overrides(args: argparse.Namespace, mapping: dict[str, str]) -> list[str]:
 def _cmd_real(args: argparse.Namespace) -> int:
     cfg = load_config("train", _overrides(args, {
         "real": "data.real_dir", "folds": "cv.folds", "repeats": "cv.repeats", "preset": "preset",
-        "seed": "seed", "device": "device", "threads": "threads"}))
+        "seed": "seed", "device": "device", "threads": "threads", "n_real": "cv.n_real",
+        "pretrained": "finetune.pretrained"}))
     from train.crossval import cross_validate, train_all  # torch only when training
 
     real = real_dir(cfg)
     cfg.data.real_dir = str(real)  # the resolved config records the folder actually used
     if int(cfg.cv.folds) == 0:
-        out = Path(args.out or Path(cfg.out_dir) / "real_all.ckpt")
+        out = Path(args.out or Path(cfg.out_dir) / f"{args.command}_all.ckpt")
         if out.is_dir() or out.suffix != ".ckpt":
             raise ConfigError(f"--out {out}: with --folds 0 give a checkpoint file name ending in .ckpt")
         result = train_all(cfg, real, out, resume=args.resume)
@@ -50,7 +57,7 @@ def _cmd_real(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(result))
         return 0
-    out = Path(args.out or Path(cfg.out_dir) / "real_cv")
+    out = Path(args.out or Path(cfg.out_dir) / f"{args.command}_cv")
     summary = cross_validate(cfg, real, out, resume=args.resume)
     print(f"{cfg.cv.folds}-fold CV x {cfg.cv.repeats} on {summary['n_images']} images of {real} "
           f"({summary['train_seconds']:.0f} s training):")
@@ -64,6 +71,47 @@ def _cmd_real(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    cfg = load_config("pretrain", _overrides(args, {
+        "preset": "pretrain_preset", "seed": "seed", "device": "device", "threads": "threads"}))
+    from train.pretrain import pretrain  # torch only when training
+
+    out = Path(args.out)
+    if out.is_dir() or out.suffix != ".ckpt":
+        raise ConfigError(f"--out {out}: give a checkpoint file name ending in .ckpt")
+    summary = pretrain(cfg, [Path(p) for p in args.data], out, Path(args.real_val) if args.real_val else None,
+                       resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"pretrained on {summary['train_images']} simulated images ({summary['seconds']:.0f} s, "
+              f"{summary['images_per_second']:.1f} images/s, {summary['world_size']} process(es)) -> {out}")
+        for name in ("sim_val", "real_val"):
+            if summary[name]:
+                print(f"  {name}: " + "  ".join(f"{k} {v:.3f}" for k, v in summary[name].items()))
+        if args.json:
+            print(json.dumps(summary))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra config overrides")
+    p.add_argument("--seed", type=int, help="training seed (default 12345)")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--threads", type=int, help="CPU threads (default: available cores)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+
+
+def _real_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--real", help="folder of NAME.png + NAME_LABEL.png (default: data.real_dir)")
+    p.add_argument("--out", help="run folder (CV) or .ckpt file (--folds 0)")
+    p.add_argument("--folds", type=int, help="k of k-fold CV; 0 = one model on all images (default 5)")
+    p.add_argument("--repeats", type=int, help="reshuffled repeats of the CV (default 1)")
+    p.add_argument("--n-real", type=int, dest="n_real",
+                   help="train each fold on a fixed seeded subset of K of its images (default: all)")
+    p.add_argument("--preset", help="cpu (default: fast on a CPU) or paper (Sadre et al., for a GPU)")
+    p.add_argument("--json", action="store_true", help="last stdout line: JSON of the pooled metrics")
+    _common(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="train", description=__doc__, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,17 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("real", help="train on real labelled micrographs (k-fold CV or all images)",
                        description="Train the U-Net on real labelled micrographs: k-fold "
                        "cross-validation into a run folder, or (--folds 0) one model on all images.")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra config overrides")
-    p.add_argument("--real", help="folder of NAME.png + NAME_LABEL.png (default: data.real_dir)")
-    p.add_argument("--out", help="run folder (CV) or .ckpt file (--folds 0)")
-    p.add_argument("--folds", type=int, help="k of k-fold CV; 0 = one model on all images (default 5)")
-    p.add_argument("--repeats", type=int, help="reshuffled repeats of the CV (default 1)")
-    p.add_argument("--preset", help="cpu (default: fast on a CPU) or paper (Sadre et al., for a GPU)")
-    p.add_argument("--seed", type=int, help="training seed (default 12345)")
-    p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument("--threads", type=int, help="CPU threads (default: available cores)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--json", action="store_true", help="last stdout line: JSON of the pooled metrics")
+    _real_options(p)
+    p.set_defaults(func=_cmd_real, pretrained=None)
+
+    p = sub.add_parser("pretrain", help="train on simulated HDF5 datasets (streamed)",
+                       description="Pretrain the U-Net on simulated, automatically labelled images "
+                       "(HDF5 files of `simulate generate`), with a held-out simulated validation "
+                       "part. Data-parallel under torchrun.")
+    p.add_argument("--data", action="append", required=True, metavar="FILE.h5",
+                   help="simulated dataset (repeat for several files)")
+    p.add_argument("--out", required=True, help="checkpoint file to write (.ckpt)")
+    p.add_argument("--preset", help="cpu (default) or gpu (configs/pretrain_preset/)")
+    p.add_argument("--real-val", dest="real_val", help="labelled real folder validated alongside")
+    p.add_argument("--json", action="store_true", help="last stdout line: JSON summary")
+    _common(p)
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune a pretrained model on real labels (k-fold CV or all)",
+                       description="`train real` initialised from a pretrained checkpoint, with the "
+                       "fine-tuning options of the config's `finetune` section; same folds as `train real`.")
+    p.add_argument("--pretrained", required=True, help="checkpoint of `train pretrain`")
+    _real_options(p)
     p.set_defaults(func=_cmd_real)
     return parser
 

@@ -7,6 +7,15 @@ A cross-validation run folder (as nnU-Net's) holds:
                       (fold_K_repeat_R/ for repeats after the first)
     cv_metrics.json   pooled metrics over all test pixels, per fold, mean and spread over folds,
                       per image, timing
+
+Two config sections turn the same protocol into the other arms of the comparison:
+- `cv.n_real: K` trains each fold on a fixed seeded subset of K images of its training part
+  (`real_subset`: the K=5 subset lies inside the K=10 subset); the test part is unchanged.
+- `finetune.pretrained: sim.ckpt` initialises every model from the pretrained weights (after
+  checking that architecture and preprocessing match) and trains with the fine-tuning options:
+  its own learning rate, warm-up and epochs, the encoder frozen for the first epochs, and
+  optionally a fraction of simulated samples (`sim_data`) mixed into the batches.
+The arms thus differ only by config and reuse the same saved splits.json.
 """
 from __future__ import annotations
 
@@ -16,14 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from omegaconf import DictConfig
 
 from evaluate.config import save_config, to_plain
 from evaluate.metrics import mean_and_spread, pooled, scores
 from evaluate.micrographs import LabelledSet, load_labelled
 from evaluate.splits import load_or_make_splits
-from train.checkpoints import read_checkpoint, save_checkpoint
-from train.datasets import real_pairs
+from train.checkpoints import PREPROCESSING, CheckpointError, read_checkpoint, save_checkpoint
+from train.datasets import MixedPairs, real_pairs, sim_pairs
 from train.loops import fit, validate, write_json
 from train.model import architecture
 
@@ -33,10 +43,60 @@ def fold_dir(run_dir: Path, split: dict) -> Path:
     return Path(run_dir) / name
 
 
+def real_subset(names: list[str], k: int | None, seed: int, repeat: int = 0, fold: int = 0) -> list[str]:
+    """The first `k` of a seeded shuffle of sorted `names` (all when `k` is None): fixed per
+    (seed, repeat, fold) and nested, the k=5 subset is the start of the k=10 subset."""
+    if k is None:
+        return list(names)
+    if not 0 < int(k) <= len(names):
+        raise ValueError(f"cv.n_real = {k}, but a training part holds {len(names)} images")
+    order = np.random.default_rng([int(seed), 7, int(repeat), int(fold)]).permutation(len(names))
+    ordered = sorted(names)
+    return [ordered[i] for i in order[:int(k)]]
+
+
+def check_compatible(payload: dict[str, Any], config: dict[str, Any], path: Path) -> None:
+    """CheckpointError naming the first field where the pretrained model differs from `config`."""
+    wanted = architecture(config["model"])
+    for key, value in wanted.items():
+        if payload["architecture"].get(key) != value:
+            raise CheckpointError(f"{path}: model.{key} is {payload['architecture'].get(key)!r} in the "
+                                  f"pretrained checkpoint but {value!r} in the fine-tuning config")
+    if payload.get("preprocessing") != PREPROCESSING:
+        raise CheckpointError(f"{path}: preprocessing is {payload.get('preprocessing')!r} in the "
+                              f"pretrained checkpoint but {PREPROCESSING!r} here")
+
+
+def finetune_setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """The effective training config and initial weights: unchanged with `finetune.pretrained`
+    null; else the fine-tuning learning rate, warm-up, epochs and encoder freezing applied and
+    the pretrained weights (checked against the config) returned."""
+    tune = config.get("finetune") or {}
+    if not tune.get("pretrained"):
+        return config, None
+    path = Path(tune["pretrained"])
+    payload = read_checkpoint(path)
+    check_compatible(payload, config, path)
+    config = json.loads(json.dumps(config))  # a deep copy of plain data
+    config["optim"]["lr"] = tune["lr"]
+    config["optim"]["pct_start"] = tune["warmup"]
+    config["loop"]["epochs"] = tune.get("epochs") or config["loop"]["epochs"]
+    config["loop"]["freeze_encoder_epochs"] = tune.get("freeze_encoder_epochs", 0)
+    return config, payload["state_dict"]
+
+
 def _train_sets(config: dict[str, Any], data: LabelledSet, train: list[str], test: list[str] | None):
     loop = config["loop"]
-    train_set = real_pairs(data, train, augment=config["augment"], crop=loop["crop"],
-                           crops_per_image=loop["crops_per_image"], seed=config["seed"])
+    args = dict(augment=config["augment"], crop=loop["crop"], crops_per_image=loop["crops_per_image"],
+                seed=config["seed"])
+    train_set = real_pairs(data, train, **args)
+    tune = config.get("finetune") or {}
+    if tune.get("pretrained") and tune.get("sim_data") and tune.get("sim_fraction"):
+        from train.pretrain import sim_rows
+
+        paths = [Path(p) for p in tune["sim_data"]]
+        train_set = MixedPairs(train_set, sim_pairs(paths, sim_rows(paths), **args),
+                               float(tune["sim_fraction"]), config["seed"])
     test_set = real_pairs(data, test) if test else None
     return train_set, test_set
 
@@ -49,14 +109,18 @@ def train_fold(config: dict[str, Any], data: LabelledSet, split: dict, run_dir: 
     metrics_path = out / "metrics.json"
     if resume and metrics_path.exists() and (out / "model.ckpt").exists():
         return json.loads(metrics_path.read_text())
-    train_set, test_set = _train_sets(config, data, split["train"], split["test"])
-    model, result = fit(config, train_set, test_set, out, resume=resume,
+    config, init = finetune_setup(config)
+    train_names = real_subset(split["train"], config["cv"].get("n_real"), config["cv"]["split_seed"],
+                              split["repeat"], split["fold"])
+    train_set, test_set = _train_sets(config, data, train_names, split["test"])
+    model, result = fit(config, train_set, test_set, out, resume=resume, init=init,
                         desc=f"fold {split['fold']}" + (f" repeat {split['repeat']}" if split["repeat"] else ""))
     images = [test_set[i][0][0].numpy() for i in range(len(test_set))]
     masks = [test_set[i][1].numpy().astype(bool) for i in range(len(test_set))]
     test_metrics, counts = validate(model, images, masks, config["loop"]["batch_size"],
                                     next(model.parameters()).device)
-    record = {"repeat": split["repeat"], "fold": split["fold"], "test": test_metrics,
+    record = {"repeat": split["repeat"], "fold": split["fold"], "train_images": train_names,
+              "test": test_metrics,
               "counts": {n: c.tolist() for n, c in zip(split["test"], counts)},
               "seconds": result["seconds"], "history": result["history"]}
     save_checkpoint(out / "model.ckpt", model, architecture(config["model"]), config,
@@ -86,6 +150,7 @@ def cross_validate(cfg: DictConfig, real: Path, run_dir: Path, resume: bool = Fa
         "train_seconds": round(sum(f["seconds"] for f in folds), 1),
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "n_images": len(data), "folds": int(cfg.cv.folds), "repeats": int(cfg.cv.repeats),
+        "n_real": cfg.cv.get("n_real"), "pretrained": cfg.get("finetune", {}).get("pretrained"),
     }
     write_json(run_dir / "cv_metrics.json", summary)
     return summary
@@ -100,8 +165,10 @@ def train_all(cfg: DictConfig, real: Path, out: Path, resume: bool = False) -> d
     if resume and out.exists():
         return {"out": str(out), **read_checkpoint(out)["metrics"]}
     save_config(cfg, out.parent, name=f"{out.stem}.yaml")
-    train_set, _ = _train_sets(config, data, data.names, None)
-    model, result = fit(config, train_set, None, work, resume=resume, desc="all images")
+    config, init = finetune_setup(config)
+    names = real_subset(data.names, config["cv"].get("n_real"), config["cv"]["split_seed"])
+    train_set, _ = _train_sets(config, data, names, None)
+    model, result = fit(config, train_set, None, work, resume=resume, init=init, desc="all images")
     metrics = {"train_loss": result["final"].get("loss"), "seconds": result["seconds"]}
     save_checkpoint(out, model, architecture(config["model"]), config, len(result["history"]), metrics)
     (work / "last.ckpt").unlink(missing_ok=True)

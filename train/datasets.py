@@ -2,12 +2,13 @@
 
 `PairDataset` works on any indexable source of flat-fielded images and boolean masks: lists in
 memory for the real labelled micrographs (`real_pairs`), or lazily read arrays (e.g. h5py
-datasets of simulated images) for larger sets. Each item is (image (1, H, W) float32 standardised,
+datasets of simulated images, `sim_pairs`) for larger sets. Each item is (image (1, H, W) float32 standardised,
 mask (H, W) int64 class index); a training set yields `crops_per_image` augmented crops of every
 image per epoch, a validation set the whole standardised images.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,3 +68,70 @@ def real_pairs(folder: Path | LabelledSet, names: Sequence[str] | None = None,
             raise ValueError(f"images {missing[:3]} not found among the labelled set")
         data = data.subset([index[n] for n in names])
     return PairDataset(flat_fielded(data), data.masks, **dataset_args)
+
+
+class H5Rows(Sequence):
+    """Rows of one array (`images` or `masks`) of simulated-dataset HDF5 files, read lazily.
+
+    `rows` is an (N, 2) array of (file number, row). Files are opened on first access in each
+    process (never before a fork or a pickling for data-loader workers: h5py handles do not
+    survive either), so a 100,000-image file costs only the rows actually read. Images are
+    flat-fielded on reading, the deterministic half of the real images' preprocessing.
+    """
+
+    def __init__(self, paths: Sequence[Path], name: str, rows: np.ndarray):
+        self.paths, self.name = [str(p) for p in paths], name
+        self.rows = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+        self._files: dict[int, Any] = {}
+        self._pid = -1
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_files": {}, "_pid": -1}
+
+    def _file(self, number: int):
+        import h5py
+
+        if self._pid != os.getpid():
+            self._files, self._pid = {}, os.getpid()
+        if number not in self._files:
+            self._files[number] = h5py.File(self.paths[number], "r")
+        return self._files[number]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        number, row = self.rows[index]
+        array = self._file(int(number))[self.name][int(row)]
+        return flat_field(array) if self.name == "images" else array
+
+
+def sim_pairs(paths: Sequence[Path], rows: np.ndarray, **dataset_args: Any) -> PairDataset:
+    """A PairDataset over `rows` ((file number, row) pairs) of simulated HDF5 files."""
+    return PairDataset(H5Rows(paths, "images", rows), H5Rows(paths, "masks", rows), **dataset_args)
+
+
+class MixedPairs(Dataset):
+    """A real training set with simulated samples mixed in: `fraction` of the items (so, on
+    average, of every batch) are drawn from `sim`, the rest are the real items in turn."""
+
+    def __init__(self, real: PairDataset, sim: PairDataset, fraction: float, seed: int = 0):
+        if not 0 <= fraction < 1:
+            raise ValueError(f"finetune.sim_fraction must be in [0, 1), got {fraction}")
+        self.real, self.sim, self.seed = real, sim, int(seed)
+        self.n_sim = int(round(len(real) * fraction / (1 - fraction)))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.real.set_epoch(epoch)
+        self.sim.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.real) + self.n_sim
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if index < len(self.real):
+            return self.real[index]
+        pick = np.random.default_rng([self.seed, self.epoch, index]).integers(len(self.sim))
+        return self.sim[int(pick)]

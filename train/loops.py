@@ -5,6 +5,12 @@ with one thread per available core. Loss: pixel-wise cross-entropy plus soft Dic
 contamination class (the Dice term keeps the rare class, 13 % of the pixels, from being
 under-weighted). The batch order and every augmentation are functions of (seed, epoch), so an
 interrupted run resumed from its last checkpoint follows the same path as an uninterrupted one.
+
+Small training sets get a floor on optimisation steps (`loop.min_steps`): every epoch is then
+repeated an integer number of times, and the validation, checkpoint and encoder-freezing periods
+(in epochs) with it. Under `torchrun` the model is wrapped in DistributedDataParallel and each
+process takes every world-size-th sample of the epoch's order (batch_size is per process);
+process 0 validates and writes checkpoints.
 """
 from __future__ import annotations
 
@@ -15,23 +21,29 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import math
+
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from evaluate.metrics import confusion, pooled
 from evaluate.predict import predict_probability
 from train.checkpoints import CheckpointError, load_weights, read_checkpoint, save_checkpoint
-from train.datasets import PairDataset
+from torch.utils.data import Dataset
 from train.model import UNet, architecture, build_model
 
 
 def choose_device(name: str = "auto") -> torch.device:
     """"auto" -> CUDA when available, else CPU; or an explicit torch device name."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
     return torch.device(name)
 
 
@@ -84,13 +96,39 @@ def validate(model: UNet, images: Sequence[np.ndarray], masks: Sequence[np.ndarr
     return pooled(counts), counts
 
 
-def fit(config: dict[str, Any], train_set: PairDataset, val_set: PairDataset | None,
-        out_dir: Path, resume: bool = False, desc: str = "train") -> tuple[UNet, dict[str, Any]]:
-    """Train a U-Net on `train_set`, validating on `val_set` (whole images) every epoch.
+def epoch_order(n: int, seed: int, epoch: int, samples: int | None = None) -> list[int]:
+    """Indices of epoch `epoch`: a seeded permutation of range(n), or with `samples` the next
+    `samples` items of an endless stream of seeded permutations (epochs of a huge set)."""
+    if not samples:
+        return np.random.default_rng([seed, epoch]).permutation(n).tolist()
+    start = epoch * samples
+    order: list[int] = []
+    for k in range(start // n, (start + samples - 1) // n + 1):
+        perm = np.random.default_rng([seed, 1_000_003, k]).permutation(n)
+        lo, hi = max(start, k * n) - k * n, min(start + samples, (k + 1) * n) - k * n
+        order.extend(perm[lo:hi].tolist())
+    return order
 
-    Writes `out_dir/last.ckpt` (weights + optimizer state) every `loop.checkpoint_every` epochs
-    and at the end; with `resume` continues from it. Returns the model and
-    {"history": [per-epoch dict], "final": last validation metrics, "seconds": training time}.
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) without torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
+        out_dir: Path, resume: bool = False, desc: str = "train",
+        init: Mapping[str, torch.Tensor] | None = None,
+        watch: Mapping[str, Dataset] | None = None) -> tuple[UNet, dict[str, Any]]:
+    """Train a U-Net on `train_set`, validating on `val_set` (whole images) every `val_every` epochs.
+
+    `init`: a state dict to start from (fine-tuning) instead of random weights. `watch`: more
+    labelled sets validated alongside, recorded as "<name>_<metric>" (e.g. real images while
+    pretraining on simulations). Writes `out_dir/last.ckpt` (weights + optimizer state) every
+    `loop.checkpoint_every` epochs and at the end; with `resume` continues from it. Returns the
+    model and {"history": [per-epoch dict], "final": last record, "seconds": training time,
+    "steps", "samples", "world_size"}.
     """
     loop, optim = config["loop"], config["optim"]
     device = choose_device(config.get("device", "auto"))
@@ -100,11 +138,24 @@ def fit(config: dict[str, Any], train_set: PairDataset, val_set: PairDataset | N
     seed = int(config["seed"])
     arch = architecture(config["model"])
     torch.manual_seed(seed)
-    model = build_model(arch).to(device)
+    model = build_model(arch)
+    if init is not None:
+        model.load_state_dict(init)
+    model = model.to(device)
+    rank, size = world()
+    net = DistributedDataParallel(model) if size > 1 else model
     optimizer = make_optimizer(model, optim)
     batch = int(loop["batch_size"])
-    steps_per_epoch = max(1, len(train_set) // batch)
-    epochs = int(loop["epochs"])
+    samples = loop.get("samples_per_epoch") or None
+    per_epoch = int(samples) if samples else len(train_set)
+    steps_per_epoch = max(1, per_epoch // size // batch)
+    # floor on optimisation steps: repeat every epoch `scale` times (the same rule for every arm)
+    scale = max(1, math.ceil(int(loop.get("min_steps") or 0) / (int(loop["epochs"]) * steps_per_epoch)))
+    epochs = int(loop["epochs"]) * scale
+    val_every = int(loop.get("val_every", 1)) * scale
+    checkpoint_every = int(loop.get("checkpoint_every", 1)) * scale
+    frozen_epochs = int(loop.get("freeze_encoder_epochs") or 0) * scale
+    encoder = [p for block in model.down for p in block.parameters()]
     scheduler = make_scheduler(optimizer, optim, epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
 
@@ -122,11 +173,12 @@ def fit(config: dict[str, Any], train_set: PairDataset, val_set: PairDataset | N
         scaler.load_state_dict(state["scaler"])
         start, history, seconds = payload["epoch"], list(state["history"]), float(state["seconds"])
 
-    val_images = val_masks = None
-    if val_set is not None:
-        pairs = [val_set[i] for i in range(len(val_set))]
-        val_images = [img[0].numpy() for img, _ in pairs]
-        val_masks = [m.numpy().astype(bool) for _, m in pairs]
+    checks = {}
+    if rank == 0:
+        for name, labelled in {"": val_set, **(watch or {})}.items():
+            if labelled is not None:
+                pairs = [labelled[i] for i in range(len(labelled))]
+                checks[name] = ([img[0].numpy() for img, _ in pairs], [m.numpy().astype(bool) for _, m in pairs])
 
     def checkpoint(epoch: int) -> None:
         training = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -134,22 +186,27 @@ def fit(config: dict[str, Any], train_set: PairDataset, val_set: PairDataset | N
         save_checkpoint(last, model, arch, config, epoch, history[-1] if history else {}, training)
 
     bar = tqdm(total=epochs * steps_per_epoch, initial=start * steps_per_epoch, desc=desc,
-               unit="step", dynamic_ncols=True, leave=False)
+               unit="step", dynamic_ncols=True, leave=False, disable=rank != 0)
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
-        model.train()
+        net.train()
         train_set.set_epoch(epoch)
-        order = np.random.default_rng([seed, epoch]).permutation(len(train_set)).tolist()
-        loader = DataLoader(train_set, batch_size=batch, sampler=order, drop_last=len(train_set) >= batch,
-                            num_workers=int(loop.get("workers", 0)), pin_memory=device.type == "cuda")
+        order = epoch_order(len(train_set), seed, epoch, samples)
+        order = order[rank:len(order) - len(order) % size:size]
+        loader = DataLoader(train_set, batch_size=batch, sampler=order, drop_last=len(order) >= batch,
+                            num_workers=int(loop.get("workers", 0)), pin_memory=device.type == "cuda",
+                            persistent_workers=False)
         losses = []
         for image, mask in loader:
             image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                logits = model(image)
+                logits = net(image)
             loss = ce_dice_loss(logits, mask, float(loop.get("dice_weight", 1.0)))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if epoch < frozen_epochs:  # encoder frozen: AdamW skips parameters without gradient
+                for p in encoder:
+                    p.grad = None
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -158,18 +215,23 @@ def fit(config: dict[str, Any], train_set: PairDataset, val_set: PairDataset | N
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
         seconds += time.perf_counter() - t0
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": round(seconds, 1)}
-        every = int(loop.get("val_every", 1))
-        if val_images is not None and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
+        if checks and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
             model.eval()
-            record.update(validate(model, val_images, val_masks, batch, device)[0])
+            for name, (images, masks) in checks.items():
+                metrics = validate(model, images, masks, batch, device)[0]
+                record.update({f"{name}_{k}" if name else k: v for k, v in metrics.items()})
             bar.set_postfix(epoch=epoch + 1, loss=f"{record['loss']:.3f}",
-                            jaccard=f"{record['jaccard']:.3f}")
+                            jaccard=f"{record.get('jaccard', float('nan')):.3f}")
         history.append(record)
-        if (epoch + 1) % int(loop.get("checkpoint_every", 1)) == 0 or epoch + 1 == epochs:
+        if rank == 0 and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
             checkpoint(epoch + 1)
+        if size > 1:
+            dist.barrier()
     bar.close()
     model.eval()
-    return model, {"history": history, "final": history[-1] if history else {}, "seconds": seconds}
+    steps = (epochs - start) * steps_per_epoch
+    return model, {"history": history, "final": history[-1] if history else {}, "seconds": seconds,
+                   "steps": steps, "samples": steps * batch * size, "world_size": size}
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -1,0 +1,126 @@
+"""Pretraining on simulated, automatically labelled micrographs (HDF5 files of `simulate generate`).
+
+The images are streamed from the files (train.datasets.H5Rows: only the rows read are loaded, so
+100,000-image sets fit), preprocessed exactly as the real ones (Bezier flat field, then
+standardisation after the augmentation) and augmented as in `train real`. A held-out simulated
+validation part is made of whole structures, so that the variants (other optics and dose) of one
+structure never straddle training and validation. An optional real labelled folder is validated
+alongside to watch the transfer. Under `torchrun --nproc-per-node N` the training is
+data-parallel (DistributedDataParallel; gloo on CPU, nccl on CUDA).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch.distributed as dist
+from omegaconf import DictConfig
+
+from evaluate.config import save_config, to_plain
+from evaluate.metrics import METRICS
+from simulate.dataset import open_dataset
+from train.checkpoints import save_checkpoint
+from train.datasets import real_pairs, sim_pairs
+from train.loops import fit, world, write_json
+from train.model import architecture
+
+
+def sim_rows(paths: Sequence[Path]) -> np.ndarray:
+    """(N, 2) (file number, row) of every image of `paths` (schemas checked)."""
+    rows = []
+    for number, path in enumerate(paths):
+        with open_dataset(path) as file:
+            n = file["images"].shape[0]
+        rows.append(np.stack([np.full(n, number), np.arange(n)], axis=1))
+    return np.concatenate(rows) if rows else np.zeros((0, 2), dtype=np.int64)
+
+
+def split_by_structure(paths: Sequence[Path], val_fraction: float, val_max: int,
+                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, validation rows), each (N, 2) (file number, row).
+
+    A structure (file seed, structure id from the `meta` table) is held out when a hash of
+    (seed, file seed, structure) falls below `val_fraction`; the validation part keeps the
+    first `val_max` of its images and the rest of the held-out structures is used by neither.
+    """
+    train, val = [], []
+    for number, path in enumerate(paths):
+        with open_dataset(path) as file:
+            structures = file["meta"].fields("structure")[:].astype(np.int64)
+            file_seed = int(file.attrs["seed"])
+        held = {s: np.random.default_rng([seed, file_seed, int(s)]).random() < val_fraction
+                for s in np.unique(structures)}
+        is_val = np.array([held[s] for s in structures], dtype=bool)
+        rows = np.stack([np.full(len(structures), number), np.arange(len(structures))], axis=1)
+        train.append(rows[~is_val])
+        val.append(rows[is_val])
+    val_rows = np.concatenate(val)[:int(val_max)]
+    return np.concatenate(train), val_rows
+
+
+def init_distributed() -> None:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        import torch
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)
+
+
+def pretrain(cfg: DictConfig, data: list[Path], out: Path, real_val: Path | None = None,
+             resume: bool = False) -> dict[str, Any]:
+    """Train a U-Net on the simulated files `data`; write the checkpoint `out` (.ckpt), its
+    resolved config `out.yaml` beside it and the per-epoch history `out.history.json`.
+
+    Work files (last.ckpt for `resume`) go to `<out stem>.training/`. Returns
+    {"out", "train_images", "val_images", "seconds", "images_per_second", "world_size",
+    "sim_val": pooled metrics on the held-out simulations, "real_val": on `real_val` or None}.
+    """
+    init_distributed()
+    rank, size = world()
+    config = to_plain(cfg)
+    out, paths = Path(out), [Path(p) for p in data]
+    history = out.with_name(f"{out.stem}.history.json")
+    if resume and out.exists() and history.exists():  # finished earlier
+        return json.loads(history.read_text())["summary"]
+    if not paths:
+        raise ValueError("pretraining needs at least one simulated HDF5 file (--data)")
+    sim = config["sim"]
+    train_rows, val_rows = split_by_structure(paths, sim["val_fraction"], sim["val_max"], sim["split_seed"])
+    if len(train_rows) == 0:
+        raise ValueError(f"no training images left in {[str(p) for p in paths]} after the validation split")
+    loop = config["loop"]
+    train_set = sim_pairs(paths, train_rows, augment=config["augment"], crop=loop["crop"],
+                          crops_per_image=loop["crops_per_image"], seed=config["seed"])
+    val_set = sim_pairs(paths, val_rows) if len(val_rows) else None
+    watch = {"real": real_pairs(Path(real_val))} if real_val else None
+    if rank == 0:
+        save_config(cfg, out.parent, name=f"{out.stem}.yaml")
+    t0 = time.perf_counter()
+    model, result = fit(config, train_set, val_set, out.parent / f"{out.stem}.training", resume=resume,
+                        desc="pretrain", watch=watch)
+    final = result["final"]
+    summary = {
+        "out": str(out), "train_images": int(len(train_rows)), "val_images": int(len(val_rows)),
+        "seconds": round(result["seconds"], 1), "wall_seconds": round(time.perf_counter() - t0, 1),
+        "images_per_second": round(result["samples"] / max(result["seconds"], 1e-9), 1),
+        "world_size": size,
+        "sim_val": {k: v for k, v in final.items() if k in METRICS},
+        "real_val": {k[5:]: v for k, v in final.items() if k.startswith("real_")} or None,
+    }
+    if rank == 0:
+        metrics = {**summary["sim_val"], **{f"real_{k}": v for k, v in (summary["real_val"] or {}).items()}}
+        save_checkpoint(out, model, architecture(config["model"]), config, len(result["history"]), metrics)
+        write_json(history, {"summary": summary, "history": result["history"]})
+        (out.parent / f"{out.stem}.training" / "last.ckpt").unlink(missing_ok=True)
+    if size > 1:
+        dist.barrier()
+    return summary
+
