@@ -1,8 +1,8 @@
 """Atom finding and bond graphs outside the contamination (the paper's Figure 5).
 
-Atoms are local extrema of the flat-field-corrected image. Which sign marks the atoms is decided
-by the honeycomb itself: graphene has two atoms per unit cell but one hexagon centre, so the
-polarity whose extrema are about twice as dense is the atoms' (white- or black-atom contrast).
+Atoms are local extrema of the flat-field-corrected image. Which sign marks the atoms is decided by the honeycomb's geometry: an atom's nearest neighbours
+sit one C-C bond (1.42 A) away, a hexagon centre's 2.46 A away, so the polarity whose extrema
+most often have a neighbour at one bond length is the atoms' (white- or black-atom contrast).
 The scale comes from the lattice: the strongest Bragg spot is the {100} spacing d = 2.13 A, so the
 C-C bond (1.42 A) in pixels is known without a calibrated pixel size.
 """
@@ -62,11 +62,20 @@ def local_extrema(image: np.ndarray, bond_px: float) -> np.ndarray:
     return np.stack([rows + (weights * dr).sum(1) / total, cols + (weights * dc).sum(1) / total], 1)
 
 
+def bond_score(points: np.ndarray, bond_px: float) -> float:
+    """Share of points whose nearest neighbour lies within 0.8-1.2 C-C bonds (atoms: high;
+    hexagon centres, 1.73 bonds apart: low)."""
+    if len(points) < 3:
+        return 0.0
+    dist, _ = cKDTree(points).query(points, k=2)
+    return float(np.mean(np.abs(dist[:, 1] / bond_px - 1.0) < 0.2))
+
+
 def find_atoms(image: np.ndarray, mask: np.ndarray | None = None, pixel_size: float | None = None,
                contrast: str = "auto", bond_tolerance: float = 1.3) -> AtomGraph:
     """Atoms outside `mask` (contamination), bonds shorter than bond_tolerance x the C-C bond.
 
-    `contrast`: "white" (atoms bright), "black" (atoms dark) or "auto" (denser extrema win).
+    `contrast`: "white" (atoms bright), "black" (atoms dark) or "auto" (see `bond_score`).
     """
     pre = preprocess(image)
     bond_px = bond_length_px(pre, pixel_size)
@@ -74,7 +83,7 @@ def find_atoms(image: np.ndarray, mask: np.ndarray | None = None, pixel_size: fl
         raise ValueError(f"contrast must be auto, white or black, not {contrast!r}")
     candidates = {sign: local_extrema(s * pre, bond_px) for sign, s in (("white", 1.0), ("black", -1.0))}
     if contrast == "auto":
-        contrast = max(candidates, key=lambda k: len(candidates[k]))
+        contrast = max(candidates, key=lambda k: bond_score(candidates[k], bond_px))
     atoms = candidates[contrast]
     if mask is not None and len(atoms):
         r = np.clip(np.round(atoms[:, 0]).astype(int), 0, mask.shape[0] - 1)
