@@ -222,6 +222,17 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
     return _report_failures(failed)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .comparison import run_report
+
+    real = Path(args.real) if args.real else real_dir(load_config("evaluate"))
+    out = run_report(real, Path(args.out), args.budget, Path(args.sim) if args.sim else None,
+                     Path(args.pretrained) if args.pretrained else None,
+                     Path(args.test_dir) if args.test_dir else None, list(args.overrides), progress=not args.quiet)
+    print(f"report: {out['html']} ({out['md'].name}, {out['metrics'].name})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evaluate", description=__doc__, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -278,6 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast", choices=["auto", "white", "black"], default="auto",
                    help="atom contrast (default: detected from the honeycomb)")
     p.set_defaults(func=_cmd_atoms)
+
+    p = add("report", "Every arm (Bragg, real-only, sim-only, sim-pretrained + fine-tuned) on identical "
+                      "folds: report.html, report.md, metrics.json and figures. Overrides prefixed train. "
+                      "or pretrain. go to those configs.")
+    p.add_argument("--real", help="labelled folder (default: data.real_dir)")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--sim", help="simulated HDF5 dataset: pretrain on it here")
+    group.add_argument("--pretrained", help="a simulation-pretrained checkpoint (train pretrain)")
+    p.add_argument("--out", required=True, help="report folder (runs are kept under OUT/arms and reused)")
+    p.add_argument("--budget", choices=["quick", "full"], default="quick",
+                   help="quick: 5-fold CV, short training, K=10 (<= 30 min on 2 cores); full: paper protocol")
+    p.add_argument("--test-dir", help="train every arm on all of --real and score on this folder instead of CV")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

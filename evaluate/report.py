@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,7 @@ def write_report(out_dir: Path, arms: list[Arm], figures: dict[str, Path], prove
     for note in notes or []:
         md += [note, ""]
     for title, path in figures.items():
-        md += [f"## {title}", "", f"![{title}]({Path(path).name})", ""]
+        md += [f"## {title}", "", f"![{title}]({os.path.relpath(path, out_dir)})", ""]
     md += ["## Provenance", "", "```", json.dumps(provenance, indent=1), "```", ""]
     (out_dir / "report.md").write_text("\n".join(md))
     table_html = _markdown_table_to_html(table1_markdown(rows))
