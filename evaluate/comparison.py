@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from . import bragg
 from .config import load_config, save_config
-from .metrics import confusion, scores
+from .metrics import scores
 from .micrographs import load_labelled
 from .preprocessing import preprocess
 from .report import (Arm, arm_from_bragg_cv, arm_from_train_cv, plot_data_efficiency, plot_error_examples,
@@ -95,6 +95,61 @@ def _error_examples(arms: dict[str, Arm], real: Path, splits: list[dict], bragg_
     return examples
 
 
+def _pretrained(out: Path, budget: Any, sim: Path | None, pretrained: Path | None, extra: list[str],
+                provenance: dict[str, Any]) -> Path:
+    """The given simulation checkpoint, or one pretrained here on `sim` (reused when present)."""
+    if pretrained is None:
+        from train.pretrain import pretrain
+
+        pcfg = load_config("pretrain", [*budget.pretrain, *extra])
+        pretrained = out / "arms" / f"pretrain-{_hash(pcfg)}" / "sim.ckpt"
+        pretrain(pcfg, [Path(sim)], pretrained, resume=True)
+        provenance["runs"]["pretraining"] = {"data": str(sim), "data_sha256": sha256(Path(sim)),
+                                             "config_hash": _hash(pcfg)}
+    provenance["sim_checkpoint"] = {"path": str(pretrained), "sha256": sha256(Path(pretrained))}
+    return Path(pretrained)
+
+
+def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, sim: Path | None,
+                     pretrained: Path | None, train_extra: list[str], pretrain_extra: list[str],
+                     eval_extra: list[str], progress: bool) -> dict[str, Path]:
+    """Every arm trained on all of `real` and scored once on the labelled folder `test`."""
+    from .cli import fit_bragg, score_bragg
+    from .predict import score_model
+    from train.crossval import train_all
+
+    provenance: dict[str, Any] = {"command": " ".join(sys.argv), "git_commit": _git_commit(),
+                                  "budget": OmegaConf.to_container(cfg.report), "real_dir": str(real), "test_dir": str(test), "runs": {}}
+    bragg_cfg = load_config("evaluate", [f"data.real_dir={real}", *eval_extra])
+    params = out / "arms" / f"bragg-{_hash(bragg_cfg)}" / "bragg.json"
+    if not params.exists():
+        fit_bragg(bragg_cfg, params, progress=progress)
+    results = {BRAGG: score_bragg(bragg.BraggParams(**json.loads(params.read_text())["params"]), test)}
+    pretrained = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
+    results[SIM_ONLY] = score_model(pretrained, test)
+    curves: dict[str, dict[int, float]] = {REAL_ONLY: {}, FINETUNED: {}}
+    n_all = len(load_labelled(real))
+    for k in [*budget.ks, None]:
+        for name, init in ((REAL_ONLY, None), (FINETUNED, pretrained)):
+            tcfg = _train_cfg(real, budget, train_extra, k, init, folds=0)
+            ckpt = out / "arms" / f"{'real' if init is None else 'finetuned'}-K{k or 'all'}-all-{_hash(tcfg)}.ckpt"
+            train_all(tcfg, real, ckpt, resume=True)
+            scored = score_model(ckpt, test)
+            curves[name][k or n_all] = scored["pooled"]["jaccard"]
+            provenance["runs"][f"{name} K={k or 'all'}"] = {"checkpoint": str(ckpt), "sha256": sha256(ckpt)}
+            if k is None:
+                results[name] = scored
+    ordered = [Arm(n, [{"repeat": 0, "fold": 0, **results[n]["pooled"]}], results[n]["counts"], str(test))
+               for n in (BRAGG, REAL_ONLY, SIM_ONLY, FINETUNED)]
+    figures = {
+        "Per-image Jaccard of every arm on the test folder": plot_per_image(ordered, out / "per_image_jaccard.png"),
+        "Data efficiency: test Jaccard vs real training labels": plot_data_efficiency(
+            curves, out / "data_efficiency.png", n_all=n_all),
+    }
+    notes = [f"Every arm trained on all {n_all} images of {real} and scored on {test} (no CV: spreads are 0)."]
+    return write_report(out, ordered, figures, provenance, curves=curves, notes=notes)
+
+
 def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | None = None,
                pretrained: Path | None = None, test_dir: Path | None = None, overrides: list[str] = (),
                progress: bool = True) -> dict[str, Path]:
@@ -107,8 +162,6 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
 
     if (sim is None) == (pretrained is None):
         raise ValueError("give exactly one of --sim FILE.h5 (pretrain here) or --pretrained sim.ckpt")
-    if test_dir is not None:
-        raise ValueError("--test-dir is not implemented yet: use cross-validation on --real")
     train_extra = [o[len("train."):] for o in overrides if o.startswith("train.")]
     pretrain_extra = [o[len("pretrain."):] for o in overrides if o.startswith("pretrain.")]
     eval_extra = [o for o in overrides if not o.startswith(("train.", "pretrain."))]
@@ -116,6 +169,9 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     budget = cfg.report
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
+    if test_dir is not None:
+        return _held_out_report(real, Path(test_dir), out, cfg, budget, sim, pretrained, train_extra,
+                                pretrain_extra, eval_extra, progress)
     names = load_labelled(real).names
     splits = load_or_make_splits(out / "splits.json", names, budget.folds, budget.repeats, cfg.seed)
     provenance: dict[str, Any] = {"command": " ".join(sys.argv), "git_commit": _git_commit(),
@@ -132,17 +188,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     arms = {BRAGG: arm_from_bragg_cv(bragg_dir / "bragg_cv.json")}
     provenance["runs"][BRAGG] = {"folder": str(bragg_dir), "config_hash": _hash(bragg_cfg)}
 
-    # simulation-only model: given, or pretrained here on --sim
-    if pretrained is None:
-        from train.pretrain import pretrain
-
-        pcfg = load_config("pretrain", [*budget.pretrain, *pretrain_extra])
-        pretrained = out / "arms" / f"pretrain-{_hash(pcfg)}" / "sim.ckpt"
-        pretrain(pcfg, [Path(sim)], pretrained, resume=True)
-        provenance["runs"]["pretraining"] = {"data": str(sim), "data_sha256": sha256(Path(sim)),
-                                             "config_hash": _hash(pcfg)}
-    pretrained = Path(pretrained)
-    provenance["sim_checkpoint"] = {"path": str(pretrained), "sha256": sha256(pretrained)}
+    pretrained = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
     arms[SIM_ONLY] = _sim_only_arm(pretrained, real, splits)
 
     curves: dict[str, dict[int, float]] = {REAL_ONLY: {}, FINETUNED: {}}

@@ -41,3 +41,16 @@ def test_tiny_report_end_to_end(tmp_path: Path, capsys) -> None:
     before = sorted(p.name for p in (out / "arms").iterdir())
     assert main(args) == 0
     assert sorted(p.name for p in (out / "arms").iterdir()) == before
+
+
+def test_tiny_report_on_a_test_folder(tmp_path: Path, capsys) -> None:
+    real = write_labelled_folder(tmp_path / "real", n=6)
+    test = write_labelled_folder(tmp_path / "test", n=3, seed=9)
+    arch = architecture({"depth": 2, "features": 4, "batch_norm": False})
+    ckpt = save_checkpoint(tmp_path / "sim.ckpt", build_model(arch), arch, {"note": "tiny"}, epoch=0)
+    out = tmp_path / "report"
+    assert main(["report", "--real", str(real), "--pretrained", str(ckpt), "--test-dir", str(test),
+                 "--out", str(out), "--quiet", *TINY]) == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["table1"]) == 4 and all(r["folds"] == 1 for r in metrics["table1"])
+    assert all(set(v) == {"img00", "img01", "img02"} for v in metrics["per_image_jaccard"].values())
