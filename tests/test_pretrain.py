@@ -26,6 +26,7 @@ from train.pretrain import pretrain, split_by_structure
 TINY_MODEL = ["model.depth=2", "model.features=4", "model.batch_norm=true"]
 TINY_LOOP = ["loop.batch_size=4", "loop.crop=32", "loop.epochs=2", "loop.samples_per_epoch=8",
              "loop.val_every=1", "loop.checkpoint_every=1", "loop.min_steps=0", "threads=1"]
+FT = ["finetune.epochs=null"]  # the CPU preset fine-tunes for 20 epochs; here loop.epochs
 
 
 def write_sim(path: Path, n: int = 12, variants: int = 3, seed: int = 0) -> Path:
@@ -111,7 +112,7 @@ def test_pretrain_then_finetune_round_trip(sim_file, tmp_path, capsys):
     # fine-tune with the CLI: 3-fold CV on 2 of each fold's 4 training images, simulations mixed in
     run = tmp_path / "ft"
     code = main(["finetune", "--pretrained", str(ckpt), "--real", str(real), "--out", str(run),
-                 "--folds", "3", "--n-real", "2", "--json", *TINY_MODEL, *TINY_LOOP,
+                 "--folds", "3", "--n-real", "2", "--json", *TINY_MODEL, *TINY_LOOP, *FT,
                  "loop.samples_per_epoch=null", "finetune.freeze_encoder_epochs=1",
                  f"finetune.sim_data=[{sim_file}]", "finetune.sim_fraction=0.5"])
     assert code == 0
@@ -130,7 +131,7 @@ def test_pretrain_then_finetune_round_trip(sim_file, tmp_path, capsys):
 
     # one model on all images
     code = main(["finetune", "--pretrained", str(ckpt), "--real", str(real), "--folds", "0",
-                 "--out", str(tmp_path / "model.ckpt"), *TINY_MODEL, *TINY_LOOP])
+                 "--out", str(tmp_path / "model.ckpt"), *TINY_MODEL, *TINY_LOOP, *FT])
     assert code == 0 and read_checkpoint(tmp_path / "model.ckpt")["architecture"]["features"] == 4
 
 
@@ -139,7 +140,7 @@ def test_min_steps_scale_small_sets_and_freezing_keeps_encoder(sim_file, tmp_pat
     ckpt = tmp_path / "sim.ckpt"
     pretrain(load_config("pretrain", TINY_MODEL + TINY_LOOP), [sim_file], ckpt)
     loop = [o for o in TINY_LOOP if not o.startswith("loop.min_steps")]
-    cfg = load_config("train", TINY_MODEL + loop + [
+    cfg = load_config("train", TINY_MODEL + loop + FT + [
         "cv.folds=2", "cv.n_real=2", "loop.samples_per_epoch=null", "loop.crops_per_image=1",
         "loop.min_steps=6", f"finetune.pretrained={ckpt}", "finetune.freeze_encoder_epochs=100"])
     cross_validate(cfg, real, tmp_path / "run")
