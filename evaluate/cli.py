@@ -15,7 +15,7 @@ from typing import Any
 from tqdm import tqdm
 
 from . import bragg
-from .config import ConfigError, load_config, real_dir, save_config, to_plain
+from .config import ConfigError, flag_overrides, load_config, real_dir, save_config, to_plain
 from .metrics import METRICS, mean_and_spread, per_image
 from .micrographs import DataError, load_labelled
 from .splits import load_or_make_splits
@@ -30,16 +30,6 @@ EXAMPLES = """examples:
   evaluate atoms --model model.ckpt --input image.png --out atoms/
   evaluate bragg --real DIR bragg.lowpass=4       # any config key as a Hydra override
 """
-
-
-def _overrides(args: argparse.Namespace, mapping: dict[str, str]) -> list[str]:
-    """Hydra overrides from the flags that were given, then the free `key=value` words."""
-    flags = [f"{key}={getattr(args, attr)}" for attr, key in mapping.items()
-             if getattr(args, attr, None) is not None]
-    for word in args.overrides:
-        if "=" not in word:
-            raise ConfigError(f"unexpected argument {word!r}: overrides look like key=value")
-    return flags + list(args.overrides)
 
 
 def _print_table(title: str, rows: dict[str, dict[str, Any]]) -> None:
@@ -113,7 +103,7 @@ def score_bragg(params: bragg.BraggParams, test_dir: Path) -> dict[str, Any]:
 
 
 def _cmd_bragg(args: argparse.Namespace) -> int:
-    cfg = load_config("evaluate", _overrides(args, {"real": "data.real_dir", "folds": "cv.folds",
+    cfg = load_config("evaluate", flag_overrides(args, {"real": "data.real_dir", "folds": "cv.folds",
                                                      "repeats": "cv.repeats", "seed": "seed"}))
     out_dir = Path(args.out or Path(cfg.out_dir) / "bragg_cv")
     summary = run_bragg_cv(cfg, out_dir, progress=not args.quiet)
@@ -127,7 +117,7 @@ def _cmd_bragg(args: argparse.Namespace) -> int:
 
 
 def _cmd_bragg_fit(args: argparse.Namespace) -> int:
-    cfg = load_config("evaluate", _overrides(args, {"real": "data.real_dir", "seed": "seed"}))
+    cfg = load_config("evaluate", flag_overrides(args, {"real": "data.real_dir", "seed": "seed"}))
     result = fit_bragg(cfg, Path(args.out), progress=not args.quiet)
     print(f"fitted on {result['n_images']} images: " + ", ".join(
         f"{k}={result['params'][k]:.4g}" for k in ("sigma", "g_thresh", "m_thresh"))
@@ -138,7 +128,7 @@ def _cmd_bragg_fit(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     if (args.method == "bragg") == (args.model is not None):
         raise ConfigError("give either --method bragg [--params FILE] or --model CKPT_OR_RUN_DIR")
-    cfg = load_config("evaluate", _overrides(args, {}))
+    cfg = load_config("evaluate", flag_overrides(args, {}))
     if args.model is not None:
         from .predict import score_model  # torch is imported only when a network is scored
         result = score_model(Path(args.model), Path(args.test))
@@ -173,7 +163,7 @@ def _report_failures(failed: dict[str, str]) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .apply import write_predictions
 
-    cfg = load_config("evaluate", _overrides(args, {"threshold": "apply.threshold"}))
+    cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold"}))
     out_dir = Path(args.out)
     results, failed = _segment(args, cfg)
     table = write_predictions(results, out_dir)
@@ -185,7 +175,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_sort(args: argparse.Namespace) -> int:
     from .sorting import contact_sheet, export_best, rank, write_ranking
 
-    cfg = load_config("evaluate", _overrides(args, {"threshold": "apply.threshold"}))
+    cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold"}))
     out_dir = Path(args.out)
     results, failed = _segment(args, cfg)
     ranked = rank(results)
@@ -204,7 +194,7 @@ def _cmd_sort(args: argparse.Namespace) -> int:
 def _cmd_atoms(args: argparse.Namespace) -> int:
     from .atoms import find_atoms, plot_graph, write_graph
 
-    cfg = load_config("evaluate", _overrides(args, {"threshold": "apply.threshold"}))
+    cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold"}))
     out_dir = Path(args.out)
     results, failed = _segment(args, cfg)
     for seg in results:

@@ -37,6 +37,25 @@ def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
         GlobalHydra.instance().clear()
 
 
+def flag_overrides(args: Any, mapping: dict[str, str]) -> list[str]:
+    """Hydra overrides from the `--flags` that were given (attribute -> config key; strings are
+    quoted so paths with spaces or '=' survive), then the free `key=value` words of `args.overrides`."""
+    words = []
+    for attr, key in mapping.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            words.append(f"{key}={_quote(value) if isinstance(value, (str, Path)) else value}")
+    for word in args.overrides:
+        if "=" not in word:
+            raise ConfigError(f"unexpected argument {word!r}: overrides look like key=value")
+    return words + list(args.overrides)
+
+
+def _quote(value: str | Path) -> str:
+    text = str(value)
+    return f'"{text}"' if "'" in text else f"'{text}'"
+
+
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
     """Resolved config as plain Python types (safe for JSON and torch checkpoints)."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from evaluate.config import ConfigError, load_config, save_config
+from evaluate.config import ConfigError, flag_overrides, load_config, save_config
 from evaluate.micrographs import DataError
 
 from .dataset import DatasetError
@@ -54,19 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(args: argparse.Namespace, flags: Sequence[str]) -> list[str]:
-    values = {flag: getattr(args, flag) for flag in flags if getattr(args, flag, None) is not None}
-    words = [f"{flag}='{value}'" if isinstance(value, str) else f"{flag}={value}" for flag, value in values.items()]
-    for word in args.overrides:
-        if "=" not in word:
-            raise ConfigError(f"unexpected argument '{word}': overrides must look like key=value")
-    return words + list(args.overrides)
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     from .driver import default_out, generate
 
-    cfg = load_config("simulate", _overrides(args, ("n", "seed", "workers", "scheduler", "device")))
+    cfg = load_config("simulate", flag_overrides(args, {f: f for f in ("n", "seed", "workers", "scheduler", "device")}))
     out = args.out or default_out(cfg)
     stats = generate(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     save_config(cfg, out.parent, name=f"{out.stem}.yaml")
@@ -96,7 +87,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     from .report import preview
 
-    cfg = load_config("simulate", _overrides(args, ("seed",)))
+    cfg = load_config("simulate", flag_overrides(args, {"seed": "seed"}))
     out = args.out or Path(cfg.preview.out)
     n = args.n or int(cfg.preview.n)
     preview(cfg, n, out, source=args.source)
@@ -110,7 +101,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from .report import compare
 
-    cfg = load_config("simulate", _overrides(args, ()))
+    cfg = load_config("simulate", flag_overrides(args, {}))
     result = compare(args.sim, args.real or real_dir(cfg), args.out, max_sim=args.max_sim)
     save_config(cfg, args.out)
     print(f"wrote {args.out}/compare.json and figures")

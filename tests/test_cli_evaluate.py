@@ -74,3 +74,12 @@ def test_real_dir_from_environment(real_dir: Path, monkeypatch) -> None:
     assert default_real_dir() == real_dir
     assert configured(load_config("evaluate")) == real_dir
     assert configured(load_config("evaluate", ["data.real_dir=/elsewhere"])) == Path("/elsewhere")
+
+
+def test_flag_paths_with_spaces_and_equals(real_dir: Path, tmp_path: Path, capsys) -> None:
+    odd = tmp_path / "my data=v2"
+    real_dir.rename(odd)
+    assert main(["score", "--method", "bragg", "--test", str(odd), "--json"]) == 0
+    assert main(["bragg-fit", "--real", str(odd), "--out", str(tmp_path / "p.json"), "--quiet",
+                 "bragg.fit.sigma_grid=[0.01]", "bragg.fit.g_thresh_grid=[2.0]"]) == 0
+    assert json.loads((tmp_path / "p.json").read_text())["real_dir"] == str(odd)
