@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from evaluate.config import ConfigError, load_config, real_dir
+from evaluate.config import ConfigError, flag_overrides, load_config, real_dir
 from evaluate.metrics import METRICS
 from evaluate.micrographs import DataError
 
@@ -29,18 +29,8 @@ EXAMPLES = """examples:
 """
 
 
-def _overrides(args: argparse.Namespace, mapping: dict[str, str]) -> list[str]:
-    """Hydra overrides from the flags that were given, then the free `key=value` words."""
-    flags = [f"{key}={getattr(args, attr)}" for attr, key in mapping.items()
-             if getattr(args, attr, None) is not None]
-    for word in args.overrides:
-        if "=" not in word:
-            raise ConfigError(f"unexpected argument {word!r}: overrides look like key=value")
-    return flags + list(args.overrides)
-
-
 def _cmd_real(args: argparse.Namespace) -> int:
-    cfg = load_config("train", _overrides(args, {
+    cfg = load_config("train", flag_overrides(args, {
         "real": "data.real_dir", "folds": "cv.folds", "repeats": "cv.repeats", "preset": "preset",
         "seed": "seed", "device": "device", "threads": "threads", "n_real": "cv.n_real",
         "pretrained": "finetune.pretrained"}))
@@ -72,7 +62,7 @@ def _cmd_real(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    cfg = load_config("pretrain", _overrides(args, {
+    cfg = load_config("pretrain", flag_overrides(args, {
         "preset": "pretrain_preset", "seed": "seed", "device": "device", "threads": "threads"}))
     from train.pretrain import pretrain  # torch only when training
 
