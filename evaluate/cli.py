@@ -15,7 +15,7 @@ from typing import Any
 from tqdm import tqdm
 
 from . import bragg
-from .config import ConfigError, flag_overrides, load_config, real_dir, save_config, to_plain
+from .config import ConfigError, flag_overrides, load_config, real_dir, run_command, save_config, to_plain
 from .metrics import METRICS, mean_and_spread, per_image
 from .micrographs import DataError, load_labelled
 from .splits import load_or_make_splits
@@ -297,14 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (DataError, ConfigError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":

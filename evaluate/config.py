@@ -7,7 +7,8 @@ truth; the command-line tools translate their `--flags` into Hydra overrides and
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,19 @@ def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
         raise ConfigError(f"bad configuration override in {list(overrides)}: {err}") from err
     finally:
         GlobalHydra.instance().clear()
+
+
+def run_command(command: Callable[[], int], interrupted: str = "interrupted") -> int:
+    """Run one CLI command: a user error (ValueError, which DataError, ConfigError and
+    CheckpointError are, or OSError) prints `error: ...` and returns 1; Ctrl-C returns 130."""
+    try:
+        return command()
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"error: {interrupted}", file=sys.stderr)
+        return 130
 
 
 def flag_overrides(args: Any, mapping: dict[str, str]) -> list[str]:

@@ -7,12 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from evaluate.config import ConfigError, flag_overrides, load_config, save_config
-from evaluate.micrographs import DataError
-
-from .dataset import DatasetError
-
-USER_ERRORS = (ConfigError, DatasetError, DataError, ValueError, OSError)
+from evaluate.config import flag_overrides, load_config, run_command, save_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,14 +110,8 @@ COMMANDS = {"generate": cmd_generate, "inspect": cmd_inspect, "preview": cmd_pre
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted; finished images are saved, rerun with --resume to complete the file", file=sys.stderr)
-        return 130
+    return run_command(lambda: COMMANDS[args.command](args),
+                       "interrupted; finished images are saved, rerun with --resume to complete the file")
 
 
 if __name__ == "__main__":

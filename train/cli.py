@@ -11,9 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from evaluate.config import ConfigError, flag_overrides, load_config, real_dir
+from evaluate.config import ConfigError, flag_overrides, load_config, real_dir, run_command
 from evaluate.metrics import METRICS
-from evaluate.micrographs import DataError
 
 EXAMPLES = """examples:
   train real --out data/runs/real_cv                     # 5-fold CV, CPU preset, default real folder
@@ -137,14 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (DataError, ConfigError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted (continue with --resume)", file=sys.stderr)
-        return 130
+    return run_command(lambda: args.func(args), "interrupted (continue with --resume)")
 
 
 if __name__ == "__main__":
