@@ -146,10 +146,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment(args: argparse.Namespace, cfg: Any) -> tuple[list, dict[str, str]]:
+def _segment(args: argparse.Namespace) -> tuple[Any, Path, list, dict[str, str]]:
+    """Config, output folder, segmentations and {path: reason} of failures for predict/sort/atoms."""
     from .apply import segment_files
 
-    return segment_files(Path(args.model), args.input, cfg.apply, args.pixel_size, progress=not args.quiet)
+    cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold"}))
+    results, failed = segment_files(Path(args.model), args.input, cfg.apply, args.pixel_size, progress=not args.quiet)
+    return cfg, Path(args.out), results, failed
 
 
 def _report_failures(failed: dict[str, str]) -> int:
@@ -163,9 +166,7 @@ def _report_failures(failed: dict[str, str]) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .apply import write_predictions
 
-    cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold"}))
-    out_dir = Path(args.out)
-    results, failed = _segment(args, cfg)
+    cfg, out_dir, results, failed = _segment(args)
     table = write_predictions(results, out_dir)
     save_config(cfg, out_dir)
     print(f"{len(results)} micrograph(s) segmented -> {out_dir} (masks, overlays, {table.name})")
@@ -175,9 +176,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_sort(args: argparse.Namespace) -> int:
     from .sorting import contact_sheet, export_best, rank, write_ranking
 
-    cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold"}))
-    out_dir = Path(args.out)
-    results, failed = _segment(args, cfg)
+    cfg, out_dir, results, failed = _segment(args)
     ranked = rank(results)
     write_ranking(ranked, out_dir / "ranking.csv")
     if ranked:
@@ -194,9 +193,7 @@ def _cmd_sort(args: argparse.Namespace) -> int:
 def _cmd_atoms(args: argparse.Namespace) -> int:
     from .atoms import find_atoms, plot_graph, write_graph
 
-    cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold"}))
-    out_dir = Path(args.out)
-    results, failed = _segment(args, cfg)
+    cfg, out_dir, results, failed = _segment(args)
     for seg in results:
         stem = seg.micrograph.path.stem
         try:
