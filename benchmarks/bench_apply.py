@@ -24,12 +24,12 @@ import numpy as np  # noqa: E402
 import scipy.ndimage  # noqa: E402
 
 from evaluate.apply import segment, tiled_probability, write_predictions  # noqa: E402
-from evaluate.config import default_real_dir, load_config  # noqa: E402
-from evaluate.formats import read_micrograph  # noqa: E402
-from evaluate.metrics import confusion, pooled  # noqa: E402
-from evaluate.micrographs import load_labelled  # noqa: E402
-from evaluate.predict import load_models  # noqa: E402
-from evaluate.preprocessing import preprocess  # noqa: E402
+from grapheneseg.config import default_real_dir, load_config  # noqa: E402
+from grapheneseg.formats import read_micrograph  # noqa: E402
+from grapheneseg.metrics import confusion, pooled  # noqa: E402
+from grapheneseg.micrographs import load_labelled  # noqa: E402
+from train.inference import load_models  # noqa: E402
+from grapheneseg.preprocessing import preprocess  # noqa: E402
 
 
 def main() -> None:
@@ -71,7 +71,7 @@ def main() -> None:
     for image, mask in list(zip(data.images, data.masks))[: args.n]:
         up = scipy.ndimage.zoom(image, 4, order=3)
         up_mask = scipy.ndimage.zoom(mask.astype(np.float32), 4, order=1) > 0.5
-        from evaluate.formats import Micrograph
+        from grapheneseg.formats import Micrograph
 
         seg = segment(models, Micrograph(Path("x"), up, 0.38 / 4), cfg)
         counts["resample"].append(confusion(seg.mask, up_mask))

@@ -17,7 +17,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from evaluate.atoms import find_atoms
-from evaluate.config import load_config
+from grapheneseg.config import load_config
 from simulate.labels import VACUUM
 from simulate.pipeline import simulate_structure, structure_rng
 from simulate.structures import build_structure

@@ -17,8 +17,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from evaluate.bragg import BraggParams, segment  # noqa: E402
-from evaluate.config import default_real_dir  # noqa: E402
-from evaluate.micrographs import load_labelled  # noqa: E402
+from grapheneseg.config import default_real_dir  # noqa: E402
+from grapheneseg.micrographs import load_labelled  # noqa: E402
 
 
 def main() -> None:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evaluate.config import load_config
-from evaluate.predict import for_inference, load_models, predict_probability
-from evaluate.preprocessing import preprocess
+from grapheneseg.config import load_config
+from train.inference import for_inference, load_models, predict_probability
+from grapheneseg.preprocessing import preprocess
 from train.model import build_model
 
 

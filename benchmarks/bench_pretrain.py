@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from evaluate.config import load_config, to_plain
+from grapheneseg.config import load_config, to_plain
 from train.datasets import sim_pairs
 from train.loops import ce_dice_loss, make_optimizer, set_threads
 from train.model import build_model

@@ -29,7 +29,7 @@ from simulate.imaging import limit_threads
 
 limit_threads()
 
-from evaluate.config import load_config  # noqa: E402
+from grapheneseg.config import load_config  # noqa: E402
 from simulate import driver  # noqa: E402
 from simulate.imaging import VariantImager, configure_abtem, draw_optics, exit_wave, fftw_wisdom  # noqa: E402
 from simulate.pipeline import structure_rng, variant_rng  # noqa: E402

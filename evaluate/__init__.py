@@ -1,3 +1,1 @@
-"""grapheneseg.evaluate: real data, preprocessing, metrics, the Bragg baseline and reports."""
-
-__version__ = "0.1.0"
+"""The Bragg baseline, reports comparing every arm, and applying models to new micrographs."""

@@ -23,9 +23,9 @@ from PIL import Image
 
 from .atoms import D100
 from .bragg import BraggParams, find_peaks
-from .formats import SUPPORTED, Micrograph, read_micrograph
-from .micrographs import LABEL_SUFFIX, DataError
-from .preprocessing import preprocess
+from grapheneseg.formats import SUPPORTED, Micrograph, read_micrograph
+from grapheneseg.micrographs import LABEL_SUFFIX, DataError
+from grapheneseg.preprocessing import preprocess
 
 CSV_COLUMNS = ["file", "pixel_size_A", "pixel_size_source", "height", "width",
                "contamination_fraction", "graphene_fraction", "seconds"]
@@ -95,7 +95,7 @@ def _starts(n: int, tile: int, step: int) -> list[int]:
 def tiled_probability(models: Sequence[Any], image: np.ndarray, tile: int, overlap: int,
                       batch_size: int) -> np.ndarray:
     """Probability of a preprocessed image: whole when it fits one tile, else blended tiles."""
-    from .predict import predict_probability
+    from train.inference import predict_probability
 
     if max(image.shape) <= tile:
         return predict_probability(models, image[None], batch_size)[0]
@@ -158,7 +158,7 @@ def segment_files(model_path: Path, inputs: Sequence[Path | str], cfg: Any, pixe
     """Segment every input; unreadable files are collected in {path: reason} and skipped."""
     from tqdm import tqdm
 
-    from .predict import load_models
+    from train.inference import load_models
 
     models = load_models(Path(model_path))
     done, failed = [], {}

@@ -17,7 +17,7 @@ import scipy.ndimage
 from scipy.spatial import cKDTree
 
 from .bragg import BraggParams, find_peaks
-from .preprocessing import preprocess
+from grapheneseg.preprocessing import preprocess
 
 D100 = 2.13  # graphene {100} lattice-plane spacing, A
 BOND = 1.42  # C-C bond length, A

@@ -11,16 +11,23 @@ threshold that maximises the pooled Jaccard of the training images).
 """
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.fft
 import scipy.ndimage
+from tqdm import tqdm
 
-from .metrics import confusion, pooled
-from .preprocessing import preprocess
+from grapheneseg.config import real_dir, save_config, to_plain, write_json
+from grapheneseg.metrics import confusion, mean_and_spread, per_image, pooled
+from grapheneseg.micrographs import DataError, load_labelled
+from grapheneseg.preprocessing import preprocess
+from grapheneseg.splits import load_or_make_splits
 
 HIST_RANGE = (0.0, 4.0)  # residual values covered by the threshold search (beyond: top bin)
 HIST_BINS = 4000
@@ -214,3 +221,59 @@ def cross_validate(images: list[np.ndarray], masks: list[np.ndarray], names: lis
             "per_image": {n: c.tolist() for n, c in zip(split["test"], counts)},
         })
     return results
+
+
+def run_bragg_cv(cfg: Any, out_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """k-fold CV of the Bragg filter (parameters fitted on training folds); writes bragg_cv.json."""
+    data = load_labelled(real_dir(cfg))
+    splits = load_or_make_splits(out_dir / "splits.json", data.names, cfg.cv.folds, cfg.cv.repeats, cfg.seed)
+    save_config(cfg, out_dir)
+    base = BraggParams.from_config(cfg.bragg)
+    n_grid = len(cfg.bragg.fit.sigma_grid) * len(cfg.bragg.fit.g_thresh_grid)
+    start = time.perf_counter()
+    with tqdm(total=n_grid, desc="bragg grid", unit="params", disable=not progress) as bar:
+        results = cross_validate(data.images, data.masks, data.names, splits, base,
+                                 list(cfg.bragg.fit.sigma_grid), list(cfg.bragg.fit.g_thresh_grid), bar)
+    summary = {
+        "method": "bragg", "real_dir": str(real_dir(cfg)), "n_images": len(data),
+        "folds": cfg.cv.folds, "repeats": cfg.cv.repeats, "seconds": time.perf_counter() - start,
+        "pooled_mean": {m: v["mean"] for m, v in mean_and_spread([r["pooled"] for r in results]).items()},
+        "pooled_spread": mean_and_spread([r["pooled"] for r in results]),
+        "splits": results,
+    }
+    write_json(out_dir / "bragg_cv.json", summary)
+    return summary
+
+
+def fit_bragg(cfg: Any, out: Path, progress: bool = True) -> dict[str, Any]:
+    """Fit sigma, g_thresh and m_thresh on every labelled image; writes the parameters as JSON."""
+    data = load_labelled(real_dir(cfg))
+    base = BraggParams.from_config(cfg.bragg)
+    sigmas, gs = list(cfg.bragg.fit.sigma_grid), list(cfg.bragg.fit.g_thresh_grid)
+    with tqdm(total=len(sigmas) * len(gs), desc="bragg grid", unit="params", disable=not progress) as bar:
+        grid = grid_histograms(data.images, data.masks, base, sigmas, gs, bar)
+    params, jaccard = fit_from_grid(grid, list(range(len(data))), base)
+    result = {"method": "bragg", "params": params.to_dict(), "train_pooled_jaccard": jaccard,
+              "real_dir": str(real_dir(cfg)), "n_images": len(data), "config": to_plain(cfg)}
+    write_json(out, result)
+    save_config(cfg, out.parent, f"{out.stem}.config.yaml")
+    return result
+
+
+def load_bragg_params(path: Path) -> BraggParams:
+    """Parameters written by `evaluate bragg-fit` (clear error for anything else)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return BraggParams(**data["params"])
+    except FileNotFoundError:
+        raise DataError(f"{path}: parameter file not found") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a Bragg parameter file from `evaluate bragg-fit` ({err})") from None
+
+
+def score_bragg(params: BraggParams, test_dir: Path) -> dict[str, Any]:
+    """Pooled and per-image metrics of the Bragg filter on a labelled folder."""
+    data = load_labelled(test_dir)
+    metrics, counts = evaluate(data.images, data.masks, params)
+    return {"pooled": metrics, "per_image": per_image(counts), "n_images": len(data),
+            "counts": {n: c.tolist() for n, c in zip(data.names, counts)}}

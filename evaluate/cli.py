@@ -8,17 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from . import bragg
-from .config import ConfigError, flag_overrides, load_config, real_dir, run_command, save_config, to_plain
-from .metrics import METRICS, mean_and_spread, per_image
-from .micrographs import DataError, load_labelled
-from .splits import load_or_make_splits
+from .bragg import fit_bragg, load_bragg_params, run_bragg_cv, score_bragg
+from grapheneseg.config import ConfigError, flag_overrides, load_config, real_dir, run_command, save_config, write_json
+from grapheneseg.metrics import METRICS
 
 EXAMPLES = """examples:
   evaluate bragg --folds 5 --repeats 2            # paper protocol on the default real folder
@@ -39,67 +35,6 @@ def _print_table(title: str, rows: dict[str, dict[str, Any]]) -> None:
         value = rows[metric]
         text = f"{value['mean']:.3f} +- {value['std']:.3f}" if isinstance(value, dict) else f"{value:.3f}"
         print(f"  {metric:<18} {text}")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1))
-
-
-def run_bragg_cv(cfg: Any, out_dir: Path, progress: bool = True) -> dict[str, Any]:
-    """k-fold CV of the Bragg filter (parameters fitted on training folds); writes bragg_cv.json."""
-    data = load_labelled(real_dir(cfg))
-    splits = load_or_make_splits(out_dir / "splits.json", data.names, cfg.cv.folds, cfg.cv.repeats, cfg.seed)
-    save_config(cfg, out_dir)
-    base = bragg.BraggParams.from_config(cfg.bragg)
-    n_grid = len(cfg.bragg.fit.sigma_grid) * len(cfg.bragg.fit.g_thresh_grid)
-    start = time.perf_counter()
-    with tqdm(total=n_grid, desc="bragg grid", unit="params", disable=not progress) as bar:
-        results = bragg.cross_validate(data.images, data.masks, data.names, splits, base,
-                                       list(cfg.bragg.fit.sigma_grid), list(cfg.bragg.fit.g_thresh_grid), bar)
-    summary = {
-        "method": "bragg", "real_dir": str(real_dir(cfg)), "n_images": len(data),
-        "folds": cfg.cv.folds, "repeats": cfg.cv.repeats, "seconds": time.perf_counter() - start,
-        "pooled_mean": {m: v["mean"] for m, v in mean_and_spread([r["pooled"] for r in results]).items()},
-        "pooled_spread": mean_and_spread([r["pooled"] for r in results]),
-        "splits": results,
-    }
-    _write_json(out_dir / "bragg_cv.json", summary)
-    return summary
-
-
-def fit_bragg(cfg: Any, out: Path, progress: bool = True) -> dict[str, Any]:
-    """Fit sigma, g_thresh and m_thresh on every labelled image; writes the parameters as JSON."""
-    data = load_labelled(real_dir(cfg))
-    base = bragg.BraggParams.from_config(cfg.bragg)
-    sigmas, gs = list(cfg.bragg.fit.sigma_grid), list(cfg.bragg.fit.g_thresh_grid)
-    with tqdm(total=len(sigmas) * len(gs), desc="bragg grid", unit="params", disable=not progress) as bar:
-        grid = bragg.grid_histograms(data.images, data.masks, base, sigmas, gs, bar)
-    params, jaccard = bragg.fit_from_grid(grid, list(range(len(data))), base)
-    result = {"method": "bragg", "params": params.to_dict(), "train_pooled_jaccard": jaccard,
-              "real_dir": str(real_dir(cfg)), "n_images": len(data), "config": to_plain(cfg)}
-    _write_json(out, result)
-    save_config(cfg, out.parent, f"{out.stem}.config.yaml")
-    return result
-
-
-def load_bragg_params(path: Path) -> bragg.BraggParams:
-    """Parameters written by `evaluate bragg-fit` (clear error for anything else)."""
-    try:
-        data = json.loads(Path(path).read_text())
-        return bragg.BraggParams(**data["params"])
-    except FileNotFoundError:
-        raise DataError(f"{path}: parameter file not found") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise DataError(f"{path}: not a Bragg parameter file from `evaluate bragg-fit` ({err})") from None
-
-
-def score_bragg(params: bragg.BraggParams, test_dir: Path) -> dict[str, Any]:
-    """Pooled and per-image metrics of the Bragg filter on a labelled folder."""
-    data = load_labelled(test_dir)
-    metrics, counts = bragg.evaluate(data.images, data.masks, params)
-    return {"pooled": metrics, "per_image": per_image(counts), "n_images": len(data),
-            "counts": {n: c.tolist() for n, c in zip(data.names, counts)}}
 
 
 def _cmd_bragg(args: argparse.Namespace) -> int:
@@ -130,13 +65,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
         raise ConfigError("give either --method bragg [--params FILE] or --model CKPT_OR_RUN_DIR")
     cfg = load_config("evaluate", flag_overrides(args, {}))
     if args.model is not None:
-        from .predict import score_model  # torch is imported only when a network is scored
+        from train.inference import score_model  # torch is imported only when a network is scored
         result = score_model(Path(args.model), Path(args.test))
     else:
         params = load_bragg_params(Path(args.params)) if args.params else bragg.BraggParams.from_config(cfg.bragg)
         result = score_bragg(params, Path(args.test))
     if args.out:
-        _write_json(Path(args.out), result)
+        write_json(Path(args.out), result)
         save_config(cfg, Path(args.out).parent, f"{Path(args.out).stem}.config.yaml")
     if not args.json:
         _print_table(f"{args.model or 'bragg'} on {result['n_images']} images of {args.test} (pooled):",

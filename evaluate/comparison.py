@@ -19,13 +19,13 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from . import bragg
-from .config import load_config, save_config
-from .metrics import scores
-from .micrographs import load_labelled
-from .preprocessing import preprocess
+from grapheneseg.config import load_config, save_config
+from grapheneseg.metrics import scores
+from grapheneseg.micrographs import load_labelled
+from grapheneseg.preprocessing import preprocess
 from .report import (Arm, arm_from_bragg_cv, arm_from_train_cv, plot_data_efficiency, plot_error_examples,
                      plot_per_image, write_report)
-from .splits import load_or_make_splits
+from grapheneseg.splits import load_or_make_splits
 
 REAL_ONLY, SIM_ONLY, FINETUNED, BRAGG = ("U-Net real-only", "U-Net sim-only", "U-Net sim-pretrained + fine-tuned",
                                          "Bragg filter")
@@ -57,7 +57,7 @@ def _train_cfg(real: Path, budget: Any, extra: list[str], k: int | None, pretrai
 
 def _sim_only_arm(ckpt: Path, real: Path, splits: list[dict]) -> Arm:
     """The simulation-only model scored on every fold's test images (it never saw real labels)."""
-    from .predict import score_model
+    from train.inference import score_model
 
     counts = score_model(ckpt, real)["counts"]
     per_fold, all_counts = [], {}
@@ -72,7 +72,7 @@ def _sim_only_arm(ckpt: Path, real: Path, splits: list[dict]) -> Arm:
 def _error_examples(arms: dict[str, Arm], real: Path, splits: list[dict], bragg_dir: Path,
                     run_dirs: dict[str, Path], sim_ckpt: Path) -> list:
     """Best, median and worst test images of the fine-tuned arm, with every arm's prediction."""
-    from .predict import load_models, predict_probability
+    from train.inference import load_models, predict_probability
     from train.crossval import fold_dir
 
     data = load_labelled(real)
@@ -114,8 +114,8 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
                      pretrained: Path | None, train_extra: list[str], pretrain_extra: list[str],
                      eval_extra: list[str], progress: bool) -> dict[str, Path]:
     """Every arm trained on all of `real` and scored once on the labelled folder `test`."""
-    from .cli import fit_bragg, score_bragg
-    from .predict import score_model
+    from .bragg import fit_bragg, score_bragg
+    from train.inference import score_model
     from train.crossval import train_all
 
     provenance: dict[str, Any] = {"command": " ".join(sys.argv), "git_commit": _git_commit(),
@@ -178,7 +178,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
                                   "budget": budget_name, "real_dir": str(real), "runs": {}}
 
     # Bragg baseline on the same folds (its fit grid is cheap; reuse the folder when configs match)
-    from .cli import run_bragg_cv
+    from .bragg import run_bragg_cv
 
     bragg_cfg = load_config("evaluate", [f"data.real_dir={real}", f"cv.folds={budget.folds}",
                                          f"cv.repeats={budget.repeats}", *eval_extra])

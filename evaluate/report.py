@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .metrics import METRICS, mean_and_spread, pooled, scores  # noqa: E402
+from grapheneseg.metrics import METRICS, mean_and_spread, pooled, scores  # noqa: E402
 
 LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "jaccard": "Jaccard", "f1": "F1",
           "precision": "precision", "recall": "recall"}

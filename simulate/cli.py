@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from evaluate.config import flag_overrides, load_config, run_command, save_config
+from grapheneseg.config import flag_overrides, load_config, real_dir, run_command, save_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +92,6 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from evaluate.config import real_dir
 
     from .report import compare
 

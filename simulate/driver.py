@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from evaluate.config import ConfigError
+from grapheneseg.config import ConfigError
 
 from .dataset import DatasetError, DatasetWriter, rewrite
 from .imaging import configure_abtem, fftw_wisdom, grid_size, limit_threads

@@ -1,7 +1,7 @@
 """Looking at simulated data: contact sheets, dataset summaries, and sim-vs-real statistics.
 
 `compare` puts simulated and real micrographs through the same preprocessing
-(evaluate.preprocessing.preprocess) and compares what the segmentation network sees: radially
+(grapheneseg.preprocessing.preprocess) and compares what the segmentation network sees: radially
 averaged power spectra, the radius of the graphene {100} lattice spots (sets the pixel size; real
 images sit at 36-56 in 1/256 px^-1 units), intensity histograms, contamination fractions and the
 contamination-to-lattice contrast (std inside / outside the mask).
@@ -19,8 +19,8 @@ import numpy as np  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from evaluate.micrographs import load_labelled  # noqa: E402
-from evaluate.preprocessing import preprocess  # noqa: E402
+from grapheneseg.micrographs import load_labelled  # noqa: E402
+from grapheneseg.preprocessing import preprocess  # noqa: E402
 
 from .dataset import open_dataset  # noqa: E402
 

@@ -11,8 +11,8 @@ from PIL import Image
 
 from evaluate.apply import _resample, lattice_pixel_size, tiled_probability
 from evaluate.cli import main
-from evaluate.formats import read_micrograph
-from evaluate.micrographs import DataError
+from grapheneseg.formats import read_micrograph
+from grapheneseg.micrographs import DataError
 from tests.conftest import synthetic_micrograph
 from tests.test_atoms import honeycomb
 from train.checkpoints import save_checkpoint

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from evaluate import bragg
-from evaluate.micrographs import load_labelled
-from evaluate.preprocessing import preprocess
-from evaluate.splits import kfold_splits
+from grapheneseg.micrographs import load_labelled
+from grapheneseg.preprocessing import preprocess
+from grapheneseg.splits import kfold_splits
 from tests.conftest import synthetic_micrograph
 
 

@@ -69,7 +69,7 @@ def test_errors_are_clear_and_nonzero(real_dir: Path, tmp_path: Path, capsys) ->
 
 
 def test_real_dir_from_environment(real_dir: Path, monkeypatch) -> None:
-    from evaluate.config import default_real_dir, load_config, real_dir as configured
+    from grapheneseg.config import default_real_dir, load_config, real_dir as configured
     monkeypatch.setenv("GRAPHENESEG_REAL_DIR", str(real_dir))
     assert default_real_dir() == real_dir
     assert configured(load_config("evaluate")) == real_dir

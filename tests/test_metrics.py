@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from evaluate.metrics import METRICS, confusion, per_image, pooled, scores
+from grapheneseg.metrics import METRICS, confusion, per_image, pooled, scores
 
 
 def test_counts_and_scores_by_hand() -> None:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluate.micrographs import DataError, load_labelled, read_image
+from grapheneseg.micrographs import DataError, load_labelled, read_image
 
 
 def test_loads_every_pair_in_name_order(real_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""The installed (non-editable) wheel carries every config YAML and all three packages."""
+"""The installed (non-editable) wheel carries every config YAML, the core and all three stage packages."""
 import subprocess
 import sys
 import zipfile
@@ -14,5 +14,6 @@ def test_wheel_ships_configs_and_packages(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     yamls = {f"grapheneseg_configs/{p.relative_to(REPO / 'configs')}" for p in (REPO / "configs").rglob("*.yaml")}
     assert yamls and yamls <= names, f"missing from wheel: {sorted(yamls - names)}"
+    assert "grapheneseg/__init__.py" in names and "grapheneseg/config.py" in names
     for package in ("simulate", "train", "evaluate"):
         assert f"{package}/__init__.py" in names and f"{package}/cli.py" in names

@@ -1,4 +1,4 @@
-"""Inference library (evaluate.predict): checkpoints and run folders, ensembles, scores."""
+"""Inference library (train.inference): checkpoints and run folders, ensembles, scores."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluate.metrics import METRICS
-from evaluate.predict import checkpoint_paths, for_inference, load_models, predict_probability, score_model
+from grapheneseg.metrics import METRICS
+from train.inference import checkpoint_paths, for_inference, load_models, predict_probability, score_model
 from train.checkpoints import CheckpointError, save_checkpoint
 from train.model import architecture, build_model
 

@@ -1,7 +1,7 @@
 """Bezier flat field (exact 9-coefficient least squares) and standardisation."""
 import numpy as np
 
-from evaluate.preprocessing import bezier_background, flat_field, preprocess
+from grapheneseg.preprocessing import bezier_background, flat_field, preprocess
 
 
 def _bernstein(t: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from evaluate.config import load_config
+from grapheneseg.config import load_config
 from simulate.dataset import DatasetWriter
 from simulate.pipeline import META_DTYPE
 from tests.conftest import synthetic_micrograph, write_labelled_folder
@@ -106,7 +106,7 @@ def test_pretrain_then_finetune_round_trip(sim_file, tmp_path, capsys):
     assert pretrain(cfg, [sim_file], ckpt, resume=True) == summary  # finished: read back
 
     # the zero-shot model scores like any model
-    from evaluate.predict import score_model
+    from train.inference import score_model
     assert 0 <= score_model(ckpt, real)["pooled"]["jaccard"] <= 1
 
     # fine-tune with the CLI: 3-fold CV on 2 of each fold's 4 training images, simulations mixed in

@@ -17,7 +17,7 @@ def _arm(name: str, tp: int, seed: int) -> Arm:
     per_fold = []
     for fold in range(3):
         names = [f"img{2 * fold}", f"img{2 * fold + 1}"]
-        from evaluate.metrics import pooled
+        from grapheneseg.metrics import pooled
 
         per_fold.append({"repeat": 0, "fold": fold, **pooled(np.array(counts[n]) for n in names)})
     return Arm(name, per_fold, counts, source=f"{name}.json")

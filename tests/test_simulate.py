@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 from scipy.spatial import cKDTree
 
-from evaluate.config import ConfigError, load_config
+from grapheneseg.config import ConfigError, load_config
 from simulate import driver
 from simulate.cli import main
 from simulate.dataset import DatasetError, open_dataset

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dask
 import pytest
 
-from evaluate.config import load_config
+from grapheneseg.config import load_config
 from simulate import driver
 
 distributed = pytest.importorskip("distributed")

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluate.config import load_config, to_plain
-from evaluate.micrographs import load_labelled
-from evaluate.splits import load_or_make_splits
+from grapheneseg.config import load_config, to_plain
+from grapheneseg.micrographs import load_labelled
+from grapheneseg.splits import load_or_make_splits
 from train.checkpoints import CheckpointError, load_model, load_weights, read_checkpoint, save_checkpoint
 from train.cli import main
 from train.datasets import PairDataset, real_pairs

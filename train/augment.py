@@ -1,6 +1,6 @@
 """Augmentation of micrograph/mask pairs with albumentations.
 
-Two stages, because the network sees standardised images (evaluate.preprocessing) and a brightness
+Two stages, because the network sees standardised images (grapheneseg.preprocessing) and a brightness
 or contrast change is undone by standardisation:
 
 1. Intensity, on the flat-fielded image (linear intensity, mean ~1) rescaled to [0, 1] as
@@ -23,7 +23,7 @@ from typing import Any
 import albumentations as A
 import numpy as np
 
-from evaluate.preprocessing import standardise
+from grapheneseg.preprocessing import standardise
 
 
 def intensity_transform(cfg: Mapping[str, Any]) -> A.Compose:

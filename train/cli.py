@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from evaluate.config import ConfigError, flag_overrides, load_config, real_dir, run_command
-from evaluate.metrics import METRICS
+from grapheneseg.config import ConfigError, flag_overrides, load_config, real_dir, run_command
+from grapheneseg.metrics import METRICS
 
 EXAMPLES = """examples:
   train real --out data/runs/real_cv                     # 5-fold CV, CPU preset, default real folder

@@ -2,7 +2,7 @@
 
 A cross-validation run folder (as nnU-Net's) holds:
     config.yaml       resolved config
-    splits.json       the folds (evaluate.splits), reused by every arm trained on the same data
+    splits.json       the folds (grapheneseg.splits), reused by every arm trained on the same data
     fold_K/           model.ckpt, metrics.json (history + test metrics of that fold)
                       (fold_K_repeat_R/ for repeats after the first)
     cv_metrics.json   pooled metrics over all test pixels, per fold, mean and spread over folds,
@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from evaluate.config import save_config, to_plain
-from evaluate.metrics import mean_and_spread, pooled, scores
-from evaluate.micrographs import LabelledSet, load_labelled
-from evaluate.splits import load_or_make_splits
+from grapheneseg.config import save_config, to_plain, write_json
+from grapheneseg.metrics import mean_and_spread, pooled, scores
+from grapheneseg.micrographs import LabelledSet, load_labelled
+from grapheneseg.splits import load_or_make_splits
 from train.checkpoints import PREPROCESSING, CheckpointError, read_checkpoint, save_checkpoint
 from train.datasets import MixedPairs, real_pairs, sim_pairs
-from train.loops import fit, validate, write_json
+from train.loops import fit, validate
 from train.model import architecture
 
 

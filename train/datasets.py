@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from evaluate.micrographs import LabelledSet, load_labelled
-from evaluate.preprocessing import flat_field
+from grapheneseg.micrographs import LabelledSet, load_labelled
+from grapheneseg.preprocessing import flat_field
 
 from train.augment import Augmenter
 

@@ -14,7 +14,6 @@ process 0 validates and writes checkpoints.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -31,8 +30,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from evaluate.metrics import confusion, pooled
-from evaluate.predict import predict_probability
+from grapheneseg.metrics import confusion, pooled
+from train.inference import predict_probability
 from train.checkpoints import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from torch.utils.data import Dataset
 from train.model import UNet, architecture, build_model
@@ -232,10 +231,3 @@ def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
     steps = (epochs - start) * steps_per_epoch
     return model, {"history": history, "final": history[-1] if history else {}, "seconds": seconds,
                    "steps": steps, "samples": steps * batch * size, "world_size": size}
-
-
-def write_json(path: Path, data: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1))
-    return path
-

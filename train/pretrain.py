@@ -21,12 +21,12 @@ import numpy as np
 import torch.distributed as dist
 from omegaconf import DictConfig
 
-from evaluate.config import save_config, to_plain
-from evaluate.metrics import METRICS
+from grapheneseg.config import save_config, to_plain, write_json
+from grapheneseg.metrics import METRICS
 from simulate.dataset import open_dataset
 from train.checkpoints import save_checkpoint
 from train.datasets import real_pairs, sim_pairs
-from train.loops import fit, world, write_json
+from train.loops import fit, world
 from train.model import architecture
 
 

@@ -6,6 +6,7 @@ truth; the command-line tools translate their `--flags` into Hydra overrides and
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -80,6 +81,13 @@ def save_config(cfg: DictConfig, out_dir: Path, name: str = "config.yaml") -> Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / name
     path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write `data` as indented JSON, creating the parent folder (results beside a run's config)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
     return path
 
 

@@ -2,7 +2,7 @@
 
 A run folder (`train real --out RUN_DIR`) holds `fold_*/model.ckpt`; its models are ensembled
 by averaging their softmax outputs (as nnU-Net does). Inputs are raw micrographs, preprocessed
-here exactly as in training (evaluate.preprocessing.preprocess). For speed on a CPU the models
+here exactly as in training (grapheneseg.preprocessing.preprocess). For speed on a CPU the models
 are prepared for inference: batch norm folded into the convolutions, channels-last memory
 layout, frozen TorchScript.
 """
@@ -16,9 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evaluate.metrics import confusion, per_image, pooled, scores
-from evaluate.micrographs import load_labelled
-from evaluate.preprocessing import preprocess
+from grapheneseg.metrics import confusion, per_image, pooled, scores
+from grapheneseg.micrographs import load_labelled
+from grapheneseg.preprocessing import preprocess
+from train.checkpoints import CheckpointError, load_model
 
 MODEL_FILE = "model.ckpt"
 
@@ -26,8 +27,6 @@ MODEL_FILE = "model.ckpt"
 def checkpoint_paths(model_path: Path) -> list[Path]:
     """The checkpoint files a model path stands for: the file itself, a folder's model.ckpt, or
     every fold_*/model.ckpt of a cross-validation run folder."""
-    from train.checkpoints import CheckpointError
-
     model_path = Path(model_path)
     if model_path.is_file():
         return [model_path]
@@ -67,8 +66,6 @@ def for_inference(model: torch.nn.Module) -> InferenceModel:
 
 def load_models(model_path: Path) -> list[InferenceModel]:
     """The inference-ready models of a checkpoint or run folder (see `checkpoint_paths`)."""
-    from train.checkpoints import load_model
-
     return [for_inference(load_model(p)[0]) for p in checkpoint_paths(model_path)]
 
 

@@ -1,0 +1,10 @@
+"""grapheneseg core: the vocabulary every stage shares and nothing stage-specific.
+
+`config` (Hydra composition, CLI helpers and errors, run outputs), `micrographs` (labelled real
+folders), `formats` (microscope files through RosettaSciIO), `preprocessing` (the paper's flat
+field and standardisation), `metrics` (confusion counts, pooled and per-image scores), `splits`
+(cross-validation folds shared by every arm). Imports run one way: grapheneseg <- simulate <-
+train <- evaluate.
+"""
+
+__version__ = "0.1.0"
