@@ -1,9 +1,9 @@
 """Parallel generation: split a run into per-structure tasks, run them, write results in order.
 
 Workers are single-threaded processes (a local spawn pool, or dask.distributed workers at a
-scheduler address) that import the parent's FFTW wisdom and are warmed once (numba compilation,
-FFT plans) before timing-relevant work. Results are written strictly in image order, so the file
-is the same whatever the worker count; a resumed run restarts at the first missing image.
+scheduler address) with deterministic FFT plans, warmed once (numba compilation) before
+timing-relevant work. Results are written strictly in image order, so the file is the same
+whatever the worker count; a resumed run restarts at the first missing image.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tqdm import tqdm
 from grapheneseg.config import ConfigError
 
 from .dataset import DatasetError, DatasetWriter, rewrite
-from .imaging import configure_abtem, fftw_wisdom, grid_size, limit_threads
+from .imaging import configure_abtem, limit_threads
 from .pipeline import STAGES, simulate_structure
 
 # Keys that change how a run executes, not what it produces (left out of the file's config).
@@ -64,7 +64,7 @@ def validate(cfg: DictConfig) -> None:
     span("grid.pixel_size", 0.1, 1.0)
     check(0.02 <= cfg.grid.potential_sampling <= 0.5, "grid.potential_sampling", "must lie within [0.02, 0.5] A")
     check(cfg.grid.slice_thickness > 0 and cfg.grid.amorphous_slice_thickness > 0, "grid.slice_thickness", "slice thicknesses must be > 0")
-    check(cfg.grid.wave_oversampling >= 1.0, "grid.wave_oversampling", "must be >= 1")
+    check(0 < cfg.grid.envelope_floor < 1, "grid.envelope_floor", "must lie within (0, 1)")
     o = cfg.optics
     check(o.energy > 0, "optics.energy", "must be > 0 eV")
     span("optics.dose", 1e-6)
@@ -101,10 +101,10 @@ def validate(cfg: DictConfig) -> None:
 _WORKER: dict = {}
 
 
-def init_worker(cfg_yaml: str, wisdom: tuple[bytes, ...], device: str) -> None:
-    """Per-process setup: one thread, shared FFTW wisdom, abTEM quiet; warm numba once."""
+def init_worker(cfg_yaml: str, device: str) -> None:
+    """Per-process setup: one thread, deterministic FFT plans, abTEM quiet; warm numba once."""
     limit_threads()
-    configure_abtem(device, wisdom)
+    configure_abtem(device)
     cfg = OmegaConf.create(cfg_yaml)
     _WORKER.update(cfg=cfg, yaml=cfg_yaml)
     warm = OmegaConf.merge(cfg, {"grid": {"image_px": 16, "margin_px": 4}, "variants_per_structure": 1})
@@ -149,21 +149,6 @@ def plan_tasks(seed: int, start: int, n: int, per_structure: int) -> list[tuple[
     return tasks
 
 
-def wisdom_cache() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "grapheneseg" / "fftw_wisdom.pkl"
-
-
-def needed_grids(cfg: DictConfig) -> list[int]:
-    """Every exit-wave grid size this config can draw (for planning FFTW once, in the parent)."""
-    g = cfg.grid
-    full = g.image_px + 2 * g.margin_px
-    sizes = set()
-    for p in np.linspace(g.pixel_size[0], g.pixel_size[1], 64):
-        sizes.add(grid_size(full * p, min(g.potential_sampling, p / g.wave_oversampling)))
-    return sorted(sizes)
-
-
 def generate(cfg: DictConfig, out: Path, resume: bool = False, overwrite: bool = False, progress: bool = True) -> RunStats:
     """Write (or complete, with `resume`) the dataset of `cfg.n` images at `out`."""
     validate(cfg)
@@ -183,8 +168,7 @@ def generate(cfg: DictConfig, out: Path, resume: bool = False, overwrite: bool =
     cfg_yaml = OmegaConf.to_yaml(physics)
     attrs = {"config": cfg_yaml, "seed": int(cfg.seed), "n_target": int(cfg.n), "variants_per_structure": int(cfg.variants_per_structure)}
     limit_threads()
-    wisdom = fftw_wisdom(needed_grids(cfg), wisdom_cache())
-    configure_abtem(cfg.device, wisdom)
+    configure_abtem(cfg.device)
     writer = DatasetWriter(out, cfg.n, cfg.grid.image_px, attrs, resume=resume and out.exists())
     stats = RunStats()
     start = writer.count
@@ -193,7 +177,7 @@ def generate(cfg: DictConfig, out: Path, resume: bool = False, overwrite: bool =
     t0 = time.perf_counter()
     complete = False
     try:
-        for samples, timing, peak in _results(cfg, cfg_yaml, wisdom, tasks):
+        for samples, timing, peak in _results(cfg, cfg_yaml, tasks):
             writer.append(samples)
             stats.images += len(samples)
             stats.structures += 1
@@ -211,28 +195,28 @@ def generate(cfg: DictConfig, out: Path, resume: bool = False, overwrite: bool =
     return stats
 
 
-def _results(cfg: DictConfig, cfg_yaml: str, wisdom, tasks):
+def _results(cfg: DictConfig, cfg_yaml: str, tasks):
     """Task results in task order, from the configured executor."""
     if not tasks:
         return
     if cfg.scheduler:
-        yield from _dask_results(str(cfg.scheduler), cfg_yaml, wisdom, cfg.device, tasks)
+        yield from _dask_results(str(cfg.scheduler), cfg_yaml, cfg.device, tasks)
     elif cfg.workers == 1:
-        init_worker(cfg_yaml, wisdom, cfg.device)
+        init_worker(cfg_yaml, cfg.device)
         for task in tasks:
             yield run_task(task)
     else:
         context = multiprocessing.get_context("spawn")
-        with context.Pool(min(cfg.workers, len(tasks)), initializer=init_worker, initargs=(cfg_yaml, wisdom, cfg.device)) as pool:
+        with context.Pool(min(cfg.workers, len(tasks)), initializer=init_worker, initargs=(cfg_yaml, cfg.device)) as pool:
             yield from pool.imap(run_task, tasks, chunksize=1)
 
 
-def _dask_results(address: str, cfg_yaml: str, wisdom, device: str, tasks):
+def _dask_results(address: str, cfg_yaml: str, device: str, tasks):
     """Run tasks on a dask.distributed cluster; yield results in task order."""
     from distributed import Client
 
     with Client(address, set_as_default=False) as client:
-        futures = client.map(run_task, [(*t, cfg_yaml, wisdom, device) for t in tasks], pure=False)
+        futures = client.map(run_task, [(*t, cfg_yaml, device) for t in tasks], pure=False)
         for future in futures:  # in order; later tasks keep running meanwhile
             yield future.result()
             future.release()

@@ -11,10 +11,8 @@ the drawn dose and finally blurred (detector point spread after the noise). Arra
 from __future__ import annotations
 
 import os
-import pickle
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import scipy.fft
@@ -31,57 +29,92 @@ def limit_threads() -> None:
         os.environ.setdefault(name, "1")
 
 
-def configure_abtem(device: str = "cpu", wisdom: tuple[bytes, ...] | None = None) -> None:
+def configure_abtem(device: str = "cpu") -> None:
     """Deterministic, quiet, single-threaded abTEM.
 
-    FFTW_MEASURE plans differ between processes and change the last bits of a result, but
-    FFTW_ESTIMATE plans run ~7x slower here (20 ms vs 3 ms for a 768^2 FFT). So every process
-    imports the same FFTW wisdom, planned once by the parent (`fftw_wisdom`): identical plans,
-    identical bytes, measured speed.
+    FFTW_MEASURE plans are chosen by timing, so two processes (or two runs) can pick different
+    plans whose results differ in the last bits; that is what made image i depend on the run.
+    FFTW_ESTIMATE plans depend only on the transform and the buffer alignment (which abTEM fixes),
+    so every process computes the same bytes. Wisdom is forgotten first because FFTW_ESTIMATE
+    would otherwise reuse any measured plan already known to the process. The cost is a slower
+    transform on some sizes; `GRID_SIZES` keeps to sizes where the estimated plans are fast.
     """
     import abtem
     import pyfftw
 
-    if wisdom is not None:
-        pyfftw.import_wisdom(wisdom)
+    pyfftw.forget_wisdom()
     abtem.config.set(
         {
             "device": device,
+            "fft": "fftw",
             "diagnostics.progress_bar": False,
-            "fftw.planning_effort": "FFTW_MEASURE",
+            "fftw.planning_effort": "FFTW_ESTIMATE",
             "fftw.threads": 1,
             "mkl.threads": 1,
         }
     )
 
 
-# Exit-wave grids are drawn from this list (all 2-3-5 smooth), so one set of FFTW plans serves a run.
-GRID_SIZES = (128, 160, 192, 256, 320, 384, 432, 480, 512, 576, 640, 720, 768, 800, 864, 960, 1024, 1152, 1280, 1440, 1536)
+# Exit-wave grids are drawn from this list: 2-3-5 smooth sizes whose FFTW_ESTIMATE plans are fast
+# here (512 and 576, for instance, estimate 2-3x slower than 500 and 600; benchmarks/bench_simulate.py --fft).
+GRID_SIZES = (128, 160, 192, 256, 320, 400, 432, 500, 560, 600, 640, 720, 800, 864, 1000, 1080, 1200, 1280, 1440, 1500)
 
 
-def grid_size(extent: float, sampling: float) -> int:
-    """Smallest size in GRID_SIZES that samples `extent` at `sampling` or finer."""
-    need = int(np.ceil(extent / sampling - 1e-6))
+def grid_size(extent: float, sampling: float, at_least: int = 0) -> int:
+    """Smallest size in GRID_SIZES that samples `extent` at `sampling` or finer (and >= at_least)."""
+    need = max(int(np.ceil(extent / sampling - 1e-6)), at_least)
     return next((n for n in GRID_SIZES if n >= need), scipy.fft.next_fast_len(need))
 
 
-def fftw_wisdom(sizes: list[int], cache: Path | None = None) -> tuple[bytes, ...]:
-    """FFTW wisdom for in-place complex64 n x n transforms (abTEM's layout), cached on disk."""
-    import pyfftw
+def band_limit(energy: float, semiangle_cutoff: float) -> float:
+    """Highest spatial frequency (1/A) the imaged wave holds: the objective aperture plus the 5 %
+    soft edge inside which `VariantImager` evaluates the CTF."""
+    from abtem.core.energy import energy2wavelength
 
-    if cache is not None and cache.exists():
-        pyfftw.import_wisdom(pickle.loads(cache.read_bytes()))
-    for n in sorted(set(sizes)):
-        array = pyfftw.empty_aligned((n, n), dtype="complex64")
-        for direction in ("FFTW_FORWARD", "FFTW_BACKWARD"):
-            pyfftw.FFTW(array, array, axes=(-2, -1), direction=direction, flags=("FFTW_MEASURE",), threads=1)
-    wisdom = pyfftw.export_wisdom()
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(pickle.dumps(wisdom))
-        tmp.replace(cache)
-    return wisdom
+    return APERTURE_EDGE * semiangle_cutoff * 1e-3 / energy2wavelength(energy)
+
+
+def wave_px(full_px: int, pixel_size: float, energy: float, semiangle_cutoff: float) -> int:
+    """Even size of the Fourier-cropped wave grid that images without aliasing.
+
+    The intensity |psi|^2 holds frequencies up to 2 k (k the band limit); computed on a grid with
+    Nyquist N it folds back down to 2 N - 2 k, which must stay above the output Nyquist
+    1 / (2 pixel_size) that the final crop keeps: N >= 1 / (4 p) + k, i.e. wave_px >=
+    full_px (1/2 + 2 k p). (A fixed 1.5x was alias-free only up to 0.46 A/px at 45 mrad.)
+    """
+    k = band_limit(energy, semiangle_cutoff)
+    return 2 * int(np.ceil(full_px * (0.5 + 2 * k * pixel_size) / 2 - 1e-9))
+
+
+def poisson_counts(mean: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Exact Poisson counts of the given means by inverting the CDF at Phi(z), pixel by pixel.
+
+    `z` (standard normal, one per pixel) is drawn independently of the image, so a last-bit change
+    in one mean can change at most that pixel's count and never shifts the random stream the way
+    a rejection sampler (numpy's `poisson`) does. The quantile comes from the Cornish-Fisher
+    expansion; where it lands within 0.1 of an integer step the step is settled with the exact CDF
+    (scipy `pdtr`), and means below 20 use scipy's exact quantile: the counts equal
+    `scipy.stats.poisson.ppf(ndtr(z), mean)` (tests/test_simulate_reproducible.py).
+    """
+    from scipy import special, stats
+
+    mean = np.asarray(mean, dtype=np.float64)
+    s = np.sqrt(np.maximum(mean, 1.0))
+    x = mean + s * z + (z * z - 1) / 6 + z * (1 - z * z) / (72 * s) + 0.5
+    k = np.floor(x)
+    frac = (x - k).ravel()
+    flat_k, flat_mean, flat_z = k.ravel(), mean.ravel(), z.ravel()
+    low = np.flatnonzero(frac < CF_WINDOW)  # step between k - 1 and k nearby
+    flat_k[low] -= special.ndtr(flat_z[low]) <= special.pdtr(flat_k[low] - 1, flat_mean[low])
+    high = np.flatnonzero(frac > 1 - CF_WINDOW)  # step between k and k + 1 nearby
+    flat_k[high] += special.ndtr(flat_z[high]) > special.pdtr(flat_k[high], flat_mean[high])
+    small = np.flatnonzero(flat_mean < CF_MIN_MEAN)
+    flat_k[small] = stats.poisson.ppf(special.ndtr(flat_z[small]), flat_mean[small])
+    return np.maximum(k, 0.0)
+
+
+APERTURE_EDGE = 1.05  # the CTF is evaluated out to this multiple of the aperture (its soft edge)
+CF_WINDOW, CF_MIN_MEAN = 0.1, 20.0
 
 
 @dataclass
@@ -132,6 +165,34 @@ def draw_optics(rng: np.random.Generator, cfg) -> Optics:
     )
 
 
+def make_ctf(optics: Optics, energy: float, semiangle_cutoff: float):
+    """abTEM CTF of one variant (defocus = -C10, Cs = C30, two-fold astigmatism C12 at phi12)."""
+    from abtem import CTF
+
+    return CTF(
+        energy=energy,
+        semiangle_cutoff=semiangle_cutoff,
+        focal_spread=optics.focal_spread,
+        angular_spread=optics.angular_spread,
+        aberration_coefficients={"C10": -optics.defocus, "C30": optics.cs, "C12": optics.astigmatism, "phi12": optics.astigmatism_angle},
+    )
+
+
+def delocalisation(optics: Optics, energy: float, semiangle_cutoff: float, envelope_floor: float) -> float:
+    """How far (A) the CTF spreads a point's contrast: the largest beam displacement grad chi / 2 pi
+    (radial C10 a + C30 a^3 + C12 a cos 2(phi - phi12), tangential -C12 a sin 2(phi - phi12); a the
+    scattering angle, C10 = -defocus) over the part of the aperture where the coherence envelopes
+    still pass >= `envelope_floor` of the amplitude."""
+    alpha = np.linspace(0, APERTURE_EDGE * semiangle_cutoff * 1e-3, 64, dtype=np.float32)[:, None]
+    phi = np.linspace(0, np.pi, 32, endpoint=False, dtype=np.float32)[None, :]
+    alpha, phi = np.broadcast_arrays(alpha, phi)
+    passed = np.abs(make_ctf(optics, energy, semiangle_cutoff)._evaluate_from_angular_grid(alpha, phi)) >= envelope_floor
+    twice = 2 * (phi - optics.astigmatism_angle)
+    radial = -optics.defocus * alpha + optics.cs * alpha**3 + optics.astigmatism * alpha * np.cos(twice)
+    shift = np.hypot(radial, optics.astigmatism * alpha * np.sin(twice))
+    return float(shift[passed].max()) if passed.any() else 0.0
+
+
 def slice_edges(structure: Structure, graphene_slice: float, amorphous_slice: float) -> tuple[float, ...]:
     """Slice thicknesses: a thin slice around the graphene plane, thicker ones through the weakly
     scattering amorphous layers (their sub-slice defocus is far below the focal spread)."""
@@ -170,13 +231,18 @@ def fourier_crop(spectrum: np.ndarray, n: int) -> np.ndarray:
 class VariantImager:
     """Turns one exit wave into many images with different optics, dose and detector draws."""
 
-    def __init__(self, wave: np.ndarray, extent: float, energy: float, image_px: int, margin_px: int, oversampling: float, semiangle_cutoff: float):
+    def __init__(self, wave: np.ndarray, extent: float, energy: float, image_px: int, margin_px: int,
+                 oversampling: float | None, semiangle_cutoff: float):
+        """`oversampling`: wave px per output px; None = the alias-free minimum (`wave_px`)."""
         from abtem.core.energy import energy2wavelength
 
         self.image_px, self.margin_px = image_px, margin_px
         self.full_px = image_px + 2 * margin_px  # output grid including the margin
-        self.wave_px = 2 * int(np.ceil(oversampling * self.full_px / 2))
         self.pixel_size = extent / self.full_px
+        need = wave_px(self.full_px, self.pixel_size, energy, semiangle_cutoff)
+        self.wave_px = need if oversampling is None else 2 * int(np.ceil(oversampling * self.full_px / 2))
+        if self.wave_px < need:
+            raise ValueError(f"oversampling {oversampling} aliases at {self.pixel_size:.3f} A/px: needs {need / self.full_px:.3f}")
         self.energy, self.semiangle_cutoff = energy, semiangle_cutoff
         spectrum = scipy.fft.fft2(wave, norm="forward")
         if self.wave_px > wave.shape[0]:
@@ -185,7 +251,7 @@ class VariantImager:
         kx, ky = np.meshgrid(k, k, indexing="ij")
         alpha = np.hypot(kx, ky) * energy2wavelength(energy)  # rad
         # the CTF is only evaluated inside the objective aperture (soft edge included): ~6x cheaper
-        self.inside = alpha < 1.05 * semiangle_cutoff * 1e-3
+        self.inside = alpha < APERTURE_EDGE * semiangle_cutoff * 1e-3
         self.alpha = alpha[self.inside].astype(np.float32)
         self.phi = np.arctan2(ky, kx)[self.inside].astype(np.float32)
         self.spectrum = fourier_crop(spectrum, self.wave_px)[self.inside]
@@ -196,21 +262,7 @@ class VariantImager:
 
     def ctf(self, optics: Optics) -> np.ndarray:
         """abTEM's CTF kernel (aberrations x envelopes x soft aperture) on the cropped wave grid."""
-        from abtem import CTF
-
-        ctf = CTF(
-            energy=self.energy,
-            semiangle_cutoff=self.semiangle_cutoff,
-            focal_spread=optics.focal_spread,
-            angular_spread=optics.angular_spread,
-            aberration_coefficients={
-                "C10": -optics.defocus,
-                "C30": optics.cs,
-                "C12": optics.astigmatism,
-                "phi12": optics.astigmatism_angle,
-            },
-        )
-        return ctf._evaluate_from_angular_grid(self.alpha, self.phi)
+        return make_ctf(optics, self.energy, self.semiangle_cutoff)._evaluate_from_angular_grid(self.alpha, self.phi)
 
     def noiseless(self, optics: Optics) -> np.ndarray:
         """Intensity after the CTF and detector MTF on the output grid (mean ~1), margin cropped."""
@@ -240,7 +292,7 @@ class VariantImager:
         clean = self.noiseless(optics) * self.illumination(optics, rng)
         t1 = time.perf_counter()
         per_pixel = optics.dose * self.pixel_size**2
-        counts = rng.poisson(np.clip(clean, 0, None) * per_pixel)
+        counts = poisson_counts(np.clip(clean, 0, None) * per_pixel, rng.standard_normal(clean.shape))
         image = ndimage.gaussian_filter(counts / per_pixel, optics.blur, mode="reflect")
         t2 = time.perf_counter()
         return image.astype(np.float32), {"ctf": t1 - t0, "noise": t2 - t1}

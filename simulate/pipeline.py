@@ -3,7 +3,12 @@
 Image i is variant i % V of structure i // V (V = variants_per_structure). The structure and its
 pixel size come from SeedSequence(seed, spawn_key=(0, s)), each variant's optics and noise from
 SeedSequence(seed, spawn_key=(1, s, v)), so an image depends only on (seed, i): never on which
-process computed it, in which order, or how many other images were asked for.
+process computed it, in which order, or how many other images were asked for. The exit wave is
+planned with deterministic FFTs and the shot noise inverts the Poisson CDF at one normal draw per
+pixel, so the bytes do not depend on the process either (imaging.configure_abtem, poisson_counts).
+
+The border around the image hides the periodic seam of the cell: it is sized per structure from the
+optics drawn for all of its variants (`border_px`), so no CTF delocalisation reaches the seam.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .imaging import Optics, VariantImager, draw_optics, exit_wave
+from .imaging import Optics, VariantImager, delocalisation, draw_optics, exit_wave, wave_px
 from .labels import make_labels
 from .structures import build_structure
 
@@ -48,6 +53,13 @@ def variant_rng(seed: int, s: int, v: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, s, v)))
 
 
+def border_px(optics: list[Optics], pixel_size: float, cfg) -> int:
+    """Border (output px, each side) wider than the largest delocalisation among `optics`, at
+    least `grid.margin_px`."""
+    reach = max(delocalisation(o, cfg.optics.energy, cfg.optics.semiangle_cutoff, cfg.grid.envelope_floor) for o in optics)
+    return max(int(cfg.grid.margin_px), int(np.ceil(reach / pixel_size)))
+
+
 def simulate_structure(cfg, seed: int, s: int, variants: list[int]) -> tuple[list[Sample], dict[str, float]]:
     """Build structure s, compute its exit wave once and image the requested variants.
 
@@ -58,14 +70,17 @@ def simulate_structure(cfg, seed: int, s: int, variants: list[int]) -> tuple[lis
     t0 = time.perf_counter()
     rng = structure_rng(seed, s)
     pixel_size = float(rng.uniform(*grid.pixel_size))
-    full_px = grid.image_px + 2 * grid.margin_px
+    every = [draw_optics(variant_rng(seed, s, v), cfg.optics) for v in range(cfg.variants_per_structure)]
+    margin = border_px(every, pixel_size, cfg)
+    full_px = grid.image_px + 2 * margin
     structure = build_structure(rng, full_px * pixel_size, cfg.structure)
     t1 = time.perf_counter()
-    sampling = min(float(grid.potential_sampling), pixel_size / grid.wave_oversampling)
+    need = wave_px(full_px, pixel_size, cfg.optics.energy, cfg.optics.semiangle_cutoff)
+    sampling = min(float(grid.potential_sampling), structure.extent / need)
     wave = exit_wave(structure, sampling, grid.slice_thickness, grid.amorphous_slice_thickness, cfg.optics.energy)
-    imager = VariantImager(wave, structure.extent, cfg.optics.energy, grid.image_px, grid.margin_px, grid.wave_oversampling, cfg.optics.semiangle_cutoff)
+    imager = VariantImager(wave, structure.extent, cfg.optics.energy, grid.image_px, margin, None, cfg.optics.semiangle_cutoff)
     t2 = time.perf_counter()
-    mask, classes = make_labels(structure, grid.image_px, grid.margin_px, cfg.label)
+    mask, classes = make_labels(structure, grid.image_px, margin, cfg.label)
     t3 = time.perf_counter()
     timing.update(structure=t1 - t0, exit_wave=t2 - t1, labels=t3 - t2)
 

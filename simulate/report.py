@@ -42,13 +42,13 @@ def preview(cfg: DictConfig, n: int, out: Path, source: Path | None = None) -> P
     else:
         from omegaconf import OmegaConf
 
-        from .driver import init_worker, needed_grids, physics_config, validate, wisdom_cache
-        from .imaging import fftw_wisdom, limit_threads
+        from .driver import init_worker, physics_config, validate
+        from .imaging import limit_threads
         from .pipeline import simulate_structure
 
         validate(cfg)
         limit_threads()
-        init_worker(OmegaConf.to_yaml(physics_config(cfg)), fftw_wisdom(needed_grids(cfg), wisdom_cache()), cfg.device)
+        init_worker(OmegaConf.to_yaml(physics_config(cfg)), cfg.device)
         samples = []
         for s in range((n + 1) // 2):
             samples += simulate_structure(cfg, int(cfg.seed), s, [0, 1][: n - len(samples)])[0]

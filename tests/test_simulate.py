@@ -110,7 +110,7 @@ def test_holes_are_vacuum_in_the_class_map():
 
 def test_tiny_simulation():
     cfg = tiny_cfg()
-    driver.init_worker(OmegaConf.to_yaml(driver.physics_config(cfg)), None, "cpu")
+    driver.init_worker(OmegaConf.to_yaml(driver.physics_config(cfg)), "cpu")
     samples, timing = simulate_structure(cfg, 7, 2, [0, 2])
     assert [s.index for s in samples] == [6, 8]
     for s in samples:
