@@ -6,7 +6,9 @@ Measures, on this machine:
    split by stage (summed over workers), distinct structures.
 2. The naive loop: one abTEM exit wave per image at 0.10 A with uniform 2 A slices, one process,
    one variant per exit wave, on a few images: seconds per image, and the speed-up ratio.
-3. (--accuracy) Exit-wave accuracy vs a 0.05 A / 1 A-slice reference after CTF and resampling to
+3. (--fft) FFTW_ESTIMATE vs FFTW_MEASURE time of one in-place complex64 n x n transform for the
+   candidate exit-wave grid sizes (why imaging.GRID_SIZES holds the sizes it holds).
+4. (--accuracy) Exit-wave accuracy vs a 0.05 A / 1 A-slice reference after CTF and resampling to
    256 px: relative RMS error (fraction of the noiseless image's std) for candidate samplings and
    slicings, raw and after the best constant defocus offset (which the random defocus absorbs).
 
@@ -31,7 +33,7 @@ limit_threads()
 
 from grapheneseg.config import load_config  # noqa: E402
 from simulate import driver  # noqa: E402
-from simulate.imaging import VariantImager, configure_abtem, draw_optics, exit_wave, fftw_wisdom  # noqa: E402
+from simulate.imaging import VariantImager, configure_abtem, draw_optics, exit_wave  # noqa: E402
 from simulate.pipeline import structure_rng, variant_rng  # noqa: E402
 from simulate.structures import build_structure  # noqa: E402
 
@@ -43,7 +45,7 @@ def bench_generate(n: int, workers: int) -> dict:
         stats = driver.generate(cfg, Path(tmp) / "bench.h5", progress=False)
         total = time.perf_counter() - t0
         size_mb = (Path(tmp) / "bench.h5").stat().st_size / 2**20
-    # start-up (wisdom, worker spawn + warm-up) is paid once; the rest scales with n
+    # start-up (worker spawn + warm-up) is paid once; the rest scales with n
     first = dict(stats.as_dict())
     per_image_wall = stats.wall / n
     first.update(
@@ -60,7 +62,7 @@ def bench_generate(n: int, workers: int) -> dict:
 def bench_naive(images: int) -> dict:
     """One exit wave per image at 0.10 A, uniform 2 A slices, one process."""
     cfg = load_config("simulate")
-    configure_abtem("cpu", fftw_wisdom([768, 864, 960, 1024, 1152, 1280, 1440], driver.wisdom_cache()))
+    configure_abtem("cpu")
     times = []
     for i in range(images + 1):  # first image warms numba and FFTW
         t0 = time.perf_counter()
@@ -69,7 +71,7 @@ def bench_naive(images: int) -> dict:
         full = cfg.grid.image_px + 2 * cfg.grid.margin_px
         structure = build_structure(rng, full * pixel_size, cfg.structure)
         wave = exit_wave(structure, 0.10, 2.0, 2.0, cfg.optics.energy)
-        imager = VariantImager(wave, structure.extent, cfg.optics.energy, cfg.grid.image_px, cfg.grid.margin_px, 2, cfg.optics.semiangle_cutoff)
+        imager = VariantImager(wave, structure.extent, cfg.optics.energy, cfg.grid.image_px, cfg.grid.margin_px, None, cfg.optics.semiangle_cutoff)
         vrng = variant_rng(123, i, 0)
         imager.image(draw_optics(vrng, cfg.optics), vrng)
         if i:
@@ -80,7 +82,7 @@ def bench_naive(images: int) -> dict:
 def bench_accuracy() -> list[dict]:
     cfg = load_config("simulate", ["structure.holes.probability=0", "structure.amorphous.coverage=[0.3,0.3]",
                                    "structure.amorphous.clean_probability=0", "structure.single_grain_probability=0"])
-    configure_abtem("cpu", fftw_wisdom([432, 576, 720, 864, 1728], driver.wisdom_cache()))
+    configure_abtem("cpu")
     rng = np.random.default_rng(5)
     optics = [draw_optics(rng, cfg.optics) for _ in range(4)]
     structure = build_structure(np.random.default_rng(3), 288 * 0.3, cfg.structure)
@@ -108,18 +110,44 @@ def bench_accuracy() -> list[dict]:
     return rows
 
 
+def bench_fft(repeats: int = 20) -> list[dict]:
+    """Best-of-`repeats` ms of one in-place complex64 n x n FFT, estimated vs measured plans."""
+    import pyfftw
+
+    rows = []
+    for n in (400, 432, 480, 500, 512, 560, 576, 600, 640, 672, 700, 720, 768, 800):
+        row = {"n": n}
+        for flag in ("FFTW_ESTIMATE", "FFTW_MEASURE"):
+            pyfftw.forget_wisdom()
+            array = pyfftw.empty_aligned((n, n), dtype="complex64")
+            fft = pyfftw.FFTW(array, array, axes=(-2, -1), flags=(flag,), threads=1)
+            array[:] = 1
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fft()
+                times.append(time.perf_counter() - t0)
+            row[flag[5:].lower() + "_ms"] = round(min(times) * 1e3, 2)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--naive", type=int, default=4, help="images for the naive loop (0 = skip)")
     parser.add_argument("--accuracy", action="store_true", help="also run the sampling/slicing accuracy study")
+    parser.add_argument("--fft", action="store_true", help="also time estimated vs measured FFT plans per grid size")
     args = parser.parse_args()
     result = {"generate": bench_generate(args.n, args.workers)}
     print(json.dumps(result["generate"]), file=sys.stderr, flush=True)
     if args.naive:
         result["naive"] = bench_naive(args.naive)
         result["speedup_vs_naive"] = round(result["generate"]["images_per_s"] / result["naive"]["images_per_s"], 1)
+    if args.fft:
+        result["fft"] = bench_fft()
     if args.accuracy:
         result["accuracy"] = bench_accuracy()
     print(json.dumps(result))

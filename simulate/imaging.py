@@ -255,8 +255,10 @@ class VariantImager:
         self.alpha = alpha[self.inside].astype(np.float32)
         self.phi = np.arctan2(ky, kx)[self.inside].astype(np.float32)
         self.spectrum = fourier_crop(spectrum, self.wave_px)[self.inside]
-        q = scipy.fft.fftfreq(self.full_px) * 2  # output frequencies in units of Nyquist
-        self.q = np.hypot(q[:, None], q[None, :])
+        q = scipy.fft.fftfreq(self.full_px) * 2  # output frequencies in units of Nyquist (rfft layout)
+        self.q = np.hypot(q[:, None], scipy.fft.rfftfreq(self.full_px)[None, :] * 2).astype(np.float32)
+        half = self.full_px // 2  # rows of the wave-grid intensity spectrum kept on the output grid
+        self.rows = np.r_[0 : self.full_px - half, self.wave_px - half : self.wave_px]
         c = (np.arange(image_px) + 0.5) / image_px * 2 - 1
         self.x, self.y = np.meshgrid(c, c, indexing="ij")
 
@@ -270,9 +272,9 @@ class VariantImager:
         filtered[self.inside] = self.spectrum * self.ctf(optics)
         wave = scipy.fft.ifft2(filtered, norm="forward")
         intensity = (wave.real**2 + wave.imag**2).astype(np.float32)
-        spectrum = fourier_crop(scipy.fft.fft2(intensity, norm="forward", workers=1), self.full_px)
+        spectrum = scipy.fft.rfft2(intensity, norm="forward")[self.rows, : self.full_px // 2 + 1]  # Fourier crop
         mtf = (1 - optics.mtf_c2) / (1 + (self.q / (2 * optics.mtf_c3)) ** optics.mtf_c4) + optics.mtf_c2
-        image = scipy.fft.ifft2(spectrum * mtf, norm="forward").real
+        image = scipy.fft.irfft2(spectrum * mtf.astype(np.float32), s=(self.full_px, self.full_px), norm="forward")
         m = self.margin_px
         return image[m : m + self.image_px, m : m + self.image_px]
 

@@ -2,9 +2,13 @@
 
 A structure is a periodic square cell (x, y) of side `extent` holding
 
-- graphene grains: periodic Voronoi cells, each filled with a randomly rotated and shifted sheet;
-  atoms that end up closer than `min_distance` across a boundary are merged into their midpoint
-  (repeatedly, then pruned), and atoms left with fewer than two neighbours are removed;
+- graphene grains: periodic Voronoi cells, each filled with a randomly rotated and shifted sheet.
+  The sheet is built from its hexagon centres (a triangular lattice per grain): the carbon atoms
+  are the centroids of the periodic Delaunay triangles of all centres and the bonds join
+  neighbouring triangles. Inside a grain that is exactly graphene; along a boundary (and the
+  periodic seam) it closes every ring, so a centre with 5 or 7 (rarely 4 or 8) neighbours becomes
+  a 5- or 7-membered ring, every atom keeps three bonds, and a spring relaxation of the bonds near
+  the defects (to 1.42 A) removes the strain of the stitching;
 - holes: star-shaped regions with randomly perturbed edges where all atoms are removed;
 - amorphous carbon: a random network (random sequential addition with a minimum distance, at a
   density drawn in g/cm3) filling blobs whose footprint is a thresholded smooth random field,
@@ -22,11 +26,13 @@ import numpy as np
 import scipy.fft
 from ase import Atoms
 from scipy import ndimage
-from scipy.spatial import cKDTree
+from scipy.spatial import Delaunay, cKDTree
 
 AVOGADRO = 6.02214076e23
 CARBON_MASS = 12.011  # g/mol
-BOND_CUTOFF = 1.6  # A: counts as a C-C bond (graphene 1.42 A; merged boundary bonds 1.3-1.6 A)
+RING_GAP = 0.7  # of the lattice constant: the closest two hexagon centres of different grains may come
+RING_SPACING_MAX = 2.46 * 1.5  # A: Delaunay padding unit (no ring centre is further from its neighbours)
+RELAX_SHELLS, RELAX_STEPS, RELAX_RATE = 2, 200, 0.3  # relaxed region around defects; gradient steps
 
 
 def carbon_number_density(grams_per_cm3: float) -> float:
@@ -93,42 +99,100 @@ def boundary_distance(xy: np.ndarray, seeds: np.ndarray, extent: float) -> np.nd
     return (d2[..., 1] - d2[..., 0]) / (2 * np.maximum(separation, 1e-9))
 
 
-def graphene_grain(extent: float, angle_deg: float, shift: np.ndarray, a: float) -> np.ndarray:
-    """(N, 2) positions of a rotated, shifted graphene sheet covering [0, extent)^2."""
-    a1 = np.array([a, 0.0])
-    a2 = np.array([a / 2, a * np.sqrt(3) / 2])
-    basis = np.array([[0.0, 0.0], (a1 + a2) / 3])
-    t = np.deg2rad(angle_deg)
-    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+def ring_centres(extent: float, seeds: np.ndarray, angles: np.ndarray, shifts: np.ndarray, a: float) -> np.ndarray:
+    """(M, 2) hexagon centres: per grain a rotated, shifted triangular lattice (spacing a) kept
+    inside the grain's periodic Voronoi cell; of two centres closer than RING_GAP * a (across a
+    boundary or the seam) the later one is dropped."""
     n = int(np.ceil(extent * np.sqrt(2) / a * 1.2)) + 2
     i, j = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
-    cells = i.reshape(-1, 1) * a1 + j.reshape(-1, 1) * a2
-    pos = (cells[:, None, :] + basis).reshape(-1, 2) @ rot.T + extent / 2 + shift
-    keep = (pos >= 0).all(1) & (pos < extent).all(1)
-    return pos[keep]
+    lattice = np.column_stack([(i + j / 2).ravel() * a, j.ravel() * a * np.sqrt(3) / 2])
+    parts = []
+    for g, (angle, shift) in enumerate(zip(np.deg2rad(angles), shifts)):
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        pos = lattice @ rot.T + extent / 2 + shift
+        pos = pos[((pos >= 0) & (pos < extent)).all(1)]
+        if len(seeds) > 1:
+            pos = pos[(_wrap(pos[:, None, :] - seeds, extent) ** 2).sum(-1).argmin(1) == g]
+        parts.append(pos)
+    centres = np.concatenate(parts)
+    pairs = cKDTree(centres, boxsize=extent).query_pairs(RING_GAP * a, output_type="ndarray")
+    taken, drop = np.zeros(len(centres), bool), []
+    for p, q in pairs[np.lexsort(pairs.T[::-1])]:  # greedy, in a fixed order
+        if not (taken[p] or taken[q]):
+            taken[p] = taken[q] = True
+            drop.append(q)
+    return np.delete(centres, drop, axis=0)
 
 
-def repair_boundaries(pos: np.ndarray, extent: float, min_distance: float) -> np.ndarray:
-    """Merge atoms closer than `min_distance` into midpoints, prune the rest and dangling atoms."""
-    for _ in range(4):
-        pairs = cKDTree(pos, boxsize=extent).query_pairs(min_distance, output_type="ndarray")
-        if len(pairs) == 0:
+def honeycomb(centres: np.ndarray, extent: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Atoms (N, 2) at the centroids of the periodic Delaunay triangles of the ring centres, bonds
+    (B, 2) between triangles sharing an edge, and the sizes (N, 3) of the three rings at each atom
+    (a ring's size is the number of triangles around its centre)."""
+    pad = 4 * RING_SPACING_MAX
+    shifts = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)]) * extent
+    tiled = (centres[None] + shifts[:, None]).reshape(-1, 2)
+    ids = np.tile(np.arange(len(centres)), len(shifts))
+    near = ((tiled > -pad) & (tiled < extent + pad)).all(1)
+    tiled, ids = tiled[near], ids[near]
+    tri = Delaunay(tiled)
+    centroid = tiled[tri.simplices].mean(1)
+    own = ((centroid >= 0) & (centroid < extent)).all(1)  # one copy of every periodic triangle
+    atoms = centroid[own]
+    lookup = cKDTree(atoms, boxsize=extent)
+    neighbours = tri.neighbors[own]
+    dist, index = lookup.query(np.mod(centroid[neighbours.ravel()], extent), distance_upper_bound=1e-6)
+    if (neighbours < 0).any() or np.isinf(dist).any():
+        raise RuntimeError("periodic Delaunay triangulation of the ring centres did not close")
+    bonds = np.unique(np.sort(np.column_stack([np.repeat(np.arange(len(atoms)), 3), index]), 1), axis=0)
+    size = np.bincount(ids[tri.simplices[own]].ravel(), minlength=len(centres))
+    return atoms, bonds, size[ids[tri.simplices[own]]]
+
+
+def relax_bonds(pos: np.ndarray, bonds: np.ndarray, extent: float, movable: np.ndarray, length: float) -> np.ndarray:
+    """Move the `movable` atoms down the gradient of harmonic bond springs of rest length `length`
+    (the rest stay fixed): spreads the stitching strain over the atoms near a defect."""
+    pos = pos.copy()
+    sel = movable[bonds[:, 0]] | movable[bonds[:, 1]]
+    i, j = bonds[sel].T
+    for _ in range(RELAX_STEPS):
+        d = _wrap(pos[j] - pos[i], extent)
+        r = np.sqrt((d * d).sum(1))
+        f = ((r - length) / np.maximum(r, 1e-9))[:, None] * d
+        pull = np.column_stack([np.bincount(i, f[:, k], len(pos)) - np.bincount(j, f[:, k], len(pos)) for k in (0, 1)])
+        pos[movable] += RELAX_RATE * pull[movable]
+    return np.mod(pos, extent)
+
+
+def graphene_sheet(extent: float, seeds: np.ndarray, angles: np.ndarray, shifts: np.ndarray, a: float,
+                   min_distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """(atoms (N, 2), bonds (B, 2)) of a periodic polycrystalline sheet, boundaries of 5-7 rings;
+    should relaxation leave two atoms closer than `min_distance` (not seen so far), one is removed."""
+    atoms, bonds, rings = honeycomb(ring_centres(extent, seeds, angles, shifts, a), extent)
+    length = a / np.sqrt(3)
+    r = np.linalg.norm(_wrap(atoms[bonds[:, 1]] - atoms[bonds[:, 0]], extent), axis=1)
+    defect = (rings != 6).any(1)
+    defect[bonds[np.abs(r - length) > 0.02].ravel()] = True
+    for _ in range(RELAX_SHELLS):
+        grown = defect.copy()
+        grown[bonds[:, 0][defect[bonds[:, 1]]]] = True
+        grown[bonds[:, 1][defect[bonds[:, 0]]]] = True
+        defect = grown
+    atoms = relax_bonds(atoms, bonds, extent, defect, length)
+    keep = np.ones(len(atoms), bool)
+    keep[cKDTree(atoms, boxsize=extent).query_pairs(min_distance, output_type="ndarray")[:, 1]] = False
+    return prune_dangling(atoms, bonds, keep) if not keep.all() else (atoms, bonds)
+
+
+def prune_dangling(pos: np.ndarray, bonds: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the atoms in `keep`, then drop, repeatedly, atoms left with fewer than two bonds."""
+    while True:
+        alive = keep[bonds].all(1)
+        degree = np.bincount(bonds[alive].ravel(), minlength=len(pos))
+        if not (keep & (degree < 2)).any():
             break
-        used = np.zeros(len(pos), dtype=bool)
-        merged = []
-        for i, j in pairs:
-            if not (used[i] or used[j]):
-                used[i] = used[j] = True
-                merged.append(pos[i] + _wrap(pos[j] - pos[i], extent) / 2)
-        pos = np.concatenate([pos[~used], np.mod(np.array(merged), extent)])
-    pos = prune_close(pos, extent, min_distance)
-    # graphene atoms have three neighbours at 1.42 A; drop those left with fewer than two, repeatedly
-    while len(pos):
-        counts = cKDTree(pos, boxsize=extent).query_ball_point(pos, BOND_CUTOFF, return_length=True) - 1
-        if (counts >= 2).all():
-            break
-        pos = pos[counts >= 2]
-    return pos
+        keep = keep & (degree >= 2)
+    index = np.cumsum(keep) - 1
+    return pos[keep], index[bonds[keep[bonds].all(1)]]
 
 
 def prune_close(pos: np.ndarray, extent: float, min_distance: float) -> np.ndarray:
@@ -193,14 +257,7 @@ def build_structure(rng: np.random.Generator, extent: float, cfg) -> Structure:
     n_grains = 1 if rng.random() < cfg.single_grain_probability else int(rng.integers(cfg.grains[0], cfg.grains[1] + 1))
     seeds = rng.uniform(0, extent, (n_grains, 2))
     angles = rng.uniform(0, 60, n_grains)
-    parts = []
-    for g in range(n_grains):
-        pos = graphene_grain(extent, angles[g], rng.uniform(-a, a, 2), a)
-        if n_grains > 1:
-            d2 = (_wrap(pos[:, None, :] - seeds, extent) ** 2).sum(-1)
-            pos = pos[d2.argmin(1) == g]
-        parts.append(pos)
-    sheet = repair_boundaries(np.concatenate(parts), extent, float(cfg.min_distance))
+    sheet, bonds = graphene_sheet(extent, seeds, angles, rng.uniform(-a, a, (n_grains, 2)), a, float(cfg.min_distance))
 
     holes = []
     if rng.random() < cfg.holes.probability:
@@ -215,7 +272,7 @@ def build_structure(rng: np.random.Generator, extent: float, cfg) -> Structure:
             )
     structure = Structure(Atoms(), extent, np.zeros(0, bool), seeds, angles, holes)
     if holes:
-        sheet = repair_boundaries(sheet[~structure.in_hole(sheet)], extent, float(cfg.min_distance))
+        sheet, bonds = prune_dangling(sheet, bonds, ~structure.in_hole(sheet))
     z0 = 0.0
     graphene = np.column_stack([sheet, np.full(len(sheet), z0)])
 
