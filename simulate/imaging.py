@@ -291,10 +291,14 @@ class VariantImager:
     def image(self, optics: Optics, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float]]:
         """One recorded image (float32, counts / (dose * pixel area), mean ~1) and stage timings."""
         t0 = time.perf_counter()
-        clean = self.noiseless(optics) * self.illumination(optics, rng)
+        clean = self.noiseless(optics)
         t1 = time.perf_counter()
+        image = self.record(clean, optics, rng)
+        return image, {"ctf": t1 - t0, "noise": time.perf_counter() - t1}
+
+    def record(self, clean: np.ndarray, optics: Optics, rng: np.random.Generator) -> np.ndarray:
+        """The detector's view of a noiseless image: illumination, shot noise at the dose, blur."""
+        lit = clean * self.illumination(optics, rng)
         per_pixel = optics.dose * self.pixel_size**2
-        counts = poisson_counts(np.clip(clean, 0, None) * per_pixel, rng.standard_normal(clean.shape))
-        image = ndimage.gaussian_filter(counts / per_pixel, optics.blur, mode="reflect")
-        t2 = time.perf_counter()
-        return image.astype(np.float32), {"ctf": t1 - t0, "noise": t2 - t1}
+        counts = poisson_counts(np.clip(lit, 0, None) * per_pixel, rng.standard_normal(lit.shape))
+        return ndimage.gaussian_filter(counts / per_pixel, optics.blur, mode="reflect").astype(np.float32)

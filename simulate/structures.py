@@ -32,7 +32,7 @@ AVOGADRO = 6.02214076e23
 CARBON_MASS = 12.011  # g/mol
 RING_GAP = 0.7  # of the lattice constant: the closest two hexagon centres of different grains may come
 RING_SPACING_MAX = 2.46 * 1.5  # A: Delaunay padding unit (no ring centre is further from its neighbours)
-RELAX_SHELLS, RELAX_STEPS, RELAX_RATE = 2, 200, 0.3  # relaxed region around defects; gradient steps
+RELAX_SHELLS, RELAX_STEPS, RELAX_RATE, RELAX_MOMENTUM = 3, 60, 0.3, 0.7  # bonds around defects relaxed; steps
 
 
 def carbon_number_density(grams_per_cm3: float) -> float:
@@ -143,23 +143,29 @@ def honeycomb(centres: np.ndarray, extent: float) -> tuple[np.ndarray, np.ndarra
     dist, index = lookup.query(np.mod(centroid[neighbours.ravel()], extent), distance_upper_bound=1e-6)
     if (neighbours < 0).any() or np.isinf(dist).any():
         raise RuntimeError("periodic Delaunay triangulation of the ring centres did not close")
-    bonds = np.unique(np.sort(np.column_stack([np.repeat(np.arange(len(atoms)), 3), index]), 1), axis=0)
+    pairs = np.column_stack([np.repeat(np.arange(len(atoms)), 3), index])
+    bonds = pairs[pairs[:, 0] < pairs[:, 1]]  # each bond once (it is seen from both ends)
     size = np.bincount(ids[tri.simplices[own]].ravel(), minlength=len(centres))
     return atoms, bonds, size[ids[tri.simplices[own]]]
 
 
 def relax_bonds(pos: np.ndarray, bonds: np.ndarray, extent: float, movable: np.ndarray, length: float) -> np.ndarray:
     """Move the `movable` atoms down the gradient of harmonic bond springs of rest length `length`
-    (the rest stay fixed): spreads the stitching strain over the atoms near a defect."""
-    pos = pos.copy()
+    (the rest stay fixed; heavy-ball momentum): spreads the stitching strain near a defect."""
     sel = movable[bonds[:, 0]] | movable[bonds[:, 1]]
-    i, j = bonds[sel].T
+    local, inverse = np.unique(bonds[sel], return_inverse=True)  # the movable atoms and their neighbours
+    i, j = inverse.reshape(-1, 2).T
+    x, free = pos[local].copy(), movable[local, None]
+    velocity = np.zeros_like(x)
     for _ in range(RELAX_STEPS):
-        d = _wrap(pos[j] - pos[i], extent)
+        d = _wrap(x[j] - x[i], extent)
         r = np.sqrt((d * d).sum(1))
         f = ((r - length) / np.maximum(r, 1e-9))[:, None] * d
-        pull = np.column_stack([np.bincount(i, f[:, k], len(pos)) - np.bincount(j, f[:, k], len(pos)) for k in (0, 1)])
-        pos[movable] += RELAX_RATE * pull[movable]
+        pull = np.column_stack([np.bincount(i, f[:, k], len(x)) - np.bincount(j, f[:, k], len(x)) for k in (0, 1)])
+        velocity = RELAX_MOMENTUM * velocity + RELAX_RATE * pull * free
+        x += velocity
+    pos = pos.copy()
+    pos[local] = x
     return np.mod(pos, extent)
 
 

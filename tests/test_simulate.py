@@ -55,7 +55,7 @@ def test_single_grain_orientation():
     cfg = tiny_cfg("structure.single_grain_probability=1", "structure.holes.probability=0", "structure.amorphous.clean_probability=1")
     s = build_structure(np.random.default_rng(3), 40.0, cfg.structure)
     pos = s.atoms.positions[s.atoms.numbers == 6, :2]  # carbon: adatoms sit above lattice sites
-    pos = pos[((pos > 7) & (pos < s.extent - 7)).all(1)]  # away from the periodic seam (a relaxed 5-7 line)
+    pos = pos[((pos > 9) & (pos < s.extent - 9)).all(1)]  # away from the periodic seam (a relaxed 5-7 line)
     pairs = cKDTree(pos).query_pairs(1.5, output_type="ndarray")
     d = pos[pairs[:, 1]] - pos[pairs[:, 0]]
     bond_angles = np.degrees(np.arctan2(d[:, 1], d[:, 0])) % 60
