@@ -7,7 +7,7 @@ contamination fraction and the contamination-to-lattice contrast. Each becomes a
 for identical sets (`distances`).
 
 The fit is cheap and deterministic:
-1. the pixel-size range comes straight from the real spot radii (p = 2.13 A x radius / 256);
+1. the pixel-size range comes straight from the real spot radii (p = 2.13 A x radius / 256 at 256 px);
 2. a pool of exit waves is simulated once at that pixel size; every candidate re-images the same
    variants with the same noise draws, only with the dose scaled, the blur shifted and the defocus
    range scaled (common random numbers keep the search smooth); a coordinate search over a few
@@ -73,14 +73,17 @@ def _wasserstein(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def distances(sim: Statistics, real: Statistics) -> dict[str, float]:
-    """Per-statistic distances (0 = same): spot-radius and label-fraction quantile distances
-    (in 1/256 px^-1 and in fraction units), mean |log10| spectrum ratio over radii 5-120 and over
-    80-120, 1 - histogram overlap, |log| ratio of the median contrasts; `total` sums the
-    dimensionless ones with the spot distance per 5 radius units and the fractions per 0.05."""
-    band, high = slice(5, 121), slice(80, 121)
+    """Per-statistic distances (0 = same): spot-radius and label-fraction quantile distances (in
+    1/256 px^-1 and fraction units), mean |log10| ratio of the median spectra over radii 5-120 and
+    |mean log10 ratio| over 80-120 (radii scaled to 256 px), 1 - histogram overlap, |log| ratio of
+    the median contrasts; `total` sums the dimensionless ones plus the spot distance / 5 and the
+    fraction distance / 0.05."""
+    scale = (len(real.spectrum) - 1) / 128
+    band = slice(int(5 * scale), int(120 * scale) + 1)
+    high = slice(int(80 * scale), int(120 * scale) + 1)
     ratio = np.log10(sim.spectrum / real.spectrum)
     d = {
-        "spot_radius": _wasserstein(sim.spots, real.spots),
+        "spot_radius": _wasserstein(sim.spots, real.spots) / scale,
         "spectrum": float(np.mean(np.abs(ratio[band]))),
         "high_frequency": float(abs(np.mean(ratio[high]))),
         "histogram": float(1 - np.sum(np.minimum(sim.hist, real.hist)) * np.diff(HIST_BINS)[0]),
@@ -88,7 +91,8 @@ def distances(sim: Statistics, real: Statistics) -> dict[str, float]:
     total = d["spot_radius"] / 5 + d["spectrum"] + d["high_frequency"] + d["histogram"]
     if sim.fractions is not None and real.fractions is not None:
         d["label_fraction"] = _wasserstein(sim.fractions, real.fractions)
-        d["contrast"] = float(abs(np.log(np.median(sim.contrast) / np.median(real.contrast)))) if len(sim.contrast) and len(real.contrast) else float("nan")
+        both = len(sim.contrast) and len(real.contrast)
+        d["contrast"] = float(abs(np.log(np.median(sim.contrast) / np.median(real.contrast)))) if both else float("nan")
         total += d["label_fraction"] / 0.05 + np.nan_to_num(d["contrast"])
     d["total"] = float(total)
     return {k: round(v, 4) for k, v in d.items()}
@@ -114,9 +118,10 @@ def load_real(folder: Path, labelled: bool, image_px: int) -> tuple[list[np.ndar
     return images, masks
 
 
-def pixel_range(spots: np.ndarray) -> list[float]:
-    """Pixel-size range (A/px) covering the 5-95 % of the real lattice-spot radii."""
-    lo, hi = np.percentile(spots, [5, 95]) * GRAPHENE_100 / 256
+def pixel_range(spots: np.ndarray, image_px: int) -> list[float]:
+    """Pixel-size range (A/px) covering 5-95 % of the real lattice-spot radii (1/image_px px^-1):
+    the {100} spots sit at radius image_px * pixel_size / 2.13 A."""
+    lo, hi = np.percentile(spots, [5, 95]) * GRAPHENE_100 / image_px
     return [round(float(np.clip(lo, 0.1, 1.0)), 3), round(float(np.clip(hi, lo, 1.0)), 3)]
 
 
@@ -179,7 +184,7 @@ def calibrate(cfg: DictConfig, real: Path, labelled: bool = False, structures: i
     before = distances(measure(base.images(1.0, 0.0, 1.0), base.masks() if labelled else None), target)
     log(f"before: {before}")
 
-    overrides: dict = {"grid": {"pixel_size": pixel_range(target.spots)}}
+    overrides: dict = {"grid": {"pixel_size": pixel_range(target.spots, int(cfg.grid.image_px))}}
     coverage = 1.0
     if labelled:
         real_median = float(np.median(target.fractions))
@@ -220,3 +225,54 @@ def calibrate(cfg: DictConfig, real: Path, labelled: bool = False, structures: i
     log(f"after: {after}")
     return {"overrides": overrides, "before": before, "after": after, "real": str(real), "n_real": len(images),
             "labelled": labelled, "pool": {"structures": structures, "variants": variants, "seed": seed}}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def write_calibration(result: dict, path: Path) -> Path:
+    """The overrides as YAML, headed by comments saying what they were fitted to and how well."""
+    lines = [f"# simulate calibrate: fitted to {result['n_real']} micrographs in {result['real']}"
+             f"{' (with labels)' if result['labelled'] else ''}",
+             f"# pool: {result['pool']}",
+             f"# distances before: {result['before']}",
+             f"# distances after:  {result['after']}",
+             "# use: simulate generate --calibration THIS_FILE [key=value ...]"]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n" + OmegaConf.to_yaml(OmegaConf.create(result["overrides"])))
+    return path
+
+
+def read_calibration(path: Path) -> list[str]:
+    """Hydra overrides (key=value) from a calibration YAML; an unreadable file names itself."""
+    from grapheneseg.config import ConfigError, load_config
+
+    path = Path(path)
+    try:
+        tree = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: calibration file not found") from None
+    except Exception as err:  # YAML parser errors come in many types
+        raise ConfigError(f"{path}: not a readable calibration YAML ({err})") from None
+    if not isinstance(tree, dict) or not tree:
+        raise ConfigError(f"{path}: expected a mapping of config overrides (as `simulate calibrate` writes)")
+    overrides = [f"{key}={_hydra_value(value)}" for key, value in _flatten(tree).items()]
+    try:
+        load_config("simulate", overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return overrides
+
+
+def _hydra_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    return repr(value) if isinstance(value, float) else str(value)

@@ -1,4 +1,4 @@
-"""`simulate` command: generate | preview | inspect | compare (argparse over Hydra config overrides)."""
+"""`simulate` command: generate | preview | inspect | compare | calibrate (argparse over Hydra overrides)."""
 from __future__ import annotations
 
 import argparse
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--overwrite", action="store_true", help="replace an existing file")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.add_argument("--json", action="store_true", help="print run statistics as one JSON line")
+    gen.add_argument("--calibration", type=Path, help="YAML written by `simulate calibrate` (key=value overrides still win)")
 
     pre = sub.add_parser("preview", help="contact sheet of simulated images with mask outlines")
     pre.add_argument("--n", type=int, help="number of images (default: config preview.n)")
@@ -44,7 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--max-sim", type=int, default=500, help="use at most this many simulated images")
     cmp_.add_argument("--json", action="store_true")
 
-    for p in (gen, pre, ins, cmp_):
+    cal = sub.add_parser("calibrate", help="fit the simulator's ranges to a folder of micrographs")
+    cal.add_argument("--real", type=Path, help="folder of micrographs (default: data.real_dir)")
+    cal.add_argument("--out", type=Path, required=True, help="YAML to write, for `simulate generate --calibration`")
+    cal.add_argument("--labelled", action="store_true", help="NAME_LABEL.png labels exist: also fit the contamination coverage")
+    cal.add_argument("--structures", type=int, default=16, help="exit waves in the search pool")
+    cal.add_argument("--variants", type=int, default=4, help="optics draws per exit wave in the pool")
+    cal.add_argument("--json", action="store_true")
+
+    for p in (gen, pre, ins, cmp_, cal):
         p.add_argument("overrides", nargs="*", help="config overrides key=value")
     return parser
 
@@ -52,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .driver import default_out, generate
 
-    cfg = load_config("simulate", flag_overrides(args, {f: f for f in ("n", "seed", "workers", "scheduler", "device")}))
+    from .calibration import read_calibration
+
+    calibration = read_calibration(args.calibration) if args.calibration else []
+    cfg = load_config("simulate", calibration + flag_overrides(args, {f: f for f in ("n", "seed", "workers", "scheduler", "device")}))
     out = args.out or default_out(cfg)
     stats = generate(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     save_config(cfg, out.parent, name=f"{out.stem}.yaml")
@@ -104,7 +116,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "inspect": cmd_inspect, "preview": cmd_preview, "compare": cmd_compare}
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibrate, write_calibration
+
+    cfg = load_config("simulate", flag_overrides(args, {}))
+    result = calibrate(cfg, args.real or real_dir(cfg), labelled=args.labelled, structures=args.structures, variants=args.variants)
+    write_calibration(result, args.out)
+    save_config(cfg, args.out.parent, name=f"{args.out.stem}.base.yaml")
+    print(f"wrote {args.out}; distances before {result['before']['total']:.3f}, after {result['after']['total']:.3f} "
+          f"(simulate generate --calibration {args.out})")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "inspect": cmd_inspect, "preview": cmd_preview, "compare": cmd_compare,
+            "calibrate": cmd_calibrate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -128,10 +128,12 @@ def radial_spectrum(image: np.ndarray) -> np.ndarray:
 
 
 def spot_radius(spectrum: np.ndarray) -> float:
-    """Radius of the strongest lattice ring: peak of log spectrum over a smooth background."""
+    """Radius of the strongest lattice ring: peak of log spectrum over a smooth background
+    (in 1/n px^-1 units for an n px image; the search range scales from 256 px)."""
     log = np.log(spectrum + 1e-12)
-    background = ndimage.median_filter(log, size=15, mode="nearest")
-    lo, hi = SPOT_SEARCH
+    scale = (len(spectrum) - 1) / 128
+    background = ndimage.median_filter(log, size=max(3, int(round(15 * scale)) | 1), mode="nearest")
+    lo, hi = (int(round(r * scale)) for r in SPOT_SEARCH)
     return float(lo + np.argmax((log - background)[lo:hi]))
 
 
