@@ -115,7 +115,7 @@ def bench_fft(repeats: int = 20) -> list[dict]:
     import pyfftw
 
     rows = []
-    for n in (400, 432, 480, 500, 512, 560, 576, 600, 640, 672, 700, 720, 768, 800):
+    for n in (400, 432, 480, 500, 512, 540, 560, 576, 588, 600, 640, 672, 720, 756, 768, 800, 840, 864, 972, 1008):
         row = {"n": n}
         for flag in ("FFTW_ESTIMATE", "FFTW_MEASURE"):
             pyfftw.forget_wisdom()

@@ -55,9 +55,9 @@ def configure_abtem(device: str = "cpu") -> None:
     )
 
 
-# Exit-wave grids are drawn from this list: 2-3-5 smooth sizes whose FFTW_ESTIMATE plans are fast
-# here (512 and 576, for instance, estimate 2-3x slower than 500 and 600; benchmarks/bench_simulate.py --fft).
-GRID_SIZES = (128, 160, 192, 256, 320, 400, 432, 500, 560, 600, 640, 720, 800, 864, 1000, 1080, 1200, 1280, 1440, 1500)
+# Exit-wave grids are drawn from this list: 2-3-5-7 smooth sizes each faster under FFTW_ESTIMATE than
+# every larger size (512 estimates 3x slower than 500; `benchmarks/bench_simulate.py --fft`).
+GRID_SIZES = (128, 160, 192, 256, 320, 400, 432, 500, 540, 588, 640, 756, 840, 972, 1008, 1200, 1280, 1440, 1500)
 
 
 def grid_size(extent: float, sampling: float, at_least: int = 0) -> int:
@@ -92,8 +92,8 @@ def poisson_counts(mean: np.ndarray, z: np.ndarray) -> np.ndarray:
     `z` (standard normal, one per pixel) is drawn independently of the image, so a last-bit change
     in one mean can change at most that pixel's count and never shifts the random stream the way
     a rejection sampler (numpy's `poisson`) does. The quantile comes from the Cornish-Fisher
-    expansion; where it lands within 0.1 of an integer step the step is settled with the exact CDF
-    (scipy `pdtr`), and means below 20 use scipy's exact quantile: the counts equal
+    expansion; where it lands within 0.05 of an integer step the step is settled with the exact CDF
+    (scipy `pdtr`), and means below 50 use scipy's exact quantile: the counts equal
     `scipy.stats.poisson.ppf(ndtr(z), mean)` (tests/test_simulate_reproducible.py).
     """
     from scipy import special, stats
@@ -114,7 +114,7 @@ def poisson_counts(mean: np.ndarray, z: np.ndarray) -> np.ndarray:
 
 
 APERTURE_EDGE = 1.05  # the CTF is evaluated out to this multiple of the aperture (its soft edge)
-CF_WINDOW, CF_MIN_MEAN = 0.1, 20.0
+CF_WINDOW, CF_MIN_MEAN = 0.05, 50.0
 
 
 @dataclass
