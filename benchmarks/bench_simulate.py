@@ -8,7 +8,12 @@ Measures, on this machine:
    one variant per exit wave, on a few images: seconds per image, and the speed-up ratio.
 3. (--fft) FFTW_ESTIMATE vs FFTW_MEASURE time of one in-place complex64 n x n transform for the
    candidate exit-wave grid sizes (why imaging.GRID_SIZES holds the sizes it holds).
-4. (--accuracy) Exit-wave accuracy vs a 0.05 A / 1 A-slice reference after CTF and resampling to
+4. (--seam) How much of a line of atoms on the cell's periodic seam shows in the image (max |I - mean|
+   relative to the same line in view) for the extreme default optics, by border width, and the
+   border `simulate` sizes from the optics.
+5. (--structures) Structure building: seconds per default structure and the ring census of the
+   stitched grain boundaries (ring sizes from the Delaunay dual, counted once per ring).
+6. (--accuracy) Exit-wave accuracy vs a 0.05 A / 1 A-slice reference after CTF and resampling to
    256 px: relative RMS error (fraction of the noiseless image's std) for candidate samplings and
    slicings, raw and after the best constant defocus offset (which the random defocus absorbs).
 
@@ -133,21 +138,88 @@ def bench_fft(repeats: int = 20) -> list[dict]:
     return rows
 
 
+def bench_seam() -> list[dict]:
+    from ase import Atoms
+
+    from simulate.imaging import Optics, wave_px
+    from simulate.pipeline import border_px
+    from simulate.structures import Structure
+
+    cfg = load_config("simulate")
+    configure_abtem("cpu")
+    p, image_px, energy, cutoff = 0.30, 64, cfg.optics.energy, cfg.optics.semiangle_cutoff
+
+    def line(optics, margin, seam):
+        full = image_px + 2 * margin
+        extent = full * p
+        ys = np.arange(0, extent, 1.42)
+        pos = np.column_stack([np.full(len(ys), 0.0 if seam else extent / 2), ys, np.ones(len(ys))])
+        s = Structure(Atoms(f"C{len(ys)}", positions=pos, cell=[extent, extent, 2.0], pbc=True), extent,
+                      np.zeros(len(ys), bool), np.zeros((1, 2)), np.zeros(1))
+        wave = exit_wave(s, min(0.2, extent / wave_px(full, p, energy, cutoff)), 2.0, 4.0, energy)
+        image = VariantImager(wave, extent, energy, image_px, margin, None, cutoff).noiseless(optics)
+        return float(np.abs(image - image.mean()).max())
+
+    rows = []
+    for focal_spread in (10.0, 30.0):
+        optics = Optics(defocus=150.0, cs=-1e5, astigmatism=40.0, astigmatism_angle=0.0, focal_spread=focal_spread,
+                        angular_spread=0.1, dose=1e4, mtf_c2=0.1, mtf_c3=0.6, mtf_c4=2.0, blur=0.15, gradient=0.0,
+                        gradient_angle=0.0, gradient_curvature=0.0, patchiness=0.0, patch_scale=20.0)
+        in_view = line(optics, 40, seam=False)
+        sized = border_px([optics], p, cfg)
+        row = {"focal_spread": focal_spread, "pixel_size": p, "sized_border_px": sized,
+               "leak_by_border_px": {m: round(line(optics, m, seam=True) / in_view, 4) for m in (8, 16, 24, 32, sized)}}
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
+def bench_structures(count: int = 40) -> dict:
+    from collections import Counter
+
+    from simulate.structures import honeycomb, ring_centres
+
+    cfg = load_config("simulate")
+    times, census = [], Counter()
+    for s in range(count):
+        rng = structure_rng(321, s)
+        extent = 310 * float(rng.uniform(*cfg.grid.pixel_size))  # typical cell with its optics-sized border
+        t0 = time.perf_counter()
+        build_structure(rng, extent, cfg.structure)
+        times.append(time.perf_counter() - t0)
+    for s in range(10):  # the census on 5-grain sheets
+        rng = np.random.default_rng(s)
+        extent = 120.0
+        centres = ring_centres(extent, rng.uniform(0, extent, (5, 2)), rng.uniform(0, 60, 5), rng.uniform(-2.46, 2.46, (5, 2)), 2.46)
+        _, _, rings = honeycomb(centres, extent)
+        sizes, counts = np.unique(rings, return_counts=True)
+        census.update({int(k): int(c // k) for k, c in zip(sizes, counts)})  # each ring seen by k atoms
+    return {"s_per_structure": round(float(np.mean(times)), 3), "ring_census_10_sheets_5_grains_120A": dict(sorted(census.items()))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--n", type=int, default=500, help="images for the generate benchmark (0 = skip)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--naive", type=int, default=4, help="images for the naive loop (0 = skip)")
     parser.add_argument("--accuracy", action="store_true", help="also run the sampling/slicing accuracy study")
     parser.add_argument("--fft", action="store_true", help="also time estimated vs measured FFT plans per grid size")
+    parser.add_argument("--seam", action="store_true", help="also measure the seam leak by border width")
+    parser.add_argument("--structures", action="store_true", help="also time structures and count boundary rings")
     args = parser.parse_args()
-    result = {"generate": bench_generate(args.n, args.workers)}
-    print(json.dumps(result["generate"]), file=sys.stderr, flush=True)
-    if args.naive:
+    result = {}
+    if args.n:
+        result["generate"] = bench_generate(args.n, args.workers)
+        print(json.dumps(result["generate"]), file=sys.stderr, flush=True)
+    if args.naive and args.n:
         result["naive"] = bench_naive(args.naive)
         result["speedup_vs_naive"] = round(result["generate"]["images_per_s"] / result["naive"]["images_per_s"], 1)
     if args.fft:
         result["fft"] = bench_fft()
+    if args.seam:
+        result["seam"] = bench_seam()
+    if args.structures:
+        result["structures"] = bench_structures()
     if args.accuracy:
         result["accuracy"] = bench_accuracy()
     print(json.dumps(result))
