@@ -7,7 +7,8 @@ contamination fraction and the contamination-to-lattice contrast. Each becomes a
 for identical sets (`distances`).
 
 The fit is cheap and deterministic:
-1. the pixel-size range comes straight from the real spot radii (p = 2.13 A x radius / 256 at 256 px);
+1. the pixel-size range comes straight from the real lattice rings ({100} at radius n p / 2.13 A,
+   {110} at n p / 1.23 A for an n px image; `lattice_pixel_size`);
 2. a pool of exit waves is simulated once at that pixel size; every candidate re-images the same
    variants with the same noise draws, only with the dose scaled, the blur shifted and the defocus
    range scaled (common random numbers keep the search smooth); a coordinate search over a few
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from scipy import ndimage
 
 from grapheneseg.formats import SUPPORTED, read_micrograph
 from grapheneseg.micrographs import LABEL_SUFFIX, DataError, load_labelled
@@ -46,6 +48,7 @@ class Statistics:
     """What `simulate compare` measures, per image, after preprocessing."""
 
     spots: np.ndarray
+    pixel_sizes: np.ndarray  # from the lattice rings (`lattice_pixel_size`)
     spectrum: np.ndarray  # median radial power spectrum
     hist: np.ndarray
     fractions: np.ndarray | None = None
@@ -57,6 +60,7 @@ def measure(images: list[np.ndarray], masks: list[np.ndarray] | None = None) -> 
     spectra = np.array([radial_spectrum(p) for p in pre])
     stats = Statistics(
         spots=np.array([spot_radius(s) for s in spectra]),
+        pixel_sizes=np.array([lattice_pixel_size(s, pre[0].shape[0]) for s in spectra]),
         spectrum=np.median(spectra, axis=0),
         hist=np.histogram(np.concatenate([p.ravel() for p in pre]), HIST_BINS, density=True)[0],
     )
@@ -118,11 +122,24 @@ def load_real(folder: Path, labelled: bool, image_px: int) -> tuple[list[np.ndar
     return images, masks
 
 
-def pixel_range(spots: np.ndarray, image_px: int) -> list[float]:
-    """Pixel-size range (A/px) covering 5-95 % of the real lattice-spot radii (1/image_px px^-1):
-    the {100} spots sit at radius image_px * pixel_size / 2.13 A."""
-    lo, hi = np.percentile(spots, [5, 95]) * GRAPHENE_100 / image_px
-    return [round(float(np.clip(lo, 0.1, 1.0)), 3), round(float(np.clip(hi, lo, 1.0)), 3)]
+LATTICE_SPACINGS = (GRAPHENE_100, 1.23)  # A: graphene {100} and {110} reflections
+
+
+def lattice_pixel_size(spectrum: np.ndarray, image_px: int) -> float:
+    """Pixel size (A/px) whose graphene {100} and {110} rings (radius image_px p / d) together stand
+    highest above the spectrum's smooth background: either ring may be the stronger one (in the real
+    set about one image in five shows {110} more strongly), so a single-ring peak would misread them."""
+    log = np.log(spectrum + 1e-12)
+    excess = log - ndimage.median_filter(log, size=max(3, int(round(15 * (len(spectrum) - 1) / 128)) | 1), mode="nearest")
+    sizes = np.arange(0.1, 1.0, 0.001)
+    score = sum(np.interp(image_px * sizes / d, np.arange(len(excess)), excess, right=0.0) for d in LATTICE_SPACINGS)
+    return float(sizes[np.argmax(score)])
+
+
+def pixel_range(pixel_sizes: np.ndarray) -> list[float]:
+    """Pixel-size range (A/px) covering 5-95 % of the real micrographs' lattice pixel sizes."""
+    lo, hi = np.percentile(pixel_sizes, [5, 95])
+    return [round(float(lo), 3), round(float(hi), 3)]
 
 
 class Pool:
@@ -184,7 +201,7 @@ def calibrate(cfg: DictConfig, real: Path, labelled: bool = False, structures: i
     before = distances(measure(base.images(1.0, 0.0, 1.0), base.masks() if labelled else None), target)
     log(f"before: {before}")
 
-    overrides: dict = {"grid": {"pixel_size": pixel_range(target.spots, int(cfg.grid.image_px))}}
+    overrides: dict = {"grid": {"pixel_size": pixel_range(target.pixel_sizes)}}
     coverage = 1.0
     if labelled:
         real_median = float(np.median(target.fractions))
@@ -203,8 +220,9 @@ def calibrate(cfg: DictConfig, real: Path, labelled: bool = False, structures: i
     def score(p: dict) -> float:
         return distances(measure(pool.images(p["dose"], p["blur"], p["defocus"]), pool_masks), target)["total"]
 
-    params, best = {"dose": 1.0, "blur": 0.0, "defocus": 1.0}, None
+    params = {"dose": 1.0, "blur": 0.0, "defocus": 1.0}
     best = score(params)
+    log(f"fitted pixel size {overrides['grid']['pixel_size']}, start: total {best:.4f}")
     for sweep in range(2):
         for name, values in (("defocus", DEFOCUS_SCALES), ("dose", DOSE_SCALES), ("blur", BLUR_SHIFTS)):
             for value in values:
@@ -212,6 +230,7 @@ def calibrate(cfg: DictConfig, real: Path, labelled: bool = False, structures: i
                     continue
                 trial = dict(params, **{name: value})
                 total = score(trial)
+                log(f"  {name} {value}: total {total:.4f}")
                 if total < best - 1e-4:
                     best, params = total, trial
             log(f"sweep {sweep + 1} {name}: {params} total {best:.4f}")

@@ -6,11 +6,42 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from PIL import Image
+
 from grapheneseg.config import ConfigError, load_config
-from simulate.calibration import calibrate, distances, measure, pixel_range, read_calibration, write_calibration
+from simulate.calibration import calibrate, distances, lattice_pixel_size, measure, read_calibration, write_calibration
 from simulate.cli import main
+from simulate.report import radial_spectrum
 
 TINY = ["grid=tiny", "variants_per_structure=2", "workers=1"]
+
+
+def honeycomb(pixel_size: float, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A graphene-like image ({100} and {110} fringes at the given pixel size, a random rotation,
+    one amorphous blob, noise) and the blob's mask."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size].astype(float)
+    angle = rng.uniform(0, np.pi / 3)
+    image = np.zeros((size, size))
+    for d, offset in ((2.13, 0.0), (1.23, np.pi / 6)):
+        for j in range(3):
+            t = angle + offset + j * np.pi / 3
+            image += np.cos(2 * np.pi * pixel_size / d * (x * np.cos(t) + y * np.sin(t)))
+    mask = (x - rng.uniform(16, 48)) ** 2 + (y - rng.uniform(16, 48)) ** 2 < rng.uniform(8, 14) ** 2
+    blob = rng.normal(0, 1, (size, size))
+    image = 120 + 10 * np.where(mask, 0.2 * image + 2 * blob, image) + rng.normal(0, 2, (size, size))
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+@pytest.fixture
+def graphene_dir(tmp_path):
+    folder = tmp_path / "graphene"
+    folder.mkdir()
+    for i in range(5):
+        image, mask = honeycomb(0.40, seed=i)
+        Image.fromarray(image).save(folder / f"g{i}.png")
+        Image.fromarray((mask * 255).astype(np.uint8)).save(folder / f"g{i}_LABEL.png")
+    return folder
 
 
 def test_distances_are_zero_for_the_same_set_and_grow_with_noise(real_dir):
@@ -25,17 +56,19 @@ def test_distances_are_zero_for_the_same_set_and_grow_with_noise(real_dir):
     assert worse["high_frequency"] > 0.1 and worse["total"] > 0.1
 
 
-def test_pixel_range_from_spot_radii():
-    # a 256 px image at 0.30 and 0.47 A/px puts the {100} spots at 36 and 56.5
-    assert pixel_range(np.array([36.0] * 5 + [56.5] * 5), 256) == pytest.approx([0.30, 0.47], abs=0.005)
+@pytest.mark.parametrize("pixel_size", [0.25, 0.32, 0.40, 0.47, 0.60])
+def test_lattice_pixel_size_uses_both_rings(pixel_size):
+    image, _ = honeycomb(pixel_size, size=256, seed=1)
+    from grapheneseg.preprocessing import preprocess
+
+    assert lattice_pixel_size(radial_spectrum(preprocess(image.astype(np.float32))), 256) == pytest.approx(pixel_size, abs=0.006)
 
 
-def test_calibrate_and_generate_with_the_result(real_dir, tmp_path, capsys):
+def test_calibrate_and_generate_with_the_result(graphene_dir, tmp_path, capsys):
     cfg = load_config("simulate", TINY)
-    result = calibrate(cfg, real_dir, labelled=True, structures=2, variants=2, log=lambda *_: None)
-    # the synthetic lattice has 0.2 cycles/px: {100} spots at 12.8 / 64 px^-1, i.e. 0.426 A/px
+    result = calibrate(cfg, graphene_dir, labelled=True, structures=2, variants=2, log=lambda *_: None)
     lo, hi = result["overrides"]["grid"]["pixel_size"]
-    assert lo <= 0.426 + 0.02 and hi >= 0.426 - 0.02 and hi - lo < 0.1
+    assert 0.38 <= lo <= hi <= 0.42
     assert set(result["before"]) == set(result["after"]) >= {"spot_radius", "spectrum", "histogram", "label_fraction", "total"}
     path = write_calibration(result, tmp_path / "scope.yaml")
     assert "distances before" in path.read_text()
