@@ -19,21 +19,17 @@ from scipy.spatial import cKDTree
 from evaluate.atoms import find_atoms
 from grapheneseg.config import load_config
 from simulate.labels import VACUUM
-from simulate.pipeline import simulate_structure, structure_rng
-from simulate.structures import build_structure
+from simulate.pipeline import simulate_structure, structure_for
 
 BORDER = 4  # px ignored at the image edge (extrema there are truncated)
 
 
 def true_atoms(cfg, seed: int, s: int) -> tuple[np.ndarray, float]:
     """Graphene atom positions (row, col) in image px of structure s, and the pixel size."""
-    grid = cfg.grid
-    rng = structure_rng(seed, s)  # the same draws as simulate_structure
-    pixel_size = float(rng.uniform(*grid.pixel_size))
-    structure = build_structure(rng, (grid.image_px + 2 * grid.margin_px) * pixel_size, cfg.structure)
+    structure, pixel_size, margin = structure_for(cfg, seed, s)  # the structure simulate_structure images
     keep = ~structure.amorphous & (structure.atoms.numbers == 6)
     xy = np.mod(structure.atoms.positions[keep, :2], structure.extent)
-    return xy / (structure.extent / (grid.image_px + 2 * grid.margin_px)) - grid.margin_px, pixel_size
+    return xy / pixel_size - margin, pixel_size
 
 
 def main() -> None:

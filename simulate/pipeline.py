@@ -19,7 +19,7 @@ import numpy as np
 
 from .imaging import Optics, VariantImager, delocalisation, draw_optics, exit_wave, wave_px
 from .labels import make_labels
-from .structures import build_structure
+from .structures import Structure, build_structure
 
 STRUCTURE_FIELDS = (
     "pixel_size", "extent", "potential_sampling", "n_grains", "n_holes", "n_adatoms", "n_atoms",
@@ -60,6 +60,16 @@ def border_px(optics: list[Optics], pixel_size: float, cfg) -> int:
     return max(int(cfg.grid.margin_px), int(np.ceil(reach / pixel_size)))
 
 
+def structure_for(cfg, seed: int, s: int) -> tuple[Structure, float, int]:
+    """Structure s of a run, its pixel size and its border (output px each side): the image covers
+    cell coordinates [border, border + image_px) * pixel_size."""
+    rng = structure_rng(seed, s)
+    pixel_size = float(rng.uniform(*cfg.grid.pixel_size))
+    every = [draw_optics(variant_rng(seed, s, v), cfg.optics) for v in range(cfg.variants_per_structure)]
+    margin = border_px(every, pixel_size, cfg)
+    return build_structure(rng, (cfg.grid.image_px + 2 * margin) * pixel_size, cfg.structure), pixel_size, margin
+
+
 def simulate_structure(cfg, seed: int, s: int, variants: list[int]) -> tuple[list[Sample], dict[str, float]]:
     """Build structure s, compute its exit wave once and image the requested variants.
 
@@ -68,12 +78,8 @@ def simulate_structure(cfg, seed: int, s: int, variants: list[int]) -> tuple[lis
     """
     grid, timing = cfg.grid, dict.fromkeys(STAGES, 0.0)
     t0 = time.perf_counter()
-    rng = structure_rng(seed, s)
-    pixel_size = float(rng.uniform(*grid.pixel_size))
-    every = [draw_optics(variant_rng(seed, s, v), cfg.optics) for v in range(cfg.variants_per_structure)]
-    margin = border_px(every, pixel_size, cfg)
+    structure, pixel_size, margin = structure_for(cfg, seed, s)
     full_px = grid.image_px + 2 * margin
-    structure = build_structure(rng, full_px * pixel_size, cfg.structure)
     t1 = time.perf_counter()
     need = wave_px(full_px, pixel_size, cfg.optics.energy, cfg.optics.semiangle_cutoff)
     sampling = min(float(grid.potential_sampling), structure.extent / need)
