@@ -2,10 +2,12 @@
 
 The expensive part (potential + multislice, abTEM 1.0, projection='infinite') runs once per
 structure. Each variant then costs a few FFTs on a small grid: the exit wave is Fourier-cropped to
-`wave_oversampling` px per output px, multiplied by an abTEM CTF (defocus, Cs, two-fold astigmatism,
+the smallest grid that images without aliasing (`wave_px`), multiplied by an abTEM CTF (defocus, Cs, two-fold astigmatism,
 focal and angular spread, objective aperture), squared, Fourier-cropped to the output pixel size,
 multiplied by the detector MTF, lit by a smooth illumination gradient, given Poisson shot noise at
-the drawn dose and finally blurred (detector point spread after the noise). Arrays are indexed
+the drawn dose (`poisson_counts`, one normal draw per pixel) and finally blurred (detector point
+spread after the noise). FFT plans are estimated, never measured (`configure_abtem`), so the bytes
+do not depend on the process. Arrays are indexed
 [x, y] as in abTEM; the output image covers x, y in [margin, margin + image_px) * pixel_size.
 """
 from __future__ import annotations
@@ -58,11 +60,13 @@ def configure_abtem(device: str = "cpu") -> None:
 # Exit-wave grids are drawn from this list: 2-3-5-7 smooth sizes each faster under FFTW_ESTIMATE than
 # every larger size (512 estimates 3x slower than 500; `benchmarks/bench_simulate.py --fft`).
 GRID_SIZES = (128, 160, 192, 256, 320, 400, 432, 500, 540, 588, 640, 756, 840, 972, 1008, 1200, 1280, 1440, 1500)
+APERTURE_EDGE = 1.05  # the CTF is evaluated out to this multiple of the aperture (its soft edge)
+CF_WINDOW, CF_MIN_MEAN = 0.05, 50.0  # `poisson_counts`: exact-CDF check near a step; exact quantile below
 
 
-def grid_size(extent: float, sampling: float, at_least: int = 0) -> int:
-    """Smallest size in GRID_SIZES that samples `extent` at `sampling` or finer (and >= at_least)."""
-    need = max(int(np.ceil(extent / sampling - 1e-6)), at_least)
+def grid_size(extent: float, sampling: float) -> int:
+    """Smallest size in GRID_SIZES that samples `extent` at `sampling` or finer."""
+    need = int(np.ceil(extent / sampling - 1e-6))
     return next((n for n in GRID_SIZES if n >= need), scipy.fft.next_fast_len(need))
 
 
@@ -111,10 +115,6 @@ def poisson_counts(mean: np.ndarray, z: np.ndarray) -> np.ndarray:
     small = np.flatnonzero(flat_mean < CF_MIN_MEAN)
     flat_k[small] = stats.poisson.ppf(special.ndtr(flat_z[small]), flat_mean[small])
     return np.maximum(k, 0.0)
-
-
-APERTURE_EDGE = 1.05  # the CTF is evaluated out to this multiple of the aperture (its soft edge)
-CF_WINDOW, CF_MIN_MEAN = 0.05, 50.0
 
 
 @dataclass
