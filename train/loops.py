@@ -189,6 +189,8 @@ def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
         net.train()
+        if epoch < frozen_epochs:  # frozen encoder: its batch norm keeps the pretrained statistics
+            model.down.eval()
         train_set.set_epoch(epoch)
         order = epoch_order(len(train_set), seed, epoch, samples)
         order = order[rank:len(order) - len(order) % size:size]
