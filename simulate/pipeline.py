@@ -14,7 +14,7 @@ import numpy as np
 
 from .imaging import Optics, VariantImager, draw_optics, exit_wave
 from .labels import make_labels
-from .structures import build_structure
+from .structures import Structure, build_structure
 
 STRUCTURE_FIELDS = (
     "pixel_size", "extent", "potential_sampling", "n_grains", "n_holes", "n_adatoms", "n_atoms",
@@ -48,6 +48,14 @@ def variant_rng(seed: int, s: int, v: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, s, v)))
 
 
+def make_structure(cfg, seed: int, s: int) -> tuple[Structure, float]:
+    """Structure s of `seed` and its output pixel size (A/px), from the structure's own draws."""
+    rng = structure_rng(seed, s)
+    pixel_size = float(rng.uniform(*cfg.grid.pixel_size))
+    full_px = cfg.grid.image_px + 2 * cfg.grid.margin_px
+    return build_structure(rng, full_px * pixel_size, cfg.structure), pixel_size
+
+
 def simulate_structure(cfg, seed: int, s: int, variants: list[int]) -> tuple[list[Sample], dict[str, float]]:
     """Build structure s, compute its exit wave once and image the requested variants.
 
@@ -56,10 +64,7 @@ def simulate_structure(cfg, seed: int, s: int, variants: list[int]) -> tuple[lis
     """
     grid, timing = cfg.grid, dict.fromkeys(STAGES, 0.0)
     t0 = time.perf_counter()
-    rng = structure_rng(seed, s)
-    pixel_size = float(rng.uniform(*grid.pixel_size))
-    full_px = grid.image_px + 2 * grid.margin_px
-    structure = build_structure(rng, full_px * pixel_size, cfg.structure)
+    structure, pixel_size = make_structure(cfg, seed, s)
     t1 = time.perf_counter()
     sampling = min(float(grid.potential_sampling), pixel_size / grid.wave_oversampling)
     wave = exit_wave(structure, sampling, grid.slice_thickness, grid.amorphous_slice_thickness, cfg.optics.energy)
