@@ -14,9 +14,7 @@ import argparse
 import json
 
 import numpy as np
-from scipy.spatial import cKDTree
-
-from evaluate.atoms import find_atoms
+from evaluate.atoms import find_atoms, match_atoms
 from grapheneseg.config import load_config
 from simulate.labels import VACUUM
 from simulate.pipeline import simulate_structure, structure_for
@@ -50,14 +48,13 @@ def main() -> None:
         truth = truth[~excluded[r, c]]
         graph = find_atoms(sample.image, mask=excluded, pixel_size=pixel_size)
         found = graph.atoms[np.all((graph.atoms >= BORDER) & (graph.atoms < size - BORDER), axis=1)]
-        tol = 0.5 / pixel_size
-        dist, idx = cKDTree(truth).query(found, distance_upper_bound=tol) if len(truth) and len(found) else ([], [])
-        matched = len(set(np.asarray(idx)[np.isfinite(dist)].tolist())) if len(found) else 0
+        precision, recall = match_atoms(found, truth, tolerance=0.5 / pixel_size)
+        matched = round(recall * len(truth))
         found_total, truth_total, matched_total = found_total + len(found), truth_total + len(truth), matched_total + matched
         defocus = float(sample.meta["defocus"]) if "defocus" in sample.meta.dtype.names else float("nan")
         rows.append({"structure": s, "pixel_size": pixel_size, "defocus_A": defocus, "contrast": graph.contrast,
                      "true": len(truth), "found": len(found),
-                     "precision": matched / max(len(found), 1), "recall": matched / max(len(truth), 1)})
+                     "precision": precision, "recall": recall})
         print(f"structure {s}: {pixel_size:.3f} A/px, defocus {defocus:+.0f} A, {graph.contrast}-atom contrast, "
               f"precision {rows[-1]['precision']:.3f}, recall {rows[-1]['recall']:.3f} ({len(truth)} true atoms)")
     pooled = {"precision": matched_total / max(found_total, 1), "recall": matched_total / max(truth_total, 1)}

@@ -17,9 +17,9 @@ import scipy.ndimage
 from scipy.spatial import cKDTree
 
 from .bragg import BraggParams, find_peaks
+from grapheneseg import GRAPHENE_D100 as D100
 from grapheneseg.preprocessing import preprocess
 
-D100 = 2.13  # graphene {100} lattice-plane spacing, A
 BOND = 1.42  # C-C bond length, A
 
 

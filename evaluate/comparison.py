@@ -23,8 +23,8 @@ from grapheneseg.config import load_config, save_config
 from grapheneseg.metrics import scores
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
-from .report import (Arm, arm_from_bragg_cv, arm_from_train_cv, plot_data_efficiency, plot_error_examples,
-                     plot_per_image, write_report)
+from .report import (Arm, arm_from_bragg_cv, arm_from_train_cv, error_example_names, plot_data_efficiency,
+                     plot_error_examples, plot_per_image, write_report)
 from grapheneseg.splits import load_or_make_splits
 
 REAL_ONLY, SIM_ONLY, FINETUNED, BRAGG = ("U-Net real-only", "U-Net sim-only", "U-Net sim-pretrained + fine-tuned",
@@ -71,14 +71,13 @@ def _sim_only_arm(ckpt: Path, real: Path, splits: list[dict]) -> Arm:
 
 def _error_examples(arms: dict[str, Arm], real: Path, splits: list[dict], bragg_dir: Path,
                     run_dirs: dict[str, Path], sim_ckpt: Path) -> list:
-    """Best, median and worst test images of the fine-tuned arm, with every arm's prediction."""
+    """Best, median and worst contaminated test images of the fine-tuned arm, with every arm's prediction."""
     from train.inference import load_models, predict_probability
     from train.crossval import fold_dir
 
     data = load_labelled(real)
     index = {n: i for i, n in enumerate(data.names)}
-    ranked = sorted((v, n) for n, v in arms[FINETUNED].image_scores().items() if "@" not in n)
-    picks = [("worst", ranked[0][1]), ("median", ranked[len(ranked) // 2][1]), ("best", ranked[-1][1])]
+    picks = error_example_names(arms[FINETUNED])
     bragg_params = {(s["repeat"], s["fold"]): bragg.BraggParams(**s["params"])
                     for s in json.loads((bragg_dir / "bragg_cv.json").read_text())["splits"]}
     examples = []

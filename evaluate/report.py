@@ -11,7 +11,7 @@ import base64
 import html
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ class Arm:
     per_fold: list[dict[str, float]]
     counts: dict[str, list[int]]
     source: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def summary(self) -> dict[str, dict[str, float]]:
@@ -73,10 +72,15 @@ def arm_from_train_cv(run_dir: Path, name: str) -> Arm:
     return Arm(name, per_fold, counts, str(run_dir))
 
 
-def arm_from_score(path: Path, name: str) -> Arm:
-    """From `evaluate score --out FILE` (one model on a whole folder: a single 'fold')."""
-    data = json.loads(Path(path).read_text())
-    return Arm(name, [{"repeat": 0, "fold": 0, **data["pooled"]}], data["counts"], str(path))
+def error_example_names(arm: Arm, metric: str = "jaccard") -> list[tuple[str, str]]:
+    """(title, image name) of the worst, median and best test images of `arm` by `metric`, among
+    the images whose label holds contamination: an empty label scores 1.0 by definition and would
+    always be "best". First repeat only (names without "@repeatR")."""
+    ranked = sorted((scores(np.array(c))[metric], n) for n, c in arm.counts.items()
+                    if "@" not in n and c[0] + c[2] > 0)  # counts [tp, fp, fn, tn]: truth = tp + fn
+    if not ranked:
+        raise ValueError(f"{arm.name}: no test image holds contamination; no error examples to show")
+    return [("worst", ranked[0][1]), ("median", ranked[len(ranked) // 2][1]), ("best", ranked[-1][1])]
 
 
 def table1(arms: list[Arm], baseline: str = "Bragg filter") -> list[dict[str, Any]]:

@@ -8,3 +8,5 @@ train <- evaluate.
 """
 
 __version__ = "0.1.0"
+
+GRAPHENE_D100 = 2.13  # A, spacing of graphene's {100} lattice planes (a sqrt(3) / 2, a = 2.46 A)

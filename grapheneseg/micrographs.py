@@ -2,10 +2,13 @@
 
 Labels: every pixel > 0 is contamination (the positive class), 0 is everything else. Labels that
 are not strictly binary (e.g. 0/255 resampled with interpolation, or 0/1) are binarised the same
-way; the fraction of intermediate values is reported by `LabelledSet.nonbinary`.
+way; the fraction of intermediate values is kept in `LabelledSet.nonbinary` and reported in a
+warning. A folder is checked whole before anything is used (as nnU-Net's dataset integrity check):
+the error lists every broken pair, not only the first.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,27 +79,45 @@ def find_pairs(folder: Path) -> list[tuple[str, Path, Path]]:
     images = {p.stem: p for p in files if not p.stem.endswith(LABEL_SUFFIX)}
     if not images and not labels:
         raise DataError(f"{folder}: no NAME.png / NAME{LABEL_SUFFIX}.png pairs found (empty folder)")
-    for name in sorted(images.keys() - labels.keys()):
-        raise DataError(f"{images[name]}: image without label (expected {name}{LABEL_SUFFIX}.png)")
-    for name in sorted(labels.keys() - images.keys()):
-        raise DataError(f"{labels[name]}: label without image (expected {name}.png)")
+    problems = [f"{images[n]}: image without label (expected {n}{LABEL_SUFFIX}.png)"
+                for n in sorted(images.keys() - labels.keys())]
+    problems += [f"{labels[n]}: label without image (expected {n}.png)" for n in sorted(labels.keys() - images.keys())]
+    _raise_all(folder, problems)
     return [(name, images[name], labels[name]) for name in sorted(images)]
 
 
+def _raise_all(folder: Path, problems: list[str]) -> None:
+    """One DataError naming every broken file of `folder` (nothing when `problems` is empty)."""
+    if len(problems) == 1:
+        raise DataError(problems[0])
+    if problems:
+        raise DataError(f"{folder}: {len(problems)} broken pairs:\n  " + "\n  ".join(problems))
+
+
 def load_labelled(folder: Path) -> LabelledSet:
-    """Load every pair of `folder`, checking that image and label have the same size."""
-    result = LabelledSet([], [], [])
+    """Load every pair of `folder`, checking that image and label have the same size; every
+    unreadable file or mismatched pair is listed in one DataError."""
+    result, problems = LabelledSet([], [], []), []
     for name, image_path, label_path in find_pairs(folder):
-        image = read_image(image_path)
-        mask, nonbinary = read_label(label_path)
+        try:
+            image = read_image(image_path)
+            mask, nonbinary = read_label(label_path)
+        except DataError as err:
+            problems.append(str(err))
+            continue
         if image.shape != mask.shape:
-            raise DataError(
-                f"{label_path}: size {mask.shape[::-1]} does not match image {image_path.name} "
-                f"size {image.shape[::-1]} (width x height)"
-            )
+            problems.append(f"{label_path}: size {mask.shape[::-1]} does not match image {image_path.name} "
+                            f"size {image.shape[::-1]} (width x height)")
+            continue
         result.names.append(name)
         result.images.append(image)
         result.masks.append(mask)
         if nonbinary > 0:
             result.nonbinary[name] = nonbinary
+    _raise_all(Path(folder), problems)
+    if result.nonbinary:
+        worst = max(result.nonbinary, key=result.nonbinary.get)
+        warnings.warn(f"{folder}: {len(result.nonbinary)} of {len(result)} labels are not strictly binary "
+                      f"(most: {worst}{LABEL_SUFFIX}.png, {100 * result.nonbinary[worst]:.1f} % of its pixels "
+                      f"between 0 and its maximum); binarised as label > 0", stacklevel=2)
     return result

@@ -27,6 +27,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from scipy import ndimage
 
+from grapheneseg import GRAPHENE_D100 as GRAPHENE_100
 from grapheneseg.formats import SUPPORTED, read_micrograph
 from grapheneseg.micrographs import LABEL_SUFFIX, DataError, load_labelled
 from grapheneseg.preprocessing import preprocess
@@ -34,7 +35,7 @@ from grapheneseg.preprocessing import preprocess
 from .imaging import VariantImager, configure_abtem, draw_optics, exit_wave, wave_px
 from .labels import make_labels
 from .pipeline import border_px, structure_rng, variant_rng
-from .report import GRAPHENE_100, HIST_BINS, contrast_ratio, radial_spectrum, spot_radius
+from .report import HIST_BINS, contrast_ratio, radial_spectrum, spot_radius
 from .structures import build_structure
 
 DOSE_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)

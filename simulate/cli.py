@@ -96,7 +96,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
     cfg = load_config("simulate", flag_overrides(args, {"seed": "seed"}))
     out = args.out or Path(cfg.preview.out)
-    n = args.n or int(cfg.preview.n)
+    n = int(cfg.preview.n) if args.n is None else args.n
     preview(cfg, n, out, source=args.source)
     save_config(cfg, out.parent, name=f"{out.stem}.yaml")
     print(f"wrote {out}")

@@ -19,12 +19,12 @@ import numpy as np  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
+from grapheneseg import GRAPHENE_D100  # noqa: E402
 from grapheneseg.micrographs import load_labelled  # noqa: E402
 from grapheneseg.preprocessing import preprocess  # noqa: E402
 
 from .dataset import open_dataset  # noqa: E402
 
-GRAPHENE_100 = 2.13  # A, d-spacing of the graphene {100} reflections
 SPOT_SEARCH = (25, 75)  # radii (1/256 px^-1 units) searched for the lattice ring
 HIST_BINS = np.linspace(-5, 5, 101)
 
@@ -178,7 +178,7 @@ def compare(sim: Path, real: Path, out: Path, max_sim: int = 500) -> dict:
         "n_sim": k,
         "n_real": len(real_set),
         "spot_radius": {"sim": _distribution(s["spots"]), "real": _distribution(r["spots"]),
-                        "sim_expected_from_pixel_size": _distribution(256 * meta["pixel_size"] / GRAPHENE_100)},
+                        "sim_expected_from_pixel_size": _distribution(256 * meta["pixel_size"] / GRAPHENE_D100)},
         "histogram_overlap": float(np.sum(np.minimum(s["hist"], r["hist"])) * np.diff(HIST_BINS)[0]),
         "spectrum_log10_ratio": {
             "mean_abs": float(np.mean(np.abs(np.log10(mean_s[band] / mean_r[band])))),
@@ -205,8 +205,9 @@ def _compare_figure(s: dict, r: dict, radii: np.ndarray, path: Path) -> None:
         ax[1, 0].plot(0.5 * (HIST_BINS[1:] + HIST_BINS[:-1]), stats["hist"], color=colour, label=name)
         ax[1, 1].hist(stats["fractions"], bins=np.linspace(0, 1, 21), alpha=0.5, color=colour, density=True, label=name)
     ax[0, 0].set(yscale="log", xlabel="radius (1/256 px$^{-1}$)", ylabel="power", title="radial power spectrum")
-    ax[0, 1].axvspan(36, 56, color="grey", alpha=0.15)
-    ax[0, 1].set(xlabel="lattice-spot radius (1/256 px$^{-1}$)", title="{100} spot radius (grey: real 36-56)")
+    lo, hi = np.min(r["spots"]), np.max(r["spots"])
+    ax[0, 1].axvspan(lo, hi, color="grey", alpha=0.15)
+    ax[0, 1].set(xlabel="lattice-spot radius (1/256 px$^{-1}$)", title=f"{{100}} spot radius (grey: real {lo:.0f}-{hi:.0f})")
     ax[1, 0].set(yscale="log", xlabel="preprocessed intensity", title="intensity histogram")
     ax[1, 1].set(xlabel="contamination fraction", title="labelled contamination per image")
     for a in ax.ravel():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from evaluate.cli import main
@@ -30,18 +31,36 @@ def test_tiny_report_end_to_end(tmp_path: Path, capsys) -> None:
     arms = [r["arm"] for r in metrics["table1"]]
     assert arms == ["Bragg filter", "U-Net real-only", "U-Net sim-only", "U-Net sim-pretrained + fine-tuned"]
     assert all(r["folds"] == 2 for r in metrics["table1"])
-    # identical folds: every arm scored exactly the same test images
-    images = {a: set(v) for a, v in metrics["per_image_jaccard"].items()}
-    assert len({frozenset(v) for v in images.values()}) == 1 and len(images["Bragg filter"]) == 8
+    # identical folds: every arm tested each fold on exactly the images splits.json puts in it
+    splits = {(s["repeat"], s["fold"]): sorted(s["test"]) for s in json.loads((out / "splits.json").read_text())}
+    assert len(splits) == 2 and sorted(sum(splits.values(), [])) == [f"img{i:02d}" for i in range(8)]
+    bragg = json.loads(Path(metrics["sources"]["Bragg filter"]).read_text())["splits"]
+    assert {(s["repeat"], s["fold"]): sorted(s["per_image"]) for s in bragg} == splits
+    trained = [r["folder"] for r in metrics["provenance"]["runs"].values() if "folder" in r and "arms/bragg" not in r["folder"]]
+    assert len(trained) == 4  # real-only and fine-tuned, at K = 3 and on all training images
+    for run in trained:
+        folds = [json.loads(p.read_text()) for p in Path(run).glob("fold_*/metrics.json")]
+        assert {(f["repeat"], f["fold"]): sorted(f["counts"]) for f in folds} == splits, run
     assert set(metrics["data_efficiency"]["U-Net real-only"]) == {"3", "4"}
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3
     assert metrics["provenance"]["sim_checkpoint"]["sha256"]
-    # a second run reuses every finished arm (no new run folders)
-    before = sorted(p.name for p in (out / "arms").iterdir())
-    assert main(args) == 0
-    assert sorted(p.name for p in (out / "arms").iterdir()) == before
+    # a second run reuses every finished arm: nothing is trained or fitted again
+    import evaluate.bragg
+    import train.crossval
 
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished arm was run again")
+    models = {p: p.stat().st_mtime_ns for p in (out / "arms").rglob("*.ckpt")}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train.crossval, "fit", refuse)
+        patch.setattr(evaluate.bragg, "run_bragg_cv", refuse)
+        assert main(args) == 0, capsys.readouterr().err
+        assert json.loads((out / "metrics.json").read_text())["table1"] == metrics["table1"]
+        assert {p: p.stat().st_mtime_ns for p in (out / "arms").rglob("*.ckpt")} == models
+        # ... and a changed training config is not served from the old runs
+        with pytest.raises(AssertionError, match="a finished arm was run again"):
+            main([*args, "train.loop.epochs=2"])
 
 def test_tiny_report_on_a_test_folder(tmp_path: Path, capsys) -> None:
     real = write_labelled_folder(tmp_path / "real", n=6)

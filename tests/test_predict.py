@@ -1,26 +1,14 @@
-"""Inference library (train.inference): checkpoints and run folders, ensembles, scores."""
+"""Inference library (train.inference): checkpoints and run folders, ensembles.
+(Scores against a known answer: tests/test_scoring_known_answer.py.)"""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from grapheneseg.metrics import METRICS
-from train.inference import checkpoint_paths, for_inference, load_models, predict_probability, score_model
+from train.inference import checkpoint_paths, for_inference, load_models, predict_probability
 from train.checkpoints import CheckpointError, save_checkpoint
 from train.model import architecture, build_model
-
-
-def write_pairs(folder, n=3, size=64):
-    rng = np.random.default_rng(1)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(folder / f"im{i}.png")
-        mask = np.zeros((size, size), np.uint8)
-        mask[10:30, 10:30] = 255
-        Image.fromarray(mask).save(folder / f"im{i}_LABEL.png")
-    return folder
 
 
 def save_model(path, seed, depth=2, batch_norm=True):
@@ -56,10 +44,3 @@ def test_run_folder_is_an_ensemble_of_folds(tmp_path):
     with pytest.raises(CheckpointError, match="empty"):
         checkpoint_paths((tmp_path / "empty").mkdir() or tmp_path / "empty")
 
-
-def test_score_model_reports_six_pooled_metrics(tmp_path):
-    path, _ = save_model(tmp_path / "m.ckpt", 0)
-    result = score_model(path, write_pairs(tmp_path / "test"))
-    assert set(result["pooled"]) == set(METRICS) and result["n_images"] == 3
-    assert set(result["scores"]) == {"im0", "im1", "im2"} and result["n_models"] == 1
-    assert all(sum(c) == 64 * 64 for c in result["counts"].values())

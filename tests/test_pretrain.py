@@ -3,10 +3,7 @@ tiny U-Nets, a few steps."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -14,6 +11,7 @@ import numpy as np
 import pytest
 
 from grapheneseg.config import load_config
+from grapheneseg.metrics import pooled
 from simulate.dataset import DatasetWriter
 from simulate.pipeline import META_DTYPE
 from tests.conftest import synthetic_micrograph, write_labelled_folder
@@ -99,15 +97,17 @@ def test_pretrain_then_finetune_round_trip(sim_file, tmp_path, capsys):
     summary = pretrain(cfg, [sim_file], ckpt, real_val=real)
     assert summary["train_images"] + summary["val_images"] == 12 and summary["val_images"] > 0
     assert set(summary["sim_val"]) >= {"jaccard", "precision"} and "jaccard" in summary["real_val"]
-    assert summary["images_per_second"] > 0
+    # throughput = samples / seconds: 2 epochs x 8 samples (seconds rounded to 0.1 in the summary)
+    ips, seconds = summary["images_per_second"], summary["seconds"]
+    assert 16 / (seconds + 0.05) - 0.05 <= ips <= 16 / max(seconds - 0.05, 1e-9) + 0.05
     payload = read_checkpoint(ckpt)
     assert payload["architecture"]["features"] == 4 and (tmp_path / "sim.yaml").exists()
     assert json.loads((tmp_path / "sim.history.json").read_text())["history"][-1]["epoch"] == 2
     assert pretrain(cfg, [sim_file], ckpt, resume=True) == summary  # finished: read back
 
-    # the zero-shot model scores like any model
+    # the real images watched while pretraining are scored as `score_model` scores them
     from train.inference import score_model
-    assert 0 <= score_model(ckpt, real)["pooled"]["jaccard"] <= 1
+    assert summary["real_val"] == pytest.approx(score_model(ckpt, real)["pooled"], abs=1e-6)
 
     # fine-tune with the CLI: 3-fold CV on 2 of each fold's 4 training images, simulations mixed in
     run = tmp_path / "ft"
@@ -116,9 +116,12 @@ def test_pretrain_then_finetune_round_trip(sim_file, tmp_path, capsys):
                  "loop.samples_per_epoch=null", "finetune.freeze_encoder_epochs=1",
                  f"finetune.sim_data=[{sim_file}]", "finetune.sim_fraction=0.5"])
     assert code == 0
-    pooled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert 0 <= pooled["jaccard"] <= 1
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     cv = json.loads((run / "cv_metrics.json").read_text())
+    # the printed figure is the pooled metric over every test pixel of the 3 folds
+    folds = [json.loads(p.read_text()) for p in sorted(run.glob("fold_*/metrics.json"))]
+    counts = [np.array(c) for f in folds for c in f["counts"].values()]
+    assert len(counts) == 6 and printed == cv["pooled"] == pytest.approx(pooled(counts))
     assert cv["n_real"] == 2 and cv["pretrained"] == str(ckpt)
     fold = json.loads((run / "fold_0" / "metrics.json").read_text())
     assert len(fold["train_images"]) == 2
@@ -165,17 +168,3 @@ def test_mismatched_checkpoint_names_the_field(sim_file, tmp_path, capsys):
                  str(tmp_path / "run2"), "model.depth=3", "model.features=4", "model.batch_norm=true"])
     assert code == 1 and "model.depth is 2 in the pretrained checkpoint but 3" in capsys.readouterr().err
 
-
-def test_two_process_ddp_pretraining_on_cpu(sim_file, tmp_path):
-    """torchrun with 2 CPU processes (gloo): one checkpoint, both processes in one group."""
-    out = tmp_path / "ddp.ckpt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "train.cli", "pretrain", "--data", str(sim_file), "--out", str(out), "--json",
-         *TINY_MODEL, *TINY_LOOP, "device=cpu"],
-        capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["world_size"] == 2
-    assert read_checkpoint(out)["epoch"] == 2

@@ -15,7 +15,7 @@ TINY = ["grid=tiny", "variants_per_structure=2", "n=4", "workers=1"]
 def test_local_cluster_matches_local_processes(tmp_path):
     local = tmp_path / "local.h5"
     driver.generate(load_config("simulate", TINY), local, progress=False)
-    # the nanny's MALLOC_TRIM_THRESHOLD_ halves abTEM's throughput (DESIGN.md): leave it unset
+    # the nanny's MALLOC_TRIM_THRESHOLD_ halves abTEM's throughput: leave it unset
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster:
             remote = tmp_path / "dask.h5"

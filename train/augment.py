@@ -13,7 +13,10 @@ or contrast change is undone by standardisation:
    random crop.
 
 Every sample is drawn from its own seed (run seed, epoch, image index), so the augmented stream
-is the same whatever the number of data-loader workers and after a resume.
+is the same whatever the number of data-loader workers and after a resume. Albumentations'
+`set_random_seed` hands one seed to every transform of a pipeline, which would make their
+"apply or not" draws identical (brightness always with gamma, noise always with blur) and tie
+the dihedral choice to them; `seed_pipeline` gives each transform its own seed instead.
 """
 from __future__ import annotations
 
@@ -46,6 +49,14 @@ def geometric_transform(crop: int | None) -> A.Compose:
     return A.Compose(steps)
 
 
+def seed_pipeline(pipeline: A.Compose, seed: int, stage: int) -> None:
+    """Seed `pipeline` and each of its transforms with independent seeds drawn from (seed, stage)."""
+    seeds = np.random.SeedSequence([int(seed), int(stage)]).generate_state(len(pipeline.transforms) + 1)
+    pipeline.set_random_seed(int(seeds[0]))
+    for transform, own in zip(pipeline.transforms, seeds[1:]):
+        transform.set_random_seed(int(own))
+
+
 class Augmenter:
     """Callable (flat-fielded image, mask, seed) -> (standardised float32 image, uint8 mask)."""
 
@@ -61,8 +72,8 @@ class Augmenter:
             return standardise(flat).astype(np.float32), mask
         lo, hi = float(flat.min()), float(flat.max())
         unit = ((flat - lo) / max(hi - lo, 1e-12)).astype(np.float32)
-        self.intensity.set_random_seed(seed)
+        seed_pipeline(self.intensity, seed, 0)
         image = standardise(self.intensity(image=unit)["image"]).astype(np.float32)
-        self.geometric.set_random_seed(seed)
+        seed_pipeline(self.geometric, seed, 1)
         out = self.geometric(image=image, mask=mask)
         return np.ascontiguousarray(out["image"]), np.ascontiguousarray(out["mask"])

@@ -14,6 +14,7 @@ Layout (FORMAT, version 1):
 from __future__ import annotations
 
 import os
+import pickle
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -70,6 +71,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
+            # not PyTorch's advice (weights_only=False would run the file's code): say what it is
+            raise CheckpointError(f"{path}: not a {FORMAT} checkpoint of this tool: it holds Python objects "
+                                  f"other than tensors and plain data, which this tool never writes") from None
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or another file "
                               f"type): {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -127,7 +127,8 @@ def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
     pretraining on simulations). Writes `out_dir/last.ckpt` (weights + optimizer state) every
     `loop.checkpoint_every` epochs and at the end; with `resume` continues from it. Returns the
     model and {"history": [per-epoch dict], "final": last record, "seconds": training time,
-    "steps", "samples", "world_size"}.
+    "steps", "samples", "world_size"}; seconds, steps and samples cover every epoch of the run,
+    those before a resume included.
     """
     loop, optim = config["loop"], config["optim"]
     device = choose_device(config.get("device", "auto"))
@@ -189,6 +190,8 @@ def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
         net.train()
+        if epoch < frozen_epochs:  # frozen encoder: its batch norm keeps the pretrained statistics
+            model.down.eval()
         train_set.set_epoch(epoch)
         order = epoch_order(len(train_set), seed, epoch, samples)
         order = order[rank:len(order) - len(order) % size:size]
@@ -228,6 +231,6 @@ def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
             dist.barrier()
     bar.close()
     model.eval()
-    steps = (epochs - start) * steps_per_epoch
+    steps = epochs * steps_per_epoch  # the whole run, like `seconds` (a resumed run's earlier epochs too)
     return model, {"history": history, "final": history[-1] if history else {}, "seconds": seconds,
                    "steps": steps, "samples": steps * batch * size, "world_size": size}
