@@ -60,6 +60,16 @@ def _cmd_bragg_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_overlap(model: Path, names: list[str], test: Path) -> None:
+    """Warn on stderr, naming the files, when test images were among a checkpoint's training images."""
+    from train.inference import trained_on
+
+    for ckpt, seen in trained_on(model, names).items():
+        shown = ", ".join(seen[:8]) + (f", ... ({len(seen) - 8} more)" if len(seen) > 8 else "")
+        print(f"warning: {len(seen)} of the {len(names)} test images in {test} were used to train {ckpt}; "
+              f"its scores on them are optimistic: {shown}", file=sys.stderr)
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     if (args.method == "bragg") == (args.model is not None):
         raise ConfigError("give either --method bragg [--params FILE] or --model CKPT_OR_RUN_DIR")
@@ -67,6 +77,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if args.model is not None:
         from train.inference import score_model  # torch is imported only when a network is scored
         result = score_model(Path(args.model), Path(args.test))
+        _warn_overlap(Path(args.model), list(result["scores"]), Path(args.test))
     else:
         params = load_bragg_params(Path(args.params)) if args.params else bragg.BraggParams.from_config(cfg.bragg)
         result = score_bragg(params, Path(args.test))

@@ -113,7 +113,8 @@ def train_fold(config: dict[str, Any], data: LabelledSet, split: dict, run_dir: 
     train_names = real_subset(split["train"], config["cv"].get("n_real"), config["cv"]["split_seed"],
                               split["repeat"], split["fold"])
     train_set, test_set = _train_sets(config, data, train_names, split["test"])
-    model, result = fit(config, train_set, test_set, out, resume=resume, init=init,
+    # the test fold is only scored once, after training: never a validation set
+    model, result = fit(config, train_set, None, out, resume=resume, init=init,
                         desc=f"fold {split['fold']}" + (f" repeat {split['repeat']}" if split["repeat"] else ""))
     images = [test_set[i][0][0].numpy() for i in range(len(test_set))]
     masks = [test_set[i][1].numpy().astype(bool) for i in range(len(test_set))]
@@ -124,7 +125,7 @@ def train_fold(config: dict[str, Any], data: LabelledSet, split: dict, run_dir: 
               "counts": {n: c.tolist() for n, c in zip(split["test"], counts)},
               "seconds": result["seconds"], "history": result["history"]}
     save_checkpoint(out / "model.ckpt", model, architecture(config["model"]), config,
-                    len(result["history"]), test_metrics)
+                    len(result["history"]), test_metrics, train_images=train_names)
     write_json(metrics_path, record)
     (out / "last.ckpt").unlink(missing_ok=True)
     return record
@@ -170,7 +171,8 @@ def train_all(cfg: DictConfig, real: Path, out: Path, resume: bool = False) -> d
     train_set, _ = _train_sets(config, data, names, None)
     model, result = fit(config, train_set, None, work, resume=resume, init=init, desc="all images")
     metrics = {"train_loss": result["final"].get("loss"), "seconds": result["seconds"]}
-    save_checkpoint(out, model, architecture(config["model"]), config, len(result["history"]), metrics)
+    save_checkpoint(out, model, architecture(config["model"]), config, len(result["history"]), metrics,
+                    train_images=names)
     (work / "last.ckpt").unlink(missing_ok=True)
     if work.exists() and not any(work.iterdir()):
         work.rmdir()

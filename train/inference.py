@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from grapheneseg.metrics import confusion, per_image, pooled, scores
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
-from train.checkpoints import CheckpointError, load_model
+from train.checkpoints import CheckpointError, load_model, read_checkpoint
 
 MODEL_FILE = "model.ckpt"
 
@@ -105,6 +105,18 @@ def predict_masks(model_path: Path, images: Sequence[np.ndarray], batch_size: in
     models = load_models(model_path)
     prob = predict_probability(models, np.stack([preprocess(im) for im in images]), batch_size)
     return prob, prob > threshold
+
+
+def trained_on(model_path: Path, names: Sequence[str]) -> dict[str, list[str]]:
+    """{checkpoint path: the `names` it was trained on} for every checkpoint of `model_path` that
+    records training images among `names` (scoring on them overstates the model)."""
+    wanted = set(names)
+    overlap = {}
+    for path in checkpoint_paths(model_path):
+        seen = sorted(wanted.intersection(read_checkpoint(path).get("train_images", [])))
+        if seen:
+            overlap[str(path)] = seen
+    return overlap
 
 
 def score_model(model_path: Path, test_dir: Path, batch_size: int = 2,
