@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,9 @@ def finetune_setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, to
     path = Path(tune["pretrained"])
     payload = read_checkpoint(path)
     check_compatible(payload, config, path)
+    if float(tune["lr"]) > float(config["optim"]["lr"]):
+        warnings.warn(f"finetune.lr {tune['lr']} exceeds the preset's own optim.lr {config['optim']['lr']}: "
+                      "fine-tuning may destroy the pretrained features", stacklevel=2)
     config = json.loads(json.dumps(config))  # a deep copy of plain data
     config["optim"]["lr"] = tune["lr"]
     config["optim"]["pct_start"] = tune["warmup"]
