@@ -38,7 +38,7 @@ from omegaconf import DictConfig
 from grapheneseg.config import save_config, to_plain, write_json
 from grapheneseg.metrics import mean_and_spread, pooled, scores
 from grapheneseg.micrographs import LabelledSet, load_labelled
-from grapheneseg.splits import load_or_make_splits
+from grapheneseg.splits import adopt_splits, load_or_make_splits
 from train.checkpoints import PREPROCESSING, CheckpointError, read_checkpoint, save_checkpoint
 from train.datasets import MixedPairs, real_pairs, sim_pairs
 from train.loops import choose_device, fit, validate
@@ -210,13 +210,18 @@ def train_fold(config: dict[str, Any], data: LabelledSet, split: dict, run_dir: 
     return record
 
 
-def cross_validate(cfg: DictConfig, real: Path, run_dir: Path, resume: bool = False) -> dict[str, Any]:
-    """k-fold CV (cfg.cv.folds x cfg.cv.repeats) on the labelled folder `real` into `run_dir`."""
+def cross_validate(cfg: DictConfig, real: Path, run_dir: Path, resume: bool = False,
+                   splits: list[dict] | None = None) -> dict[str, Any]:
+    """k-fold CV (cfg.cv.folds x cfg.cv.repeats) on the labelled folder `real` into `run_dir`.
+    `splits`: folds handed over by a comparison (every arm the same), else made from cfg.cv."""
     config = to_plain(cfg)
     run_dir = Path(run_dir)
     data = load_labelled(Path(real))
-    splits = load_or_make_splits(run_dir / "splits.json", data.names, int(cfg.cv.folds),
-                                 int(cfg.cv.repeats), int(cfg.cv.split_seed))
+    if splits is None:
+        splits = load_or_make_splits(run_dir / "splits.json", data.names, int(cfg.cv.folds),
+                                     int(cfg.cv.repeats), int(cfg.cv.split_seed))
+    else:
+        splits = adopt_splits(run_dir / "splits.json", splits, data.names)
     save_config(cfg, run_dir)
     t0 = time.perf_counter()
     folds = [train_fold(config, data, split, run_dir, resume) for split in splits]
