@@ -94,3 +94,18 @@ def test_real_only_runs_choose_their_length_the_same_way(tiny, tmp_path):
     assert result["selection"]["choice"] == "trained" and result["selection"]["epochs"] in (2, 4)
     assert result["selection"]["pretrained_jaccard"] is None
     assert read_checkpoint(tmp_path / "real.ckpt")["epoch"] == result["selection"]["epochs"]
+
+
+def test_cli_says_what_the_guard_chose(tiny, tmp_path, capsys):
+    from train.cli import main
+
+    real, root = tiny
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(["finetune", "--pretrained", str(root / "good.ckpt"), "--real", str(real), "--folds", "0",
+                     "--out", str(tmp_path / "ft.ckpt"), "--json", *TINY, "loop.min_steps=0", "finetune.epochs=2",
+                     "finetune.lr=50"])
+    out = capsys.readouterr().out
+    assert code == 0 and "kept the pretrained model: inner validation J 0." in out
+    assert json.loads(out.strip().splitlines()[-1])["selection"]["choice"] == "pretrained"
+    assert not (tmp_path / "ft.training").exists()

@@ -25,6 +25,7 @@ inner scores are in each fold's metrics.json, cv_metrics.json and the checkpoint
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from collections.abc import Mapping
@@ -258,5 +259,5 @@ def train_all(cfg: DictConfig, real: Path, out: Path, resume: bool = False) -> d
                "seconds": result["seconds"] + (selection or {}).get("inner_seconds", 0.0), "selection": selection}
     save_checkpoint(out, model, architecture(config["model"]), config, len(result["history"]), metrics,
                     train_images=names, selection=selection)
-    (work / "last.ckpt").unlink(missing_ok=True)
+    shutil.rmtree(work, ignore_errors=True)  # last.ckpt and inner runs: the checkpoint holds the choice
     return {"out": str(out), **metrics}
