@@ -38,7 +38,7 @@ def main() -> None:
     result = {"arms": {}, "intervals": {}}
     for arm in arms:
         choices = []
-        for path in sorted(Path(arm.source).glob("fold_*/metrics.json")) if arm is not arms[-1] or not args.model else []:
+        for path in sorted(Path(arm.source).glob("fold_*/metrics.json")):  # none for a checkpoint
             sel = json.loads(path.read_text()).get("selection") or {}
             choices.append(f"{sel.get('choice')}:{sel.get('epochs')}/{sel.get('of_epochs')}")
         result["arms"][arm.name] = {"pooled_jaccard": round(arm.pooled_all["jaccard"], 4),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from grapheneseg.config import load_config, to_plain
 from train.checkpoints import save_checkpoint

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import train.crossval as crossval
 from evaluate.cli import main as evaluate_main
