@@ -93,16 +93,18 @@ def _starts(n: int, tile: int, step: int) -> list[int]:
 
 
 def tiled_probability(models: Sequence[Any], image: np.ndarray, tile: int, overlap: int,
-                      batch_size: int) -> np.ndarray:
-    """Probability of a preprocessed image: whole when it fits one tile, else blended tiles."""
+                      batch_size: int, tta: bool = False) -> np.ndarray:
+    """Probability of a preprocessed image: whole when it fits one tile, else blended tiles
+    (`tta`: each averaged over the 8 dihedral symmetries)."""
     from train.inference import predict_probability
 
     if max(image.shape) <= tile:
-        return predict_probability(models, image[None], batch_size)[0]
+        return predict_probability(models, image[None], batch_size, tta=tta)[0]
     rows, cols = _starts(image.shape[0], tile, tile - overlap), _starts(image.shape[1], tile, tile - overlap)
     th, tw = min(tile, image.shape[0]), min(tile, image.shape[1])
     boxes = [(r, c) for r in rows for c in cols]
-    probs = predict_probability(models, np.stack([image[r:r + th, c:c + tw] for r, c in boxes]), batch_size)
+    probs = predict_probability(models, np.stack([image[r:r + th, c:c + tw] for r, c in boxes]), batch_size,
+                                tta=tta)
     weight = np.outer(_ramp(th, overlap), _ramp(tw, overlap))
     total = np.zeros(image.shape, np.float32)
     norm = np.zeros(image.shape, np.float32)
@@ -125,7 +127,8 @@ def segment(models: Sequence[Any], micrograph: Micrograph, cfg: Any,
     elif not lo <= size <= hi:
         scale = size / cfg.target_pixel_size
         image = _resample(image, tuple(max(16, int(round(n * scale))) for n in image.shape))
-    prob = tiled_probability(models, preprocess(image), cfg.tile, cfg.overlap, cfg.batch_size)
+    prob = tiled_probability(models, preprocess(image), cfg.tile, cfg.overlap, cfg.batch_size,
+                             bool(cfg.get("tta", False)))
     prob = np.clip(_resample(prob, micrograph.image.shape), 0.0, 1.0)
     return Segmentation(micrograph, prob, prob > cfg.threshold, size, source, time.perf_counter() - start)
 

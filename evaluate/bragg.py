@@ -27,7 +27,7 @@ from grapheneseg.config import real_dir, save_config, to_plain, write_json
 from grapheneseg.metrics import confusion, mean_and_spread, per_image, pooled
 from grapheneseg.micrographs import DataError, load_labelled
 from grapheneseg.preprocessing import preprocess
-from grapheneseg.splits import load_or_make_splits
+from grapheneseg.splits import adopt_splits, load_or_make_splits
 
 HIST_RANGE = (0.0, 4.0)  # residual values covered by the threshold search (beyond: top bin)
 HIST_BINS = 4000
@@ -223,10 +223,14 @@ def cross_validate(images: list[np.ndarray], masks: list[np.ndarray], names: lis
     return results
 
 
-def run_bragg_cv(cfg: Any, out_dir: Path, progress: bool = True) -> dict[str, Any]:
-    """k-fold CV of the Bragg filter (parameters fitted on training folds); writes bragg_cv.json."""
+def run_bragg_cv(cfg: Any, out_dir: Path, progress: bool = True, splits: list[dict] | None = None) -> dict[str, Any]:
+    """k-fold CV of the Bragg filter (parameters fitted on training folds); writes bragg_cv.json.
+    `splits`: folds handed over by a comparison (else made from cfg.cv and cfg.seed)."""
     data = load_labelled(real_dir(cfg))
-    splits = load_or_make_splits(out_dir / "splits.json", data.names, cfg.cv.folds, cfg.cv.repeats, cfg.seed)
+    if splits is None:
+        splits = load_or_make_splits(out_dir / "splits.json", data.names, cfg.cv.folds, cfg.cv.repeats, cfg.seed)
+    else:
+        splits = adopt_splits(out_dir / "splits.json", splits, data.names)
     save_config(cfg, out_dir)
     base = BraggParams.from_config(cfg.bragg)
     n_grid = len(cfg.bragg.fit.sigma_grid) * len(cfg.bragg.fit.g_thresh_grid)

@@ -21,7 +21,8 @@ EXAMPLES = """examples:
   evaluate bragg-fit --out bragg.json             # fit the filter on all labelled images
   evaluate score --method bragg --params bragg.json --test DIR --json
   evaluate score --model RUN_DIR --test DIR --json  # a fold ensemble (mean softmax) or one .ckpt
-  evaluate predict --model model.ckpt --input scans/*.dm4 --out masks/
+  evaluate score --model RUN_DIR --test DIR --tta   # also over the 8 dihedral symmetries
+  evaluate predict --model model.ckpt --input scans/*.dm4 --out masks/ [--tta]
   evaluate sort --model model.ckpt --input DIR --out sorted/ --best 20
   evaluate atoms --model model.ckpt --input image.png --out atoms/
   evaluate bragg --real DIR bragg.lowpass=4       # any config key as a Hydra override
@@ -60,13 +61,24 @@ def _cmd_bragg_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_overlap(model: Path, names: list[str], test: Path) -> None:
+    """Warn on stderr, naming the files, when test images were among a checkpoint's training images."""
+    from train.inference import trained_on
+
+    for ckpt, seen in trained_on(model, names).items():
+        shown = ", ".join(seen[:8]) + (f", ... ({len(seen) - 8} more)" if len(seen) > 8 else "")
+        print(f"warning: {len(seen)} of the {len(names)} test images in {test} were used to train {ckpt}; "
+              f"its scores on them are optimistic: {shown}", file=sys.stderr)
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     if (args.method == "bragg") == (args.model is not None):
         raise ConfigError("give either --method bragg [--params FILE] or --model CKPT_OR_RUN_DIR")
     cfg = load_config("evaluate", flag_overrides(args, {}))
     if args.model is not None:
         from train.inference import score_model  # torch is imported only when a network is scored
-        result = score_model(Path(args.model), Path(args.test))
+        result = score_model(Path(args.model), Path(args.test), tta=args.tta)
+        _warn_overlap(Path(args.model), list(result["scores"]), Path(args.test))
     else:
         params = load_bragg_params(Path(args.params)) if args.params else bragg.BraggParams.from_config(cfg.bragg)
         result = score_bragg(params, Path(args.test))
@@ -85,7 +97,7 @@ def _segment(args: argparse.Namespace) -> tuple[Any, Path, list, dict[str, str]]
     """Config, output folder, segmentations and {path: reason} of failures for predict/sort/atoms."""
     from .apply import segment_files
 
-    cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold"}))
+    cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold", "tta": "apply.tta"}))
     results, failed = segment_files(Path(args.model), args.input, cfg.apply, args.pixel_size, progress=not args.quiet)
     return cfg, Path(args.out), results, failed
 
@@ -188,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", required=True, help="labelled folder to score on")
     p.add_argument("--out", help="also write all metrics (pooled, per image) to this JSON file")
     p.add_argument("--json", action="store_true", help="last stdout line: JSON of the six pooled metrics")
+    p.add_argument("--tta", action="store_true", help="U-Net: average over the 8 dihedral symmetries (8x the time)")
     p.set_defaults(func=_cmd_score)
 
     def add_apply(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -202,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_apply("predict", "Segment micrographs: <stem>_mask.png (255 = contamination), "
                              "<stem>_overlay.png and predictions.csv.")
+    p.add_argument("--tta", action="store_true", default=None,
+                   help="average over the 8 dihedral symmetries (8x the time; apply.tta)")
     p.set_defaults(func=_cmd_predict)
     p = add_apply("sort", "Rank micrographs by graphene fraction: ranking.csv and a contact sheet in rank order.")
     p.add_argument("--best", type=int, help="also copy the N cleanest micrographs into OUT/best")

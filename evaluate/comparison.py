@@ -2,9 +2,13 @@
 
 Arms: the Bragg filter, a U-Net trained on real labels only, a U-Net trained on simulations only
 (zero-shot) and one pretrained on simulations then fine-tuned on real labels; the last two also
-at K real labels per fold for the data-efficiency curve. Every trained arm lives in a folder
-named after a hash of its resolved config, so a rerun reuses exactly the runs whose config
-matches (finished folds are read back) and never a stale one.
+at K real labels per fold for the data-efficiency curve. One splits.json (from the evaluate
+`seed`) is handed to every arm, so all see identical folds by construction. Every trained arm
+lives in a folder named after a key of its contents: its resolved config (paths left out), the
+SHA-256 of the labelled images, of the splits, of the --sim file or --pretrained checkpoint it
+starts from, and of the code that produces it; a rerun reuses exactly the runs whose key matches
+(finished folds are read back) and never a stale one. Fine-tuned minus real-only and minus
+sim-only differences get paired bootstrap 95% intervals over images at every K.
 """
 from __future__ import annotations
 
@@ -23,20 +27,65 @@ from grapheneseg.config import load_config, save_config
 from grapheneseg.metrics import scores
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
-from .report import (Arm, arm_from_bragg_cv, arm_from_train_cv, error_example_names, plot_data_efficiency,
-                     plot_error_examples, plot_per_image, write_report)
+from .report import (Arm, arm_from_bragg_cv, arm_from_train_cv, error_example_names, paired_bootstrap,
+                     plot_data_efficiency, plot_error_examples, plot_per_image, write_report)
 from grapheneseg.splits import load_or_make_splits
 
 REAL_ONLY, SIM_ONLY, FINETUNED, BRAGG = ("U-Net real-only", "U-Net sim-only", "U-Net sim-pretrained + fine-tuned",
                                          "Bragg filter")
 
 
-def _hash(cfg: Any) -> str:
-    return hashlib.sha1(OmegaConf.to_yaml(cfg, resolve=True).encode()).hexdigest()[:8]
+PATH_KEYS = (("data", "real_dir"), ("finetune", "pretrained"))  # located files: keyed by contents instead
+PACKAGES = Path(__file__).resolve().parent.parent
 
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _key(*parts: Any) -> str:
+    """Short content key of JSON-able parts (the folder name of an arm)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _config_key(cfg: Any) -> dict[str, Any]:
+    """The resolved config without the paths of input files (their contents are keyed instead)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for section, name in PATH_KEYS:
+        if isinstance(plain.get(section), dict) and name in plain[section]:
+            plain[section][name] = None
+    return plain
+
+
+def images_sha256(real: Path) -> str:
+    """SHA-256 over the names and bytes of every NAME.png / NAME_LABEL.png of a labelled folder."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(real).glob("*.png")):
+        digest.update(path.name.encode() + bytes.fromhex(sha256(path)))
+    return digest.hexdigest()
+
+
+def code_sha256(*parts: str) -> str:
+    """SHA-256 of the Python sources of the given packages or files (relative to the install root):
+    the code version of an arm, unchanged by edits elsewhere (README, other packages)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        root = PACKAGES / part
+        for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
+            digest.update(str(path.relative_to(PACKAGES)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _override(key: str, value: Path | str | None) -> str:
+    """A Hydra override with a quoted path value (spaces, '=' and commas survive), or null."""
+    if value is None:
+        return f"{key}=null"
+    text = str(value)
+    return f"{key}=" + (f'"{text}"' if "'" in text else f"'{text}'")
 
 
 def _git_commit() -> str:
@@ -49,10 +98,22 @@ def _git_commit() -> str:
 
 def _train_cfg(real: Path, budget: Any, extra: list[str], k: int | None, pretrained: Path | None,
                folds: int | None = None):
-    overrides = [f"data.real_dir={real}", f"cv.folds={budget.folds if folds is None else folds}",
+    overrides = [_override("data.real_dir", real), f"cv.folds={budget.folds if folds is None else folds}",
                  f"cv.repeats={budget.repeats}", f"cv.n_real={'null' if k is None else k}",
-                 f"finetune.pretrained={'null' if pretrained is None else pretrained}", *budget.train, *extra]
+                 _override("finetune.pretrained", pretrained), *budget.train, *extra]
     return load_config("train", overrides)
+
+
+def _arm_name(name: str, k: int | None) -> str:
+    return name if k is None else f"{name} K={k}"
+
+
+def _intervals(by_k: dict[int, dict[str, Arm]], sim_only: Arm) -> dict[int, dict[str, dict[str, Any]]]:
+    """Paired bootstrap intervals of fine-tuned minus real-only and minus sim-only at every K."""
+    return {k: {"fine-tuned - real-only": paired_bootstrap(arms[FINETUNED].image_scores(),
+                                                            arms[REAL_ONLY].image_scores()),
+                "fine-tuned - sim-only": paired_bootstrap(arms[FINETUNED].image_scores(), sim_only.image_scores())}
+            for k, arms in sorted(by_k.items())}
 
 
 def _sim_only_arm(ckpt: Path, real: Path, splits: list[dict]) -> Arm:
@@ -95,18 +156,21 @@ def _error_examples(arms: dict[str, Arm], real: Path, splits: list[dict], bragg_
 
 
 def _pretrained(out: Path, budget: Any, sim: Path | None, pretrained: Path | None, extra: list[str],
-                provenance: dict[str, Any]) -> Path:
-    """The given simulation checkpoint, or one pretrained here on `sim` (reused when present)."""
+                provenance: dict[str, Any]) -> tuple[Path, str]:
+    """(the given simulation checkpoint, or one pretrained here on `sim`, and its SHA-256); a
+    pretraining is reused only when config, code and the bytes of `sim` all match."""
     if pretrained is None:
         from train.pretrain import pretrain
 
         pcfg = load_config("pretrain", [*budget.pretrain, *extra])
-        pretrained = out / "arms" / f"pretrain-{_hash(pcfg)}" / "sim.ckpt"
+        data_sha = sha256(Path(sim))
+        key = _key(_config_key(pcfg), data_sha, code_sha256("grapheneseg", "train"))
+        pretrained = out / "arms" / f"pretrain-{key}" / "sim.ckpt"
         pretrain(pcfg, [Path(sim)], pretrained, resume=True)
-        provenance["runs"]["pretraining"] = {"data": str(sim), "data_sha256": sha256(Path(sim)),
-                                             "config_hash": _hash(pcfg)}
-    provenance["sim_checkpoint"] = {"path": str(pretrained), "sha256": sha256(Path(pretrained))}
-    return Path(pretrained)
+        provenance["runs"]["pretraining"] = {"data": str(sim), "data_sha256": data_sha, "key": key}
+    digest = sha256(Path(pretrained))
+    provenance["sim_checkpoint"] = {"path": str(pretrained), "sha256": digest}
+    return Path(pretrained), digest
 
 
 def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, sim: Path | None,
@@ -117,36 +181,46 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
     from train.inference import score_model
     from train.crossval import train_all
 
+    images = images_sha256(real)
     provenance: dict[str, Any] = {"command": " ".join(sys.argv), "git_commit": _git_commit(),
-                                  "budget": OmegaConf.to_container(cfg.report), "real_dir": str(real), "test_dir": str(test), "runs": {}}
-    bragg_cfg = load_config("evaluate", [f"data.real_dir={real}", *eval_extra])
-    params = out / "arms" / f"bragg-{_hash(bragg_cfg)}" / "bragg.json"
+                                  "budget": OmegaConf.to_container(cfg.report), "real_dir": str(real),
+                                  "test_dir": str(test), "images_sha256": images, "runs": {}}
+    bragg_cfg = load_config("evaluate", [_override("data.real_dir", real), *eval_extra])
+    params = out / "arms" / f"bragg-{_key(_config_key(bragg_cfg), images, code_sha256('grapheneseg', 'evaluate/bragg.py'))}" / "bragg.json"
     if not params.exists():
         fit_bragg(bragg_cfg, params, progress=progress)
-    results = {BRAGG: score_bragg(bragg.BraggParams(**json.loads(params.read_text())["params"]), test)}
-    pretrained = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
-    results[SIM_ONLY] = score_model(pretrained, test)
+
+    def as_arm(name: str, scored: dict[str, Any]) -> Arm:
+        return Arm(name, [{"repeat": 0, "fold": 0, **scored["pooled"]}], scored["counts"], str(test))
+
+    arms = {BRAGG: as_arm(BRAGG, score_bragg(bragg.BraggParams(**json.loads(params.read_text())["params"]), test))}
+    pretrained, pretrained_sha = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
+    arms[SIM_ONLY] = as_arm(SIM_ONLY, score_model(pretrained, test))
     curves: dict[str, dict[int, float]] = {REAL_ONLY: {}, FINETUNED: {}}
+    by_k: dict[int, dict[str, Arm]] = {}
     n_all = len(load_labelled(real))
+    code = code_sha256("grapheneseg", "train")
     for k in [*budget.ks, None]:
         for name, init in ((REAL_ONLY, None), (FINETUNED, pretrained)):
             tcfg = _train_cfg(real, budget, train_extra, k, init, folds=0)
-            ckpt = out / "arms" / f"{'real' if init is None else 'finetuned'}-K{k or 'all'}-all-{_hash(tcfg)}.ckpt"
+            key = _key(_config_key(tcfg), images, None if init is None else pretrained_sha, code)
+            ckpt = out / "arms" / f"{'real' if init is None else 'finetuned'}-K{k or 'all'}-all-{key}.ckpt"
             train_all(tcfg, real, ckpt, resume=True)
-            scored = score_model(ckpt, test)
-            curves[name][k or n_all] = scored["pooled"]["jaccard"]
-            provenance["runs"][f"{name} K={k or 'all'}"] = {"checkpoint": str(ckpt), "sha256": sha256(ckpt)}
+            arm = as_arm(_arm_name(name, k), score_model(ckpt, test))
+            by_k.setdefault(k or n_all, {})[name] = arm
+            curves[name][k or n_all] = arm.pooled_all["jaccard"]
+            provenance["runs"][arm.name] = {"checkpoint": str(ckpt), "sha256": sha256(ckpt), "key": key}
             if k is None:
-                results[name] = scored
-    ordered = [Arm(n, [{"repeat": 0, "fold": 0, **results[n]["pooled"]}], results[n]["counts"], str(test))
-               for n in (BRAGG, REAL_ONLY, SIM_ONLY, FINETUNED)]
+                arms[name] = arm
+    intervals = _intervals(by_k, arms[SIM_ONLY])
+    ordered = [arms[n] for n in (BRAGG, REAL_ONLY, SIM_ONLY, FINETUNED)]
     figures = {
         "Per-image Jaccard of every arm on the test folder": plot_per_image(ordered, out / "per_image_jaccard.png"),
         "Data efficiency: test Jaccard vs real training labels": plot_data_efficiency(
-            curves, out / "data_efficiency.png", n_all=n_all),
+            curves, out / "data_efficiency.png", n_all=n_all, intervals=intervals),
     }
     notes = [f"Every arm trained on all {n_all} images of {real} and scored on {test} (no CV: spreads are 0)."]
-    return write_report(out, ordered, figures, provenance, curves=curves, notes=notes)
+    return write_report(out, ordered, figures, provenance, curves=curves, notes=notes, intervals=intervals)
 
 
 def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | None = None,
@@ -164,7 +238,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     train_extra = [o[len("train."):] for o in overrides if o.startswith("train.")]
     pretrain_extra = [o[len("pretrain."):] for o in overrides if o.startswith("pretrain.")]
     eval_extra = [o for o in overrides if not o.startswith(("train.", "pretrain."))]
-    cfg = load_config("evaluate", [f"report={budget_name}", f"data.real_dir={real}", *eval_extra])
+    cfg = load_config("evaluate", [f"report={budget_name}", _override("data.real_dir", real), *eval_extra])
     budget = cfg.report
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
@@ -173,42 +247,53 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
                                 pretrain_extra, eval_extra, progress)
     names = load_labelled(real).names
     splits = load_or_make_splits(out / "splits.json", names, budget.folds, budget.repeats, cfg.seed)
+    images, splits_sha = images_sha256(real), _key(splits)
     provenance: dict[str, Any] = {"command": " ".join(sys.argv), "git_commit": _git_commit(),
-                                  "budget": budget_name, "real_dir": str(real), "runs": {}}
+                                  "budget": budget_name, "real_dir": str(real), "images_sha256": images,
+                                  "splits": {"file": str(out / "splits.json"), "seed": int(cfg.seed), "key": splits_sha},
+                                  "runs": {}}
 
-    # Bragg baseline on the same folds (its fit grid is cheap; reuse the folder when configs match)
+    # Bragg baseline on the same folds (its fit grid is cheap; reuse the folder when the key matches)
     from .bragg import run_bragg_cv
 
-    bragg_cfg = load_config("evaluate", [f"data.real_dir={real}", f"cv.folds={budget.folds}",
+    bragg_cfg = load_config("evaluate", [_override("data.real_dir", real), f"cv.folds={budget.folds}",
                                          f"cv.repeats={budget.repeats}", *eval_extra])
-    bragg_dir = out / "arms" / f"bragg-{_hash(bragg_cfg)}"
+    key = _key(_config_key(bragg_cfg), images, splits_sha, code_sha256("grapheneseg", "evaluate/bragg.py"))
+    bragg_dir = out / "arms" / f"bragg-{key}"
     if not (bragg_dir / "bragg_cv.json").exists():
-        run_bragg_cv(bragg_cfg, bragg_dir, progress=progress)
+        run_bragg_cv(bragg_cfg, bragg_dir, progress=progress, splits=splits)
     arms = {BRAGG: arm_from_bragg_cv(bragg_dir / "bragg_cv.json")}
-    provenance["runs"][BRAGG] = {"folder": str(bragg_dir), "config_hash": _hash(bragg_cfg)}
+    provenance["runs"][BRAGG] = {"folder": str(bragg_dir), "key": key}
 
-    pretrained = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
+    pretrained, pretrained_sha = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
     arms[SIM_ONLY] = _sim_only_arm(pretrained, real, splits)
 
     curves: dict[str, dict[int, float]] = {REAL_ONLY: {}, FINETUNED: {}}
+    by_k: dict[int, dict[str, Arm]] = {}
     run_dirs: dict[str, Path] = {}
+    code = code_sha256("grapheneseg", "train")
     for k in [*budget.ks, None]:
         for name, init in ((REAL_ONLY, None), (FINETUNED, pretrained)):
             tcfg = _train_cfg(real, budget, train_extra, k, init)
-            run_dir = out / "arms" / f"{'real' if init is None else 'finetuned'}-K{k or 'all'}-{_hash(tcfg)}"
-            summary = cross_validate(tcfg, real, run_dir, resume=True)
-            arm = arm_from_train_cv(run_dir, name if k is None else f"{name} K={k}")
+            key = _key(_config_key(tcfg), images, splits_sha, None if init is None else pretrained_sha, code)
+            run_dir = out / "arms" / f"{'real' if init is None else 'finetuned'}-K{k or 'all'}-{key}"
+            summary = cross_validate(tcfg, real, run_dir, resume=True, splits=splits)
+            arm = arm_from_train_cv(run_dir, _arm_name(name, k))
+            by_k.setdefault(k or len(splits[0]["train"]), {})[name] = arm
             curves[name][k or len(splits[0]["train"])] = arm.summary["jaccard"]["mean"]
-            provenance["runs"][arm.name] = {"folder": str(run_dir), "config_hash": _hash(tcfg),
-                                            "train_seconds": summary.get("train_seconds")}
+            provenance["runs"][arm.name] = {"folder": str(run_dir), "key": key,
+                                            "train_seconds": summary.get("train_seconds"),
+                                            "chosen_epochs": [f.get("epochs") for f in summary["selection"]],
+                                            "choices": [f.get("choice") for f in summary["selection"]]}
             if k is None:
                 arms[name], run_dirs[name] = arm, run_dir
+    intervals = _intervals(by_k, arms[SIM_ONLY])
 
     ordered = [arms[n] for n in (BRAGG, REAL_ONLY, SIM_ONLY, FINETUNED)]
     figures = {
         "Per-image Jaccard of every arm": plot_per_image(ordered, out / "per_image_jaccard.png"),
         "Data efficiency: Jaccard vs real labels per fold": plot_data_efficiency(
-            curves, out / "data_efficiency.png", n_all=len(splits[0]["train"])),
+            curves, out / "data_efficiency.png", n_all=len(splits[0]["train"]), intervals=intervals),
         "Errors (Figure 4 colours) on the fine-tuned arm's best, median and worst images": plot_error_examples(
             _error_examples(arms, real, splits, bragg_dir, run_dirs, pretrained), out / "error_examples.png"),
     }
@@ -220,5 +305,8 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
         compare(Path(sim), real, out / "sim_vs_real")
         figures["Simulated vs real statistics (simulate compare)"] = out / "sim_vs_real" / "compare.png"
     notes = ["Data-efficiency curve (fold-mean pooled Jaccard): " + "; ".join(
-        f"{name}: " + ", ".join(f"K={k} {v:.3f}" for k, v in sorted(c.items())) for name, c in curves.items())]
-    return write_report(out, ordered, figures, provenance, curves=curves, notes=notes)
+        f"{name}: " + ", ".join(f"K={k} {v:.3f}" for k, v in sorted(c.items())) for name, c in curves.items()),
+        "Training lengths chosen by inner validation on each fold's training images (epochs per fold; "
+        "0 = the pretrained model kept): " + "; ".join(
+            f"{name}: {run['chosen_epochs']}" for name, run in provenance["runs"].items() if "chosen_epochs" in run)]
+    return write_report(out, ordered, figures, provenance, curves=curves, notes=notes, intervals=intervals)

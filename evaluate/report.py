@@ -99,6 +99,39 @@ def table1(arms: list[Arm], baseline: str = "Bragg filter") -> list[dict[str, An
     return rows
 
 
+def paired_bootstrap(a: dict[str, float], b: dict[str, float], n_boot: int = 4000, seed: int = 0) -> dict[str, Any]:
+    """Mean over images of the per-image difference a - b and its paired bootstrap 95% interval
+    (images resampled with replacement, both arms together). Keys "NAME@repeatR" of repeated CV
+    are averaged per image first, so the unit resampled is the micrograph."""
+    def per_image(values: dict[str, float]) -> dict[str, float]:
+        groups: dict[str, list[float]] = {}
+        for key, value in values.items():
+            groups.setdefault(key.split("@")[0], []).append(value)
+        return {name: float(np.mean(v)) for name, v in groups.items()}
+
+    a, b = per_image(a), per_image(b)
+    names = sorted(set(a) & set(b))
+    if set(a) != set(b) or not names:
+        raise ValueError(f"paired bootstrap needs the same images in both arms ({len(a)} vs {len(b)}, "
+                         f"{len(names)} shared)")
+    diff = np.array([a[n] - b[n] for n in names])
+    means = diff[np.random.default_rng(seed).integers(0, len(diff), (n_boot, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(diff.mean()), "low": float(low), "high": float(high), "n_images": len(names),
+            "excludes_zero": bool(low > 0 or high < 0)}
+
+
+def intervals_markdown(intervals: dict[int, dict[str, dict[str, Any]]]) -> str:
+    """Table of the paired differences per K (K = all images last)."""
+    pairs = sorted({p for by_pair in intervals.values() for p in by_pair})
+    lines = ["| K | " + " | ".join(pairs) + " |", "|" + "---|" * (len(pairs) + 1)]
+    for k in sorted(intervals):
+        cells = [f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" + (" *" if d["excludes_zero"] else "")
+                 for d in (intervals[k][p] for p in pairs)]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table1_markdown(rows: list[dict[str, Any]]) -> str:
     head = "| arm | folds | " + " | ".join(LABELS[m] for m in METRICS) + " |"
     lines = [head, "|" + "---|" * (len(METRICS) + 2)]
@@ -132,9 +165,12 @@ def plot_per_image(arms: list[Arm], path: Path, metric: str = "jaccard") -> Path
     return path
 
 
-def plot_data_efficiency(curves: dict[str, dict[int, float]], path: Path, n_all: int | None = None) -> Path:
-    """Pooled Jaccard vs number of real training labels K, one line per arm."""
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+def plot_data_efficiency(curves: dict[str, dict[int, float]], path: Path, n_all: int | None = None,
+                         intervals: dict[int, dict[str, dict[str, Any]]] | None = None) -> Path:
+    """Pooled Jaccard vs number of real training labels K, one line per arm; with `intervals`
+    a second panel of the paired per-image differences and their bootstrap 95% intervals."""
+    fig, axes = plt.subplots(1, 2 if intervals else 1, figsize=(10 if intervals else 5, 3.6), squeeze=False)
+    ax = axes[0, 0]
     for name, curve in curves.items():
         ks = sorted(curve)
         ax.plot(ks, [curve[k] for k in ks], "o-", label=name)
@@ -146,6 +182,23 @@ def plot_data_efficiency(curves: dict[str, dict[int, float]], path: Path, n_all:
     ax.set_ylabel("pooled Jaccard (CV)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if intervals:
+        diff = axes[0, 1]
+        ks = sorted(intervals)
+        for shift, pair in zip((0.97, 1.03), sorted({p for v in intervals.values() for p in v})):
+            d = [intervals[k][pair] for k in ks]
+            diff.errorbar([k * shift for k in ks], [x["mean"] for x in d],
+                          yerr=[[x["mean"] - x["low"] for x in d], [x["high"] - x["mean"] for x in d]],
+                          fmt="o-", capsize=3, label=pair)
+        diff.axhline(0, color="k", lw=0.8)
+        diff.set_xscale("log")
+        diff.set_xticks(ks, [str(k) for k in ks])
+        diff.minorticks_off()
+        diff.set_xlabel("real labelled training images K")
+        diff.set_ylabel("per-image Jaccard difference")
+        diff.set_title("mean over images, paired bootstrap 95% interval", fontsize=9)
+        diff.grid(alpha=0.3)
+        diff.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -188,19 +241,28 @@ def _embed(path: Path) -> str:
 
 
 def write_report(out_dir: Path, arms: list[Arm], figures: dict[str, Path], provenance: dict[str, Any],
-                 curves: dict[str, dict[int, float]] | None = None, notes: list[str] | None = None) -> dict[str, Path]:
-    """report.md, self-contained report.html and metrics.json in `out_dir`."""
+                 curves: dict[str, dict[int, float]] | None = None, notes: list[str] | None = None,
+                 intervals: dict[int, dict[str, dict[str, Any]]] | None = None) -> dict[str, Path]:
+    """report.md, self-contained report.html and metrics.json in `out_dir`; `intervals` (from
+    `paired_bootstrap`, per K) are tabulated under Table 1."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = table1(arms)
+    caption = ("Paired differences per K: mean over test images of the per-image Jaccard difference, "
+               "with its paired bootstrap 95% interval over images (* = the interval excludes 0). This is a "
+               "per-image mean, not the pooled Jaccard of Table 1.")
+    table2 = intervals_markdown(intervals) if intervals else ""
     metrics = {"table1": rows, "pooled_all_folds": {a.name: a.pooled_all for a in arms},
                "per_fold": {a.name: a.per_fold for a in arms},
                "per_image_jaccard": {a.name: a.image_scores() for a in arms},
                "data_efficiency": {k: {str(n): v for n, v in c.items()} for k, c in (curves or {}).items()},
+               "paired_bootstrap": {str(k): v for k, v in (intervals or {}).items()},
                "sources": {a.name: a.source for a in arms}, "provenance": provenance}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     md = ["# Contamination segmentation: evaluation report", "",
           "Table 1 (pooled metrics per fold, mean ± std over folds and repeats; in brackets the difference "
           "to the Bragg filter):", "", table1_markdown(rows), ""]
+    if table2:
+        md += [caption, "", table2, ""]
     for note in notes or []:
         md += [note, ""]
     for title, path in figures.items():
@@ -211,6 +273,8 @@ def write_report(out_dir: Path, arms: list[Arm], figures: dict[str, Path], prove
     body = ["<h1>Contamination segmentation: evaluation report</h1>",
             "<p>Table 1: pooled metrics per fold, mean ± std over folds and repeats; in brackets the "
             "difference to the Bragg filter.</p>", table_html]
+    if table2:
+        body += [f"<p>{html.escape(caption)}</p>", _markdown_table_to_html(table2)]
     body += [f"<p>{html.escape(n)}</p>" for n in notes or []]
     for title, path in figures.items():
         body += [f"<h2>{html.escape(title)}</h2>", _embed(path)]

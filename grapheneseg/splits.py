@@ -44,3 +44,16 @@ def load_or_make_splits(path: Path, names: list[str], folds: int, repeats: int, 
         )
     save_splits(wanted, path)
     return wanted
+
+
+def adopt_splits(path: Path, splits: list[dict], names: list[str]) -> list[dict]:
+    """Use splits handed over by a caller (one splits.json for every arm of a comparison): they
+    must cover exactly `names` in every split, and match a splits.json already at `path`."""
+    for split in splits:
+        if sorted(split["train"] + split["test"]) != sorted(names) or set(split["train"]) & set(split["test"]):
+            raise ValueError(f"{path}: handed-over split (repeat {split['repeat']}, fold {split['fold']}) does not "
+                             "partition the labelled images")
+    if path.exists() and json.loads(path.read_text()) != splits:
+        raise ValueError(f"{path}: saved splits differ from the ones handed over; use another output folder")
+    save_splits(splits, path)
+    return splits

@@ -145,7 +145,8 @@ def test_min_steps_scale_small_sets_and_freezing_keeps_encoder(sim_file, tmp_pat
     loop = [o for o in TINY_LOOP if not o.startswith("loop.min_steps")]
     cfg = load_config("train", TINY_MODEL + loop + FT + [
         "cv.folds=2", "cv.n_real=2", "loop.samples_per_epoch=null", "loop.crops_per_image=1",
-        "loop.min_steps=6", f"finetune.pretrained={ckpt}", "finetune.freeze_encoder_epochs=100"])
+        "loop.min_steps=6", f"finetune.pretrained={ckpt}", "finetune.freeze_encoder_epochs=100",
+        "select.enabled=false"])  # the fixed length under test, not the inner choice
     cross_validate(cfg, real, tmp_path / "run")
     history = json.loads((tmp_path / "run" / "fold_0" / "metrics.json").read_text())["history"]
     assert len(history) == 6  # 2 epochs x 1 step < 6 steps: each epoch repeated 3 times

@@ -9,6 +9,10 @@ Layout (FORMAT, version 1):
     metrics                  validation metrics at save time (may be empty)
     versions                 python, torch, grapheneseg
     epoch                    epochs completed
+    train_images             names of the real images the weights were trained on (fine-tuning
+                             and real-only runs; empty for simulation-only pretraining), so that
+                             scoring on them can be flagged
+    selection (optional)     the inner-validation choice of training length (train.selection)
     training (optional)      optimizer / scheduler / grad-scaler state, for `--resume`
 """
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import pickle
 import platform
 from importlib import metadata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +49,8 @@ def versions() -> dict[str, str]:
 
 def save_checkpoint(path: Path, model: UNet, arch: dict[str, Any], config: dict[str, Any],
                     epoch: int, metrics: dict[str, Any] | None = None,
-                    training: dict[str, Any] | None = None) -> Path:
+                    training: dict[str, Any] | None = None, train_images: Sequence[str] = (),
+                    selection: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint atomically (temporary file, then rename: an interruption leaves no
     truncated file behind)."""
     path = Path(path)
@@ -53,8 +59,10 @@ def save_checkpoint(path: Path, model: UNet, arch: dict[str, Any], config: dict[
         "format": FORMAT, "format_version": FORMAT_VERSION, "architecture": dict(arch),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "config": config, "preprocessing": PREPROCESSING, "metrics": metrics or {},
-        "versions": versions(), "epoch": int(epoch),
+        "versions": versions(), "epoch": int(epoch), "train_images": sorted(train_images),
     }
+    if selection is not None:
+        payload["selection"] = selection
     if training is not None:
         payload["training"] = training
     tmp = path.with_name(path.name + ".tmp")

@@ -34,6 +34,7 @@ def _cmd_real(args: argparse.Namespace) -> int:
         "seed": "seed", "device": "device", "threads": "threads", "n_real": "cv.n_real",
         "pretrained": "finetune.pretrained"}))
     from train.crossval import cross_validate, train_all  # torch only when training
+    from train.selection import describe
 
     real = real_dir(cfg)
     cfg.data.real_dir = str(real)  # the resolved config records the folder actually used
@@ -43,6 +44,8 @@ def _cmd_real(args: argparse.Namespace) -> int:
             raise ConfigError(f"--out {out}: with --folds 0 give a checkpoint file name ending in .ckpt")
         result = train_all(cfg, real, out, resume=args.resume)
         print(f"model trained on all images of {real} -> {out}")
+        if result.get("selection"):
+            print(f"  {describe(result['selection'])}")
         if args.json:
             print(json.dumps(result))
         return 0
@@ -54,6 +57,10 @@ def _cmd_real(args: argparse.Namespace) -> int:
         spread = summary["fold_mean_std"][metric]
         print(f"  {metric:<18} pooled {summary['pooled'][metric]:.3f}   "
               f"folds {spread['mean']:.3f} +- {spread['std']:.3f}")
+    for fold in summary["selection"]:
+        if "choice" in fold:
+            print(f"  fold {fold['fold']}" + (f" repeat {fold['repeat']}" if fold["repeat"] else "")
+                  + f": {describe(fold)}")
     print(f"results: {out / 'cv_metrics.json'}")
     if args.json:
         print(json.dumps(summary["pooled"]))

@@ -16,11 +16,19 @@ Two config sections turn the same protocol into the other arms of the comparison
   its own learning rate, warm-up and epochs, the encoder frozen for the first epochs, and
   optionally a fraction of simulated samples (`sim_data`) mixed into the batches.
 The arms thus differ only by config and reuse the same saved splits.json.
+
+Both arms choose their training length by the same inner validation on their own training
+images (`select`, train/selection.py; the test fold is never a validation set); fine-tuning also
+keeps the pretrained model unchanged when fine-tuning did not beat it there. The choice and its
+inner scores are in each fold's metrics.json, cv_metrics.json and the checkpoint.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +39,12 @@ from omegaconf import DictConfig
 from grapheneseg.config import save_config, to_plain, write_json
 from grapheneseg.metrics import mean_and_spread, pooled, scores
 from grapheneseg.micrographs import LabelledSet, load_labelled
-from grapheneseg.splits import load_or_make_splits
+from grapheneseg.splits import adopt_splits, load_or_make_splits
 from train.checkpoints import PREPROCESSING, CheckpointError, read_checkpoint, save_checkpoint
 from train.datasets import MixedPairs, real_pairs, sim_pairs
-from train.loops import fit, validate
-from train.model import architecture
+from train.loops import choose_device, fit, validate
+from train.model import architecture, build_model
+from train.selection import choose, inner_splits
 
 
 def fold_dir(run_dir: Path, split: dict) -> Path:
@@ -77,6 +86,9 @@ def finetune_setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, to
     path = Path(tune["pretrained"])
     payload = read_checkpoint(path)
     check_compatible(payload, config, path)
+    if float(tune["lr"]) > float(config["optim"]["lr"]):
+        warnings.warn(f"finetune.lr {tune['lr']} exceeds the preset's own optim.lr {config['optim']['lr']}: "
+                      "fine-tuning may destroy the pretrained features", stacklevel=2)
     config = json.loads(json.dumps(config))  # a deep copy of plain data
     config["optim"]["lr"] = tune["lr"]
     config["optim"]["pct_start"] = tune["warmup"]
@@ -101,6 +113,72 @@ def _train_sets(config: dict[str, Any], data: LabelledSet, train: list[str], tes
     return train_set, test_set
 
 
+def _pretrained_counts(config: dict[str, Any], init: Mapping[str, torch.Tensor], val_set) -> list[int]:
+    """Pooled [tp, fp, fn, tn] of the pretrained weights, as they are, on `val_set`."""
+    model = build_model(architecture(config["model"]))
+    model.load_state_dict(init)
+    device = choose_device(config.get("device", "auto"))
+    pairs = [val_set[i] for i in range(len(val_set))]
+    counts = validate(model.to(device).eval(), [img[0].numpy() for img, _ in pairs],
+                      [m.numpy().astype(bool) for _, m in pairs], config["loop"]["batch_size"], device)[1]
+    return np.sum(counts, axis=0).tolist()
+
+
+def _inner_runs(config: dict[str, Any], data: LabelledSet, names: list[str],
+                init: Mapping[str, torch.Tensor] | None, out: Path, resume: bool, desc: str) -> list[dict]:
+    """Train once per inner split of `names` with validation on its held-out images; each run's
+    pooled counts per validated epoch (in config epochs) are kept in out/inner_I/curve.json."""
+    runs = []
+    epochs = int(config["loop"]["epochs"])
+    for i, (train, held_out) in enumerate(inner_splits(names, config["select"])):
+        path = out / f"inner_{i}" / "curve.json"
+        if resume and path.exists():
+            runs.append(json.loads(path.read_text()))
+            continue
+        train_set, val_set = _train_sets(config, data, train, held_out)
+        _, result = fit(config, train_set, val_set, path.parent, resume=resume, init=init, desc=f"{desc} inner {i}")
+        scale = result["history"][-1]["epoch"] // epochs  # loop.min_steps repeats every epoch `scale` times
+        run = {"train": train, "held_out": held_out, "seconds": result["seconds"],
+               "counts": {str(h["epoch"] // scale): h["counts"] for h in result["history"] if "counts" in h},
+               "pretrained": None if init is None else _pretrained_counts(config, init, val_set)}
+        write_json(path, run)
+        (path.parent / "last.ckpt").unlink(missing_ok=True)
+        runs.append(run)
+    return runs
+
+
+def fit_selected(config: dict[str, Any], data: LabelledSet, names: list[str],
+                 init: Mapping[str, torch.Tensor] | None, out: Path, resume: bool = False,
+                 desc: str = "train") -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any] | None]:
+    """Train on `names` for the length chosen by inner validation (train.selection), or keep the
+    pretrained `init` when fine-tuning did not beat it there. Returns (model, fit result,
+    selection); selection is None when `select.enabled` is false or fewer than 2 images are given
+    (then a warning, and the configured length)."""
+    select = config.get("select") or {}
+    runs = _inner_runs(config, data, names, init, out, resume, desc) if select.get("enabled") else []
+    if select.get("enabled") and not runs:
+        warnings.warn(f"{desc}: {len(names)} training image(s): too few for inner validation; training "
+                      "for the configured length without a check", stacklevel=2)
+    selection = None
+    if runs:
+        epochs = int(config["loop"]["epochs"])
+        total = {e: np.sum([r["counts"][e] for r in runs], axis=0) for e in runs[0]["counts"]}
+        zero_shot = None if init is None else np.sum([r["pretrained"] for r in runs], axis=0)
+        selection = {**choose(total, epochs, zero_shot), "inner_splits": len(runs),
+                     "inner_images": sum(len(r["held_out"]) for r in runs),
+                     "inner_seconds": round(sum(r["seconds"] for r in runs), 1)}
+        if selection["choice"] == "pretrained":
+            model = build_model(architecture(config["model"]))
+            model.load_state_dict(init)
+            return model.eval(), {"history": [], "final": {}, "seconds": 0.0}, selection
+        config = json.loads(json.dumps(config))  # the chosen length, the same steps per epoch
+        config["loop"]["min_steps"] = round(int(config["loop"].get("min_steps") or 0) * selection["epochs"] / epochs)
+        config["loop"]["epochs"] = selection["epochs"]
+    train_set, _ = _train_sets(config, data, names, None)
+    model, result = fit(config, train_set, None, out, resume=resume, init=init, desc=desc)
+    return model, result, selection
+
+
 def train_fold(config: dict[str, Any], data: LabelledSet, split: dict, run_dir: Path,
                resume: bool = False) -> dict[str, Any]:
     """Train on split["train"], test on split["test"]; writes fold_K/model.ckpt and metrics.json.
@@ -112,9 +190,11 @@ def train_fold(config: dict[str, Any], data: LabelledSet, split: dict, run_dir: 
     config, init = finetune_setup(config)
     train_names = real_subset(split["train"], config["cv"].get("n_real"), config["cv"]["split_seed"],
                               split["repeat"], split["fold"])
-    train_set, test_set = _train_sets(config, data, train_names, split["test"])
-    model, result = fit(config, train_set, test_set, out, resume=resume, init=init,
-                        desc=f"fold {split['fold']}" + (f" repeat {split['repeat']}" if split["repeat"] else ""))
+    # the test fold is only scored once, after training: never a validation set
+    model, result, selection = fit_selected(
+        config, data, train_names, init, out, resume=resume,
+        desc=f"fold {split['fold']}" + (f" repeat {split['repeat']}" if split["repeat"] else ""))
+    test_set = real_pairs(data, split["test"])
     images = [test_set[i][0][0].numpy() for i in range(len(test_set))]
     masks = [test_set[i][1].numpy().astype(bool) for i in range(len(test_set))]
     test_metrics, counts = validate(model, images, masks, config["loop"]["batch_size"],
@@ -122,21 +202,27 @@ def train_fold(config: dict[str, Any], data: LabelledSet, split: dict, run_dir: 
     record = {"repeat": split["repeat"], "fold": split["fold"], "train_images": train_names,
               "test": test_metrics,
               "counts": {n: c.tolist() for n, c in zip(split["test"], counts)},
-              "seconds": result["seconds"], "history": result["history"]}
+              "seconds": result["seconds"] + (selection or {}).get("inner_seconds", 0.0),
+              "history": result["history"], "selection": selection}
     save_checkpoint(out / "model.ckpt", model, architecture(config["model"]), config,
-                    len(result["history"]), test_metrics)
+                    len(result["history"]), test_metrics, train_images=train_names, selection=selection)
     write_json(metrics_path, record)
     (out / "last.ckpt").unlink(missing_ok=True)
     return record
 
 
-def cross_validate(cfg: DictConfig, real: Path, run_dir: Path, resume: bool = False) -> dict[str, Any]:
-    """k-fold CV (cfg.cv.folds x cfg.cv.repeats) on the labelled folder `real` into `run_dir`."""
+def cross_validate(cfg: DictConfig, real: Path, run_dir: Path, resume: bool = False,
+                   splits: list[dict] | None = None) -> dict[str, Any]:
+    """k-fold CV (cfg.cv.folds x cfg.cv.repeats) on the labelled folder `real` into `run_dir`.
+    `splits`: folds handed over by a comparison (every arm the same), else made from cfg.cv."""
     config = to_plain(cfg)
     run_dir = Path(run_dir)
     data = load_labelled(Path(real))
-    splits = load_or_make_splits(run_dir / "splits.json", data.names, int(cfg.cv.folds),
-                                 int(cfg.cv.repeats), int(cfg.cv.split_seed))
+    if splits is None:
+        splits = load_or_make_splits(run_dir / "splits.json", data.names, int(cfg.cv.folds),
+                                     int(cfg.cv.repeats), int(cfg.cv.split_seed))
+    else:
+        splits = adopt_splits(run_dir / "splits.json", splits, data.names)
     save_config(cfg, run_dir)
     t0 = time.perf_counter()
     folds = [train_fold(config, data, split, run_dir, resume) for split in splits]
@@ -151,6 +237,7 @@ def cross_validate(cfg: DictConfig, real: Path, run_dir: Path, resume: bool = Fa
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "n_images": len(data), "folds": int(cfg.cv.folds), "repeats": int(cfg.cv.repeats),
         "n_real": cfg.cv.get("n_real"), "pretrained": cfg.get("finetune", {}).get("pretrained"),
+        "selection": [{"repeat": f["repeat"], "fold": f["fold"], **(f.get("selection") or {})} for f in folds],
     }
     write_json(run_dir / "cv_metrics.json", summary)
     return summary
@@ -167,11 +254,10 @@ def train_all(cfg: DictConfig, real: Path, out: Path, resume: bool = False) -> d
     save_config(cfg, out.parent, name=f"{out.stem}.yaml")
     config, init = finetune_setup(config)
     names = real_subset(data.names, config["cv"].get("n_real"), config["cv"]["split_seed"])
-    train_set, _ = _train_sets(config, data, names, None)
-    model, result = fit(config, train_set, None, work, resume=resume, init=init, desc="all images")
-    metrics = {"train_loss": result["final"].get("loss"), "seconds": result["seconds"]}
-    save_checkpoint(out, model, architecture(config["model"]), config, len(result["history"]), metrics)
-    (work / "last.ckpt").unlink(missing_ok=True)
-    if work.exists() and not any(work.iterdir()):
-        work.rmdir()
+    model, result, selection = fit_selected(config, data, names, init, work, resume=resume, desc="all images")
+    metrics = {"train_loss": result["final"].get("loss"),
+               "seconds": result["seconds"] + (selection or {}).get("inner_seconds", 0.0), "selection": selection}
+    save_checkpoint(out, model, architecture(config["model"]), config, len(result["history"]), metrics,
+                    train_images=names, selection=selection)
+    shutil.rmtree(work, ignore_errors=True)  # last.ckpt and inner runs: the checkpoint holds the choice
     return {"out": str(out), **metrics}

@@ -220,8 +220,10 @@ def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
         if checks and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
             model.eval()
             for name, (images, masks) in checks.items():
-                metrics = validate(model, images, masks, batch, device)[0]
+                metrics, counts = validate(model, images, masks, batch, device)
                 record.update({f"{name}_{k}" if name else k: v for k, v in metrics.items()})
+                if not name:  # pooled [tp, fp, fn, tn] of the validation set (inner validation)
+                    record["counts"] = np.sum(counts, axis=0).tolist()
             bar.set_postfix(epoch=epoch + 1, loss=f"{record['loss']:.3f}",
                             jaccard=f"{record.get('jaccard', float('nan')):.3f}")
         history.append(record)

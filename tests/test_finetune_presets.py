@@ -1,0 +1,31 @@
+"""Fine-tuning settings follow the preset: never a higher rate than the preset's own."""
+from __future__ import annotations
+
+import pytest
+
+from grapheneseg.config import load_config, to_plain
+from train.checkpoints import save_checkpoint
+from train.crossval import finetune_setup
+from train.model import architecture, build_model
+
+
+@pytest.mark.parametrize("preset", ["cpu", "paper"])
+def test_every_preset_fine_tunes_at_or_below_its_own_rate(preset, tmp_path):
+    cfg = to_plain(load_config("train", [f"preset={preset}"]))
+    arch = architecture(cfg["model"])
+    ckpt = save_checkpoint(tmp_path / "sim.ckpt", build_model(arch), arch, {}, epoch=0)
+    cfg["finetune"]["pretrained"] = str(ckpt)
+    tuned, init = finetune_setup(cfg)
+    assert init is not None
+    assert tuned["optim"]["lr"] == cfg["finetune"]["lr"] <= cfg["optim"]["lr"]
+    assert tuned["optim"]["name"] == cfg["optim"]["name"] and tuned["optim"]["schedule"] == cfg["optim"]["schedule"]
+    if preset == "paper":
+        assert tuned["optim"]["lr"] <= 1e-4 and tuned["loop"]["batch_size"] == 1
+
+
+def test_a_rate_above_the_preset_warns(tmp_path):
+    cfg = to_plain(load_config("train", ["preset=paper", "finetune.lr=1e-3"]))
+    arch = architecture(cfg["model"])
+    cfg["finetune"]["pretrained"] = str(save_checkpoint(tmp_path / "s.ckpt", build_model(arch), arch, {}, epoch=0))
+    with pytest.warns(UserWarning, match="exceeds the preset's own optim.lr"):
+        finetune_setup(cfg)
