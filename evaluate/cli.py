@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -227,9 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> str:
+    """Warnings for a user: `warning: <message>`, without the source line."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command(lambda: args.func(args))
+    default_format, warnings.formatwarning = warnings.formatwarning, _warning_line
+    try:
+        return run_command(lambda: args.func(args))
+    finally:
+        warnings.formatwarning = default_format
 
 
 if __name__ == "__main__":
