@@ -158,13 +158,14 @@ def input_files(inputs: Sequence[Path | str]) -> list[Path]:
 
 
 def segment_files(model_path: Path, inputs: Sequence[Path | str], cfg: Any, pixel_size: float | None = None,
-                  progress: bool = True) -> tuple[list[Segmentation], dict[str, str]]:
-    """Segment every input; unreadable files are collected in {path: reason} and skipped."""
+                  progress: bool = True, device: str = "auto") -> tuple[list[Segmentation], dict[str, str]]:
+    """Segment every input on `device` (auto, cpu or cuda); unreadable files are collected in
+    {path: reason} and skipped."""
     from tqdm import tqdm
 
     from train.inference import load_models
 
-    models = load_models(Path(model_path))
+    models = load_models(Path(model_path), device)
     done, failed = [], {}
     for path in tqdm(input_files(inputs), desc="segment", unit="img", disable=not progress):
         try:

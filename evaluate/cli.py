@@ -67,7 +67,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     cfg = load_config("evaluate", flag_overrides(args, {}))
     if args.model is not None:
         from train.inference import score_model  # torch is imported only when a network is scored
-        result = score_model(Path(args.model), Path(args.test))
+        result = score_model(Path(args.model), Path(args.test), device=args.device)
     else:
         params = load_bragg_params(Path(args.params)) if args.params else bragg.BraggParams.from_config(cfg.bragg)
         result = score_bragg(params, Path(args.test))
@@ -87,7 +87,8 @@ def _segment(args: argparse.Namespace) -> tuple[Any, Path, list, dict[str, str]]
     from .apply import segment_files
 
     cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold"}))
-    results, failed = segment_files(Path(args.model), args.input, cfg.apply, args.pixel_size, progress=not args.quiet)
+    results, failed = segment_files(Path(args.model), args.input, cfg.apply, args.pixel_size,
+                                    progress=not args.quiet, device=args.device)
     return cfg, Path(args.out), results, failed
 
 
@@ -147,11 +148,17 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .comparison import run_report
+    from train.inference import inference_device
 
+    inference_device(args.device)  # fail now, not after an hour of training, when CUDA is absent
     real = Path(args.real) if args.real else real_dir(load_config("evaluate"))
+    overrides = list(args.overrides)
+    if args.device != "auto":  # training and pretraining follow the same device
+        overrides += [f"train.device={args.device}", f"pretrain.device={args.device}"]
     out = run_report(real, Path(args.out), args.budget, Path(args.sim) if args.sim else None,
                      Path(args.pretrained) if args.pretrained else None,
-                     Path(args.test_dir) if args.test_dir else None, list(args.overrides), progress=not args.quiet)
+                     Path(args.test_dir) if args.test_dir else None, overrides, progress=not args.quiet,
+                     device=args.device)
     print(f"report: {out['html']} ({out['md'].name}, {out['metrics'].name})")
     return 0
 
@@ -161,10 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, network: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra config overrides")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if network:
+            p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                           help="where the network runs: auto (default: CUDA with autocast when present, "
+                                "else the CPU's frozen TorchScript), cpu or cuda")
         return p
 
     p = add("bragg", "Cross-validate the Bragg-filter baseline (fit on training folds, score held-out fold).")
@@ -182,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="bragg.json", help="parameter file to write (default bragg.json)")
     p.set_defaults(func=_cmd_bragg_fit)
 
-    p = add("score", "Metrics of a method on a labelled folder (the six pooled metrics).")
+    p = add("score", "Metrics of a method on a labelled folder (the six pooled metrics).", network=True)
     p.add_argument("--method", choices=["bragg"], help="classical baseline to score")
     p.add_argument("--params", help="Bragg parameters from `evaluate bragg-fit` (default: config values)")
     p.add_argument("--model", help="U-Net checkpoint, or a CV run folder (ensemble of its folds)")
@@ -192,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_score)
 
     def add_apply(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = add(name, help_text)
+        p = add(name, help_text, network=True)
         p.add_argument("--model", required=True, help="U-Net checkpoint, or a CV run folder (fold ensemble)")
         p.add_argument("--input", nargs="+", required=True, metavar="PATH",
                        help="micrographs (.dm3 .dm4 .emd .ser .tif .png) or folders of them")
@@ -215,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("report", "Every arm (Bragg, real-only, sim-only, sim-pretrained + fine-tuned) on identical "
                       "folds: report.html, report.md, metrics.json and figures. Overrides prefixed train. "
-                      "or pretrain. go to those configs.")
+                      "or pretrain. go to those configs.", network=True)
     p.add_argument("--real", help="labelled folder (default: data.real_dir)")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--sim", help="simulated HDF5 dataset: pretrain on it here")

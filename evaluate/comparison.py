@@ -55,11 +55,11 @@ def _train_cfg(real: Path, budget: Any, extra: list[str], k: int | None, pretrai
     return load_config("train", overrides)
 
 
-def _sim_only_arm(ckpt: Path, real: Path, splits: list[dict]) -> Arm:
+def _sim_only_arm(ckpt: Path, real: Path, splits: list[dict], device: str = "auto") -> Arm:
     """The simulation-only model scored on every fold's test images (it never saw real labels)."""
     from train.inference import score_model
 
-    counts = score_model(ckpt, real)["counts"]
+    counts = score_model(ckpt, real, device=device)["counts"]
     per_fold, all_counts = [], {}
     for split in splits:
         fold_counts = [np.array(counts[n]) for n in split["test"]]
@@ -70,7 +70,7 @@ def _sim_only_arm(ckpt: Path, real: Path, splits: list[dict]) -> Arm:
 
 
 def _error_examples(arms: dict[str, Arm], real: Path, splits: list[dict], bragg_dir: Path,
-                    run_dirs: dict[str, Path], sim_ckpt: Path) -> list:
+                    run_dirs: dict[str, Path], sim_ckpt: Path, device: str = "auto") -> list:
     """Best, median and worst test images of the fine-tuned arm, with every arm's prediction."""
     from train.inference import load_models, predict_probability
     from train.crossval import fold_dir
@@ -88,9 +88,9 @@ def _error_examples(arms: dict[str, Arm], real: Path, splits: list[dict], bragg_
         pre = preprocess(image)
         masks = {"truth": truth, "Bragg": bragg.segment(pre, bragg_params[(0, split["fold"])], preprocessed=True)}
         for label, arm in (("real-only", REAL_ONLY), ("fine-tuned", FINETUNED)):
-            models = load_models(fold_dir(run_dirs[arm], split) / "model.ckpt")
+            models = load_models(fold_dir(run_dirs[arm], split) / "model.ckpt", device)
             masks[label] = predict_probability(models, pre[None])[0] > 0.5
-        masks["sim-only"] = predict_probability(load_models(sim_ckpt), pre[None])[0] > 0.5
+        masks["sim-only"] = predict_probability(load_models(sim_ckpt, device), pre[None])[0] > 0.5
         examples.append((f"{title}: {name[:28]}", pre, masks))
     return examples
 
@@ -112,7 +112,7 @@ def _pretrained(out: Path, budget: Any, sim: Path | None, pretrained: Path | Non
 
 def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, sim: Path | None,
                      pretrained: Path | None, train_extra: list[str], pretrain_extra: list[str],
-                     eval_extra: list[str], progress: bool) -> dict[str, Path]:
+                     eval_extra: list[str], progress: bool, device: str = "auto") -> dict[str, Path]:
     """Every arm trained on all of `real` and scored once on the labelled folder `test`."""
     from .bragg import fit_bragg, score_bragg
     from train.inference import score_model
@@ -126,7 +126,7 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
         fit_bragg(bragg_cfg, params, progress=progress)
     results = {BRAGG: score_bragg(bragg.BraggParams(**json.loads(params.read_text())["params"]), test)}
     pretrained = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
-    results[SIM_ONLY] = score_model(pretrained, test)
+    results[SIM_ONLY] = score_model(pretrained, test, device=device)
     curves: dict[str, dict[int, float]] = {REAL_ONLY: {}, FINETUNED: {}}
     n_all = len(load_labelled(real))
     for k in [*budget.ks, None]:
@@ -134,7 +134,7 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
             tcfg = _train_cfg(real, budget, train_extra, k, init, folds=0)
             ckpt = out / "arms" / f"{'real' if init is None else 'finetuned'}-K{k or 'all'}-all-{_hash(tcfg)}.ckpt"
             train_all(tcfg, real, ckpt, resume=True)
-            scored = score_model(ckpt, test)
+            scored = score_model(ckpt, test, device=device)
             curves[name][k or n_all] = scored["pooled"]["jaccard"]
             provenance["runs"][f"{name} K={k or 'all'}"] = {"checkpoint": str(ckpt), "sha256": sha256(ckpt)}
             if k is None:
@@ -152,9 +152,10 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
 
 def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | None = None,
                pretrained: Path | None = None, test_dir: Path | None = None, overrides: list[str] = (),
-               progress: bool = True) -> dict[str, Path]:
+               progress: bool = True, device: str = "auto") -> dict[str, Path]:
     """Run or reuse all arms and write report.html / report.md / metrics.json and figures in `out`.
 
+    `device` (auto, cpu, cuda) runs the scoring; training follows `train.device` / `pretrain.device`.
     `overrides` prefixed `train.` go to the U-Net training config, `pretrain.` to pretraining,
     the rest to the evaluate config.
     """
@@ -171,7 +172,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     save_config(cfg, out)
     if test_dir is not None:
         return _held_out_report(real, Path(test_dir), out, cfg, budget, sim, pretrained, train_extra,
-                                pretrain_extra, eval_extra, progress)
+                                pretrain_extra, eval_extra, progress, device)
     names = load_labelled(real).names
     splits = load_or_make_splits(out / "splits.json", names, budget.folds, budget.repeats, cfg.seed)
     provenance: dict[str, Any] = {"command": " ".join(sys.argv), "git_commit": _git_commit(),
@@ -189,7 +190,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     provenance["runs"][BRAGG] = {"folder": str(bragg_dir), "config_hash": _hash(bragg_cfg)}
 
     pretrained = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
-    arms[SIM_ONLY] = _sim_only_arm(pretrained, real, splits)
+    arms[SIM_ONLY] = _sim_only_arm(pretrained, real, splits, device)
 
     curves: dict[str, dict[int, float]] = {REAL_ONLY: {}, FINETUNED: {}}
     run_dirs: dict[str, Path] = {}
@@ -211,7 +212,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
         "Data efficiency: Jaccard vs real labels per fold": plot_data_efficiency(
             curves, out / "data_efficiency.png", n_all=len(splits[0]["train"])),
         "Errors (Figure 4 colours) on the fine-tuned arm's best, median and worst images": plot_error_examples(
-            _error_examples(arms, real, splits, bragg_dir, run_dirs, pretrained), out / "error_examples.png"),
+            _error_examples(arms, real, splits, bragg_dir, run_dirs, pretrained, device), out / "error_examples.png"),
     }
     if sim is not None:
         from simulate.report import compare, preview
