@@ -14,7 +14,7 @@ from typing import Any
 
 from . import bragg
 from .bragg import fit_bragg, load_bragg_params, run_bragg_cv, score_bragg
-from grapheneseg.config import ConfigError, flag_overrides, load_config, real_dir, run_command, save_config, write_json
+from grapheneseg.config import DEFAULT_REAL_DIR, ConfigError, flag_overrides, load_config, real_dir, run_command, save_config, write_json
 from grapheneseg.metrics import METRICS
 
 EXAMPLES = """examples:
@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   evaluate sort --model model.ckpt --input DIR --out sorted/ --best 20
   evaluate atoms --model model.ckpt --input image.png --out atoms/
   evaluate bragg --real DIR bragg.lowpass=4       # any config key as a Hydra override
+  evaluate fetch-real --out data/real             # the public labelled set (GitHub, one archive)
 """
 
 
@@ -146,6 +147,16 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
     return _report_failures(failed)
 
 
+def _cmd_fetch_real(args: argparse.Namespace) -> int:
+    from grapheneseg.fetch import fetch_real
+
+    record = fetch_real(Path(args.out), Path(args.archive) if args.archive else None, overwrite=args.overwrite,
+                        progress=not args.quiet)
+    print(f"{record['pairs']} labelled pairs from {record['repository']} (commit {record['commit'] or 'unknown'}) "
+          f"-> {args.out} (SOURCE.json, {record['licence'] or 'no licence file'})")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .comparison import run_report
     from train.inference import inference_device
@@ -223,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast", choices=["auto", "white", "black"], default="auto",
                    help="atom contrast (default: detected from the honeycomb)")
     p.set_defaults(func=_cmd_atoms)
+
+    p = add("fetch-real", "Download the public labelled micrographs (github.com/lbnlcomputerarch/graphene-u-net, "
+                          "training_images/) as one archive over HTTPS, check them and unpack the pairs.")
+    p.add_argument("--out", default=str(DEFAULT_REAL_DIR), help=f"folder to create (default {DEFAULT_REAL_DIR})")
+    p.add_argument("--archive", help="a local copy of the repository's .tar.gz instead of downloading it")
+    p.add_argument("--overwrite", action="store_true", help="replace a folder that already holds files")
+    p.set_defaults(func=_cmd_fetch_real)
 
     p = add("report", "Every arm (Bragg, real-only, sim-only, sim-pretrained + fine-tuned) on identical "
                       "folds: report.html, report.md, metrics.json and figures. Overrides prefixed train. "
