@@ -4,14 +4,16 @@ Graphene's Fourier transform shows hexagonal rings of spots at the plane spacing
 order, order = 1 ({100}), sqrt 3 ({110}), 2 ({200}), sqrt 7 ({210}), 3 ({300}). A ring at q (1/px)
 that is order k gives a pixel size of 2.13 q / k A/px, so one ring alone has several readings.
 
-1. Spots: local maxima of the windowed power spectrum, smoothed by 1 px, divided by the median
-   power of their radius (the spectrum falls steeply with q; the median ignores the few spots),
-   over the whole spectrum from 3 Fourier pixels to Nyquist. No prior on the scale: at 0.02 A/px
+1. Spots: local maxima of the windowed power spectrum (smoothed by 1 px) over the whole
+   spectrum from 3 Fourier pixels to Nyquist. No prior on the scale: at 0.02 A/px
    on 2048 px the {100} ring sits at ~0.01 1/px (19 Fourier pixels), at 1.0 A/px near 0.47 1/px.
-   Each spot's radius is refined to a fraction of a Fourier pixel (parabolic fit); a micrograph
-   must span enough lattice periods (`MIN_PERIODS`) for its ring to lie away from the centre.
-2. Rings: spots grouped by radius; a ring counts only when two of its spots lie a multiple of 60
-   degrees apart (a hexagon, not noise).
+   Each spot's strength is its power over the local background (geometric mean over
+   `BACKGROUND_PX`), its radius refined to a fraction of a Fourier pixel (parabolic fit). A
+   micrograph must span enough lattice periods for its ring to lie `MIN_Q_PX` from the centre.
+2. Rings: spots grouped by radius; a ring counts only when another of its spots lies 60 or 120
+   degrees from its strongest (a hexagon, not noise, nor the axis-aligned artefacts of
+   interpolation). Rings `FAINT_DECADES` of power below the strongest are dropped: an upsampled
+   micrograph carries faint replicas of its spectrum beyond its original Nyquist frequency.
 3. Readings: every ring as every order in `READ_ORDERS` proposes a pixel size; each reading is
    scored by the strength of the observed rings it explains, minus a penalty when it predicts a
    {100} ring (the innermost and, in graphene HRTEM, nearly always visible one) inside the
@@ -31,15 +33,17 @@ D100 = 2.13  # graphene {100} lattice-plane spacing, A
 ORDERS = (1.0, np.sqrt(3.0), 2.0, np.sqrt(7.0), 3.0)  # q / q{100} of {100} {110} {200} {210} {300}
 READ_ORDERS = ORDERS[:3]  # a ring is read as one of these; the outer ones only confirm
 MIN_Q_PX = 3.0  # innermost radius searched, Fourier pixels (inside: the image's own envelope)
-SPOT_RATIO = 12.0  # a spot's power / median power at its radius
+SPOT_RATIO = 12.0  # a spot's power / its local background
+BACKGROUND_PX = 4.0  # width of the local background (geometric mean), Fourier pixels
 RING_TOL = 0.03  # relative radius tolerance of one ring (and of a predicted ring matching)
-ANGLE_TOL = 4.0  # degrees: two spots of one hexagon lie a multiple of 60 degrees apart
+ANGLE_TOL = 4.0  # degrees: two spots of one hexagon lie 60 or 120 degrees apart
 MISSING_100 = 0.5  # penalty (times the strongest ring) for a predicted {100} ring that is absent
-MAX_SPOTS = 60
+MAX_SPOTS = 200
+FAINT_DECADES = 3.0  # rings this many decades of power below the strongest are ignored
 
 
-def _spots(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(radius in 1/px, angle in degrees mod 180, log10 strength) of the spectrum's spots."""
+def _spots(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(radius in 1/px, angle in degrees mod 180, log10 strength, log10 power) of the spectrum's spots."""
     from grapheneseg.preprocessing import preprocess
 
     h, w = image.shape
@@ -50,15 +54,9 @@ def _spots(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     fy = (np.arange(h) - h // 2)[:, None] / h
     fx = np.arange(power.shape[1])[None, :] / w
     q = np.hypot(fy, fx)
-    ring = np.minimum(np.round(q * max(h, w)).astype(int), max(h, w))
-    median = np.zeros(ring.max() + 1)
-    order = np.argsort(ring, axis=None)
-    bounds = np.searchsorted(ring.ravel()[order], np.arange(ring.max() + 2))
-    flat = power.ravel()[order]
-    for r in range(ring.max() + 1):
-        if bounds[r + 1] > bounds[r]:
-            median[r] = np.median(flat[bounds[r]:bounds[r + 1]])
-    ratio = power / np.maximum(median[ring], 1e-30)
+    log_power = np.log(np.maximum(power, 1e-30))
+    background = np.exp(scipy.ndimage.gaussian_filter(log_power, BACKGROUND_PX, mode=("wrap", "nearest")))
+    ratio = power / background
     peak = (power == scipy.ndimage.maximum_filter(power, size=5, mode=("wrap", "nearest")))
     peak &= (ratio > SPOT_RATIO) & (q * min(h, w) >= MIN_Q_PX) & (np.abs(fy) < 0.5) & (fx < 0.5)
     peak &= (fx > 0) | (fy > 0)  # one spot of each symmetric pair
@@ -70,7 +68,8 @@ def _spots(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     right = np.log(power[rows, np.minimum(cols + 1, power.shape[1] - 1)])
     dx = np.where(cols + 1 < power.shape[1], _vertex(left, np.log(power[rows, cols]), right), 0.0)
     qy, qx = fy[rows, 0] + dy / h, fx[0, cols] + dx / w
-    return np.hypot(qy, qx), np.degrees(np.arctan2(qy, qx)) % 180.0, np.log10(ratio[rows, cols])
+    return (np.hypot(qy, qx), np.degrees(np.arctan2(qy, qx)) % 180.0, np.log10(ratio[rows, cols]),
+            np.log10(np.maximum(power[rows, cols], 1e-30)))
 
 
 def _vertex(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -79,9 +78,10 @@ def _vertex(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return np.clip(np.where(denom < 0, 0.5 * (a - c) / np.where(denom < 0, denom, -1.0), 0.0), -0.5, 0.5)
 
 
-def lattice_rings(image: np.ndarray) -> list[tuple[float, float]]:
-    """Hexagonal rings of the spectrum as (radius in 1/px, strength), strongest first."""
-    radius, angle, strength = _spots(image)
+def lattice_rings(image: np.ndarray) -> list[tuple[float, float, float]]:
+    """Hexagonal rings of the spectrum as (radius in 1/px, strength, log10 power of the strongest
+    spot), strongest first; rings of one radius (grains at other angles) are merged."""
+    radius, angle, strength, power = _spots(image)
     rings = []
     used = np.zeros(len(radius), bool)
     for i in np.argsort(strength)[::-1]:
@@ -89,19 +89,19 @@ def lattice_rings(image: np.ndarray) -> list[tuple[float, float]]:
             continue
         same = ~used & (np.abs(radius - radius[i]) <= RING_TOL * radius[i] + 0.75 / min(image.shape))
         members = np.nonzero(same)[0]
-        sixty = np.abs((angle[members] - angle[i] + 30.0) % 60.0 - 30.0) < ANGLE_TOL
-        hexagon = members[sixty]
+        turn = (angle[members] - angle[i]) % 180.0  # 0, 60 or 120 degrees on a hexagon (half plane)
+        hexagon = np.append(members[np.minimum(np.abs(turn - 60.0), np.abs(turn - 120.0)) < ANGLE_TOL], i)
         if len(hexagon) >= 2:
             used[hexagon] = True
-            weights = strength[hexagon]
-            rings.append((float(np.average(radius[hexagon], weights=weights)), float(weights.sum())))
-    merged: list[tuple[float, float]] = []  # grains of one lattice at other angles: one ring
-    for r, s in sorted(rings):
+            w = strength[hexagon]
+            rings.append((float(np.average(radius[hexagon], weights=w)), float(w.sum()), float(power[hexagon].max())))
+    merged: list[tuple[float, float, float]] = []
+    for r, s, p in sorted(rings):
         if merged and r - merged[-1][0] <= RING_TOL * r + 0.75 / min(image.shape):
-            r0, s0 = merged[-1]
-            merged[-1] = ((r0 * s0 + r * s) / (s0 + s), s0 + s)
+            r0, s0, p0 = merged[-1]
+            merged[-1] = ((r0 * s0 + r * s) / (s0 + s), s0 + s, max(p0, p))
         else:
-            merged.append((r, s))
+            merged.append((r, s, p))
     return sorted(merged, key=lambda r: -r[1])
 
 
@@ -110,6 +110,8 @@ def read_pixel_size(image: np.ndarray) -> float | None:
     rings = lattice_rings(np.asarray(image, dtype=np.float32))
     if not rings:
         return None
+    top = max(p for _, _, p in rings)
+    rings = [(r, s) for r, s, p in rings if p >= top - FAINT_DECADES]  # interpolation replicas are faint
     radii = np.array([r for r, _ in rings])
     strength = np.array([s for _, s in rings])
     best, best_key = None, None

@@ -68,3 +68,11 @@ def test_atoms_use_the_same_reader() -> None:
     assert bond_length_px(image, pixel_size=0.5) == pytest.approx(BOND / 0.5)
     with pytest.raises(ValueError, match="no graphene lattice"):
         bond_length_px(np.random.default_rng(0).normal(size=(64, 64)))
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_interpolated_upsampling_replicas_are_ignored(factor: int) -> None:
+    """A spline-upsampled micrograph carries faint replicas of its spectrum beyond the old Nyquist
+    (and axis-aligned artefacts); they must not be read as lattice rings."""
+    image = graphene(0.4, 96, amplitudes=(1.0, 0.6, 0.3), seed=11)
+    assert read_pixel_size(scipy.ndimage.zoom(image, factor, order=3)) == pytest.approx(0.4 / factor, rel=0.02)
