@@ -29,10 +29,21 @@ from grapheneseg.formats import SUPPORTED, Micrograph, read_micrograph
 from grapheneseg.micrographs import LABEL_SUFFIX, DataError
 from grapheneseg.preprocessing import preprocess
 
+DEFAULT_MODEL = "sim_default.ckpt"  # shipped in grapheneseg/models/ with its model card (sim_default.md)
 CSV_COLUMNS = ["file", "pixel_size_A", "pixel_size_source", "height", "width",
                "contamination_fraction", "graphene_fraction", "seconds"]
 OVERLAY_RGB = np.array([255, 40, 40])
 OVERLAY_ALPHA = 0.4
+
+
+def default_model() -> Path:
+    """The packaged simulation-only checkpoint (zero human labels) used when no model is given."""
+    from importlib.resources import files
+
+    path = Path(str(files("grapheneseg") / "models" / DEFAULT_MODEL))
+    if not path.is_file():
+        raise DataError(f"{path}: the default model is missing from this installation; give --model CKPT")
+    return path
 
 
 class ScaleWarning(UserWarning):

@@ -22,7 +22,8 @@ EXAMPLES = """examples:
   evaluate bragg-fit --out bragg.json             # fit the filter on all labelled images
   evaluate score --method bragg --params bragg.json --test DIR --json
   evaluate score --model RUN_DIR --test DIR --json  # a fold ensemble (mean softmax) or one .ckpt
-  evaluate predict --model model.ckpt --input scans/*.dm4 --out masks/
+  evaluate predict --input scans/*.dm4 --out masks/  # the packaged simulation-only model
+  evaluate predict --model model.ckpt --input scans/*.dm4 --out masks/ --device cuda
   evaluate sort --model model.ckpt --input DIR --out sorted/ --best 20
   evaluate atoms --model model.ckpt --input image.png --out atoms/
   evaluate bragg --real DIR bragg.lowpass=4       # any config key as a Hydra override
@@ -62,13 +63,26 @@ def _cmd_bragg_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(args: argparse.Namespace) -> Path:
+    """--model, else the packaged default model, said on stderr."""
+    if args.model:
+        return Path(args.model)
+    from .apply import default_model
+
+    path = default_model()
+    print(f"no --model given: using the default simulation-only model {path} (zero human labels; "
+          f"model card {path.with_suffix('.md')})", file=sys.stderr)
+    return path
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
-    if (args.method == "bragg") == (args.model is not None):
-        raise ConfigError("give either --method bragg [--params FILE] or --model CKPT_OR_RUN_DIR")
+    if args.method == "bragg" and args.model is not None:
+        raise ConfigError("give either --method bragg [--params FILE] or --model CKPT_OR_RUN_DIR, not both")
     cfg = load_config("evaluate", flag_overrides(args, {}))
-    if args.model is not None:
+    if args.method != "bragg":
         from train.inference import score_model  # torch is imported only when a network is scored
-        result = score_model(Path(args.model), Path(args.test), device=args.device)
+        args.model = _model(args)
+        result = score_model(args.model, Path(args.test), device=args.device)
     else:
         params = load_bragg_params(Path(args.params)) if args.params else bragg.BraggParams.from_config(cfg.bragg)
         result = score_bragg(params, Path(args.test))
@@ -88,7 +102,7 @@ def _segment(args: argparse.Namespace) -> tuple[Any, Path, list, dict[str, str]]
     from .apply import segment_files
 
     cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold"}))
-    results, failed = segment_files(Path(args.model), args.input, cfg.apply, args.pixel_size,
+    results, failed = segment_files(_model(args), args.input, cfg.apply, args.pixel_size,
                                     progress=not args.quiet, device=args.device)
     return cfg, Path(args.out), results, failed
 
@@ -207,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("score", "Metrics of a method on a labelled folder (the six pooled metrics).", network=True)
     p.add_argument("--method", choices=["bragg"], help="classical baseline to score")
     p.add_argument("--params", help="Bragg parameters from `evaluate bragg-fit` (default: config values)")
-    p.add_argument("--model", help="U-Net checkpoint, or a CV run folder (ensemble of its folds)")
+    p.add_argument("--model", help="U-Net checkpoint, or a CV run folder (ensemble of its folds); "
+                                   "default: the packaged simulation-only model")
     p.add_argument("--test", required=True, help="labelled folder to score on")
     p.add_argument("--out", help="also write all metrics (pooled, per image) to this JSON file")
     p.add_argument("--json", action="store_true", help="last stdout line: JSON of the six pooled metrics")
@@ -215,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_apply(name: str, help_text: str) -> argparse.ArgumentParser:
         p = add(name, help_text, network=True)
-        p.add_argument("--model", required=True, help="U-Net checkpoint, or a CV run folder (fold ensemble)")
+        p.add_argument("--model", help="U-Net checkpoint, or a CV run folder (fold ensemble); "
+                                       "default: the packaged simulation-only model (see its model card)")
         p.add_argument("--input", nargs="+", required=True, metavar="PATH",
                        help="micrographs (.dm3 .dm4 .emd .ser .tif .png) or folders of them")
         p.add_argument("--out", required=True, help="output folder")
