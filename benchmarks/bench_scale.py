@@ -31,7 +31,7 @@ from evaluate.apply import _resample, default_model, segment_files  # noqa: E402
 from evaluate.lattice import read_pixel_size  # noqa: E402
 from grapheneseg.config import default_real_dir, load_config  # noqa: E402
 from grapheneseg.formats import read_micrograph  # noqa: E402
-from grapheneseg.metrics import confusion, scores  # noqa: E402
+from grapheneseg.metrics import confusion, pooled, scores  # noqa: E402
 from grapheneseg.micrographs import load_labelled  # noqa: E402
 
 DEFAULT_NAME = "2013_1114_Gr_112"  # label fraction 0.255, lattice reading 0.385 A/px (the target)
@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, help="the first N images of --real instead of --names")
     parser.add_argument("--factors", type=float, nargs="+", default=[0.5, 1, 2, 4, 8])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--pixel-size", type=float, help="give this A/px instead of reading the lattice "
+                                                         "(at factor 1 only: 0.385 segments at the native scale)")
     args = parser.parse_args()
     import tifffile
 
@@ -77,7 +79,7 @@ def main() -> None:
                 assert read_micrograph(path).pixel_size is None, "the TIFF must not carry a pixel size"
                 paths.append(path)
                 labels.append(label)
-            results, failed = segment_files(model, paths, cfg, progress=False, device=args.device)
+            results, failed = segment_files(model, paths, cfg, args.pixel_size, progress=False, device=args.device)
             assert not failed, failed
             for factor, seg, label in zip(args.factors, results, labels):
                 expected = native / factor if native else None
@@ -85,7 +87,8 @@ def main() -> None:
                 row = {"image": name, "factor": factor, "shape": list(seg.mask.shape), "pixel_read": seg.pixel_size,
                        "pixel_expected": expected, "pixel_rel_err": err, "source": seg.pixel_size_source,
                        "fraction": seg.contamination_fraction, "label_fraction": float(label.mean()),
-                       "jaccard": scores(confusion(seg.mask, label))["jaccard"], "seconds": seg.seconds}
+                       "jaccard": scores(confusion(seg.mask, label))["jaccard"], "seconds": seg.seconds,
+                       "counts": confusion(seg.mask, label).tolist()}
                 row["fraction_ok"] = abs(row["fraction"] - row["label_fraction"]) <= FRACTION_TOL
                 row["scale_ok"] = err is not None and abs(err) <= SCALE_TOL
                 rows.append(row)
@@ -97,11 +100,13 @@ def main() -> None:
     if len(names) > 1:
         summary["share_ok"] = {f"{f:g}": {"fraction_within_0.05": float(np.mean([r["fraction_ok"] for r in rows if r["factor"] == f])),
                                           "pixel_within_10pct": float(np.mean([r["scale_ok"] for r in rows if r["factor"] == f])),
-                                          "mean_jaccard": float(np.mean([r["jaccard"] for r in rows if r["factor"] == f]))}
+                                          "mean_jaccard": float(np.mean([r["jaccard"] for r in rows if r["factor"] == f])),
+                                          "pooled": pooled([np.array(r["counts"]) for r in rows if r["factor"] == f])}
                                for f in args.factors}
         for f, v in summary["share_ok"].items():
             print(f"factor {f}: contamination fraction within {FRACTION_TOL} in {v['fraction_within_0.05']:.0%} of "
-                  f"images, pixel size within 10% in {v['pixel_within_10pct']:.0%}, mean Jaccard {v['mean_jaccard']:.3f}")
+                  f"images, pixel size within 10% in {v['pixel_within_10pct']:.0%}, Jaccard {v['mean_jaccard']:.3f} "
+                  f"(mean over images), {v['pooled']['jaccard']:.3f} (pooled over pixels)")
     print(json.dumps(summary))
 
 
