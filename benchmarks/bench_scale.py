@@ -41,7 +41,8 @@ FRACTION_TOL, SCALE_TOL = 0.05, 0.10
 def rescale(image: np.ndarray, mask: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
     """(image, label) at `factor` times the sampling: cubic spline / nearest up, anti-aliased down."""
     if factor >= 1:
-        return scipy.ndimage.zoom(image, factor, order=3), scipy.ndimage.zoom(mask.astype(np.uint8), factor, order=0) > 0
+        label = scipy.ndimage.zoom(mask.astype(np.uint8), factor, order=0) > 0
+        return scipy.ndimage.zoom(image, factor, order=3), label
     shape = tuple(int(round(n * factor)) for n in image.shape)
     return _resample(image, shape), _resample(mask.astype(np.float32), shape) > 0.5
 
@@ -98,15 +99,17 @@ def main() -> None:
                       f"{row['label_fraction']:6.3f} {row['fraction'] - row['label_fraction']:+6.3f} {row['jaccard']:7.3f}")
     summary = {"model": str(model), "n_images": len(names), "factors": args.factors, "rows": rows}
     if len(names) > 1:
-        summary["share_ok"] = {f"{f:g}": {"fraction_within_0.05": float(np.mean([r["fraction_ok"] for r in rows if r["factor"] == f])),
-                                          "pixel_within_10pct": float(np.mean([r["scale_ok"] for r in rows if r["factor"] == f])),
-                                          "mean_jaccard": float(np.mean([r["jaccard"] for r in rows if r["factor"] == f])),
-                                          "pooled": pooled([np.array(r["counts"]) for r in rows if r["factor"] == f])}
-                               for f in args.factors}
-        for f, v in summary["share_ok"].items():
-            print(f"factor {f}: contamination fraction within {FRACTION_TOL} in {v['fraction_within_0.05']:.0%} of "
-                  f"images, pixel size within 10% in {v['pixel_within_10pct']:.0%}, Jaccard {v['mean_jaccard']:.3f} "
-                  f"(mean over images), {v['pooled']['jaccard']:.3f} (pooled over pixels)")
+        summary["by_factor"] = {}
+        for f in args.factors:
+            at = [r for r in rows if r["factor"] == f]
+            v = summary["by_factor"][f"{f:g}"] = {
+                "fraction_within_0.05": float(np.mean([r["fraction_ok"] for r in at])),
+                "pixel_within_10pct": float(np.mean([r["scale_ok"] for r in at])),
+                "mean_jaccard": float(np.mean([r["jaccard"] for r in at])),
+                "pooled_jaccard": pooled([np.array(r["counts"]) for r in at])["jaccard"]}
+            print(f"factor {f:g}: contamination fraction within {FRACTION_TOL} in {v['fraction_within_0.05']:.0%} "
+                  f"of images, pixel size within 10% in {v['pixel_within_10pct']:.0%}; Jaccard "
+                  f"{v['mean_jaccard']:.3f} (mean over images), {v['pooled_jaccard']:.3f} (pooled over pixels)")
     print(json.dumps(summary))
 
 

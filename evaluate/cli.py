@@ -14,7 +14,8 @@ from typing import Any
 
 from . import bragg
 from .bragg import fit_bragg, load_bragg_params, run_bragg_cv, score_bragg
-from grapheneseg.config import DEFAULT_REAL_DIR, ConfigError, flag_overrides, load_config, real_dir, run_command, save_config, write_json
+from grapheneseg.config import (DEFAULT_REAL_DIR, ConfigError, flag_overrides, load_config, real_dir, run_command,
+                                save_config, write_json)
 from grapheneseg.metrics import METRICS
 
 EXAMPLES = """examples:
