@@ -1,7 +1,7 @@
 """Any scale, no pixel size in the file: real micrographs rescaled, written as bare TIFFs, predicted.
 
     python benchmarks/bench_scale.py [--model CKPT_OR_RUN_DIR] [--real DIR]
-        [--names NAME ...] [--n N] [--factors 0.5 1 2 4 8] [--device auto]
+        [--names NAME ...] [--n N] [--factors 0.5 1 2 4 8] [--device auto] [--pixel-size A]
 
 Each chosen labelled micrograph is upsampled (cubic spline, as a finer recording would be seen
 after interpolation) or downsampled (anti-aliased) by each factor, written as a float32 TIFF with
@@ -12,7 +12,9 @@ by the factor: the files carry no calibration, so this checks the reader's consi
 scales, not an absolute scale), the mask's contamination fraction against the label's (label
 resampled the same way, nearest neighbour up, area-weighted down) and the Jaccard index of the
 mask against that label. Without --model the packaged default model is used. Prints one JSON
-line last; `--n` > 1 adds the share of images within the tolerances (mean over images).
+line last; `--n` > 1 adds, per factor, the share of images within the tolerances, the Jaccard
+index (mean over images and pooled over pixels) and the Spearman rank correlation of predicted
+and labelled contamination fractions (the sorting key).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402
 import scipy.ndimage  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
 
 from evaluate.apply import _resample, default_model, segment_files  # noqa: E402
 from evaluate.lattice import read_pixel_size  # noqa: E402
@@ -106,10 +109,12 @@ def main() -> None:
                 "fraction_within_0.05": float(np.mean([r["fraction_ok"] for r in at])),
                 "pixel_within_10pct": float(np.mean([r["scale_ok"] for r in at])),
                 "mean_jaccard": float(np.mean([r["jaccard"] for r in at])),
-                "pooled_jaccard": pooled([np.array(r["counts"]) for r in at])["jaccard"]}
+                "pooled_jaccard": pooled([np.array(r["counts"]) for r in at])["jaccard"],
+                "spearman_fraction": float(spearmanr([r["fraction"] for r in at], [r["label_fraction"] for r in at])[0])}
             print(f"factor {f:g}: contamination fraction within {FRACTION_TOL} in {v['fraction_within_0.05']:.0%} "
                   f"of images, pixel size within 10% in {v['pixel_within_10pct']:.0%}; Jaccard "
-                  f"{v['mean_jaccard']:.3f} (mean over images), {v['pooled_jaccard']:.3f} (pooled over pixels)")
+                  f"{v['mean_jaccard']:.3f} (mean over images), {v['pooled_jaccard']:.3f} (pooled over pixels); "
+                  f"Spearman of predicted vs labelled fractions {v['spearman_fraction']:.3f}")
     print(json.dumps(summary))
 
 
