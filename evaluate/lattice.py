@@ -12,8 +12,10 @@ that is order k gives a pixel size of 2.13 q / k A/px, so one ring alone has sev
    micrograph must span enough lattice periods for its ring to lie `MIN_Q_PX` from the centre.
 2. Rings: spots grouped by radius; a ring counts only when another of its spots lies 60 or 120
    degrees from its strongest (a hexagon, not noise, nor the axis-aligned artefacts of
-   interpolation). Rings `FAINT_DECADES` of power below the strongest are dropped: an upsampled
-   micrograph carries faint replicas of its spectrum beyond its original Nyquist frequency.
+   interpolation). Rings `FAINT_DECADES` of power below the strongest ring, or below the
+   spectrum's strongest background level, are dropped: an upsampled micrograph carries faint
+   replicas of its spectrum beyond its original Nyquist frequency, which are all that is left
+   when its lattice is too weak to show.
 3. Readings: every ring as every order in `READ_ORDERS` proposes a pixel size; each reading is
    scored by the strength of the observed rings it explains, minus a penalty when it predicts a
    {100} ring (the innermost and, in graphene HRTEM, nearly always visible one) inside the
@@ -43,7 +45,8 @@ FAINT_DECADES = 3.0  # rings this many decades of power below the strongest are 
 
 
 def _spots(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(radius in 1/px, angle in degrees mod 180, log10 strength, log10 power) of the spectrum's spots."""
+    """(radius in 1/px, angle in degrees mod 180, log10 strength, log10 power relative to the
+    strongest background level of the searched spectrum) of the spectrum's spots."""
     from grapheneseg.preprocessing import preprocess
 
     h, w = image.shape
@@ -68,8 +71,9 @@ def _spots(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     right = np.log(power[rows, np.minimum(cols + 1, power.shape[1] - 1)])
     dx = np.where(cols + 1 < power.shape[1], _vertex(left, np.log(power[rows, cols]), right), 0.0)
     qy, qx = fy[rows, 0] + dy / h, fx[0, cols] + dx / w
+    level = background[q * min(h, w) >= MIN_Q_PX].max()  # the spectrum's strongest background
     return (np.hypot(qy, qx), np.degrees(np.arctan2(qy, qx)) % 180.0, np.log10(ratio[rows, cols]),
-            np.log10(np.maximum(power[rows, cols], 1e-30)))
+            np.log10(np.maximum(power[rows, cols], 1e-30) / level))
 
 
 def _vertex(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -79,8 +83,9 @@ def _vertex(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def lattice_rings(image: np.ndarray) -> list[tuple[float, float, float]]:
-    """Hexagonal rings of the spectrum as (radius in 1/px, strength, log10 power of the strongest
-    spot), strongest first; rings of one radius (grains at other angles) are merged."""
+    """Hexagonal rings of the spectrum as (radius in 1/px, strength, relative log10 power of the
+    strongest spot, see `_spots`), strongest first; rings of one radius (grains at other angles)
+    are merged."""
     radius, angle, strength, power = _spots(image)
     rings = []
     used = np.zeros(len(radius), bool)
@@ -110,7 +115,7 @@ def read_pixel_size(image: np.ndarray) -> float | None:
     rings = lattice_rings(np.asarray(image, dtype=np.float32))
     if not rings:
         return None
-    top = max(p for _, _, p in rings)
+    top = max(0.0, *(p for _, _, p in rings))  # the strongest ring, or the spectrum's background level
     rings = [(r, s) for r, s, p in rings if p >= top - FAINT_DECADES]  # interpolation replicas are faint
     radii = np.array([r for r, _ in rings])
     strength = np.array([s for _, s in rings])
