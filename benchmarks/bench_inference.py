@@ -1,7 +1,10 @@
-"""U-Net inference speed on 256x256 micrographs on the CPU, in batches.
+"""U-Net inference speed on 256x256 micrographs on the CPU (or a GPU), in batches.
 
     .venv/bin/python benchmarks/bench_inference.py [--model CKPT_OR_RUN_DIR] [--preset cpu]
-        [--threads 2] [--batches 1 4 8 16] [--images 64]
+        [--threads 2] [--batches 1 4 8 16] [--images 64] [--device cpu|cuda]
+
+On --device cuda the network runs as `evaluate predict --device cuda` runs it (eager, autocast,
+batches of at least train.inference.CUDA_BATCH, so smaller --batches values time that floor).
 
 Without --model a randomly initialised network of the preset's architecture is timed (speed does
 not depend on the weights). Reports ms per image (median of repeats, preprocessing excluded and
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 
 from grapheneseg.config import load_config
-from train.inference import for_inference, load_models, predict_probability
+from train.inference import for_device, for_inference, inference_device, load_models, predict_probability
 from grapheneseg.preprocessing import preprocess
 from train.model import build_model
 
@@ -40,15 +43,18 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--images", type=int, default=64, help="images per timed repeat")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    device = inference_device(args.device)
     if args.model:
-        models = load_models(Path(args.model))
+        models = load_models(Path(args.model), args.device)
         what = args.model
     else:
         cfg = load_config("train", [f"preset={args.preset}"])
-        models = [for_inference(build_model(dict(cfg.model)))]
+        net = build_model(dict(cfg.model))
+        models = [for_inference(net) if device.type == "cpu" else for_device(net, device)]
         what = f"preset {args.preset}: {dict(cfg.model)}"
     raw = np.random.default_rng(0).uniform(0, 255, (args.images, 256, 256)).astype(np.float32)
     t0 = time.perf_counter()
@@ -56,7 +62,8 @@ def main() -> None:
     prep_ms = (time.perf_counter() - t0) / args.images * 1e3
 
     base = rss_mib()
-    result = {"model": what, "rss_before_inference_mib": round(base, 1), "threads": args.threads, "n_models": len(models),
+    result = {"model": what, "device": args.device, "rss_before_inference_mib": round(base, 1),
+              "threads": args.threads, "n_models": len(models),
               "preprocess_ms_per_image": round(prep_ms, 2), "ms_per_image": {}}
     print(f"{what}, {len(models)} model(s), {args.threads} threads; preprocessing {prep_ms:.1f} ms/image")
     for batch in args.batches:

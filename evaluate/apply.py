@@ -4,14 +4,17 @@ Scale, not size, is what a network learns: the U-Net saw graphene at 0.30-0.47 A
 micrograph whose pixel size lies outside `pixel_range` is first resampled to `target_pixel_size`
 (anti-aliased), then segmented whole or, when larger than `tile`, in overlapping tiles blended
 with linear ramps; the probability map is resampled back to the input grid. The pixel size comes
-from the file, else from the caller, else from the graphene lattice itself (see
-`lattice_pixel_size`). benchmarks/bench_apply.py measures this choice against tiling at the
-native scale.
+from the file, else from the caller, else from the graphene lattice itself
+(`evaluate.lattice.read_pixel_size`); when none of them gives one, the image is segmented at its
+native scale with a `ScaleWarning` naming the file and `pixel_size_source = unknown`.
+benchmarks/bench_apply.py measures resampling against tiling at the native scale, and
+benchmarks/bench_scale.py the whole chain on rescaled real micrographs.
 """
 from __future__ import annotations
 
 import csv
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +24,45 @@ import numpy as np
 import scipy.ndimage
 from PIL import Image
 
-from .atoms import D100
-from .bragg import BraggParams, find_peaks
+from .lattice import read_pixel_size
 from grapheneseg.formats import SUPPORTED, Micrograph, read_micrograph
 from grapheneseg.micrographs import LABEL_SUFFIX, DataError
 from grapheneseg.preprocessing import preprocess
 
+DEFAULT_MODEL = "sim_default.ckpt"  # shipped in grapheneseg/models/ with its model card (sim_default.md)
 CSV_COLUMNS = ["file", "pixel_size_A", "pixel_size_source", "height", "width",
                "contamination_fraction", "graphene_fraction", "seconds"]
 OVERLAY_RGB = np.array([255, 40, 40])
 OVERLAY_ALPHA = 0.4
+
+
+def default_model() -> Path:
+    """The packaged simulation-only checkpoint (zero human labels) used when no model is given."""
+    from importlib.resources import files
+
+    path = Path(str(files("grapheneseg") / "models" / DEFAULT_MODEL))
+    if not path.is_file():
+        raise DataError(f"{path}: the default model is missing from this installation; give --model CKPT")
+    return path
+
+
+class ScaleWarning(UserWarning):
+    """A micrograph's pixel size is unknown: it is segmented at its native scale."""
+
+
+def scale_of(micrograph: Micrograph, pixel_size: float | None = None) -> tuple[float | None, str]:
+    """(pixel size in A, where it came from: file, given, lattice or unknown); unknown warns."""
+    if micrograph.pixel_size:
+        return micrograph.pixel_size, "file"
+    if pixel_size:
+        return pixel_size, "given"
+    size = read_pixel_size(micrograph.image)
+    if size is not None:
+        return size, "lattice"
+    warnings.warn(f"{micrograph.path}: no pixel size in the file, none given (--pixel-size) and no graphene "
+                  "lattice found; segmented at its native scale, which is right only near 0.3-0.5 A/px",
+                  ScaleWarning, stacklevel=2)
+    return None, "unknown"
 
 
 @dataclass
@@ -52,20 +84,6 @@ class Segmentation:
     def graphene_fraction(self) -> float:
         """Share of the field not covered by amorphous carbon (the paper's sorting key)."""
         return 1.0 - self.contamination_fraction
-
-
-def lattice_pixel_size(image: np.ndarray, prior: float) -> float | None:
-    """Pixel size (A/px) from the innermost strong Bragg ring of graphene, or None without lattice.
-
-    The ring may be {100} (2.13 A), {110} (2.13/sqrt 3) or {200} (2.13/2) depending on the CTF; of
-    these readings the one nearest (in ratio) to `prior` is returned.
-    """
-    peaks = find_peaks(preprocess(image), BraggParams(g_thresh=3.0, max_peaks=12))
-    if len(peaks) == 0:
-        return None
-    q = float(np.hypot(*peaks.T).min())
-    readings = [D100 * q / order for order in (1.0, np.sqrt(3.0), 2.0)]
-    return min(readings, key=lambda p: abs(np.log(p / prior)))
 
 
 def _resample(image: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:
@@ -118,13 +136,10 @@ def segment(models: Sequence[Any], micrograph: Micrograph, cfg: Any,
             pixel_size: float | None = None) -> Segmentation:
     """Contamination probability and mask of one micrograph on its own grid (see module doc)."""
     start = time.perf_counter()
-    source = "file" if micrograph.pixel_size else "given" if pixel_size else "lattice"
-    size = micrograph.pixel_size or pixel_size or lattice_pixel_size(micrograph.image, cfg.target_pixel_size)
+    size, source = scale_of(micrograph, pixel_size)
     image = micrograph.image
     lo, hi = cfg.pixel_range
-    if size is None:
-        source = "unknown"
-    elif not lo <= size <= hi:
+    if size is not None and not lo <= size <= hi:
         scale = size / cfg.target_pixel_size
         image = _resample(image, tuple(max(16, int(round(n * scale))) for n in image.shape))
     prob = tiled_probability(models, preprocess(image), cfg.tile, cfg.overlap, cfg.batch_size,
@@ -157,13 +172,14 @@ def input_files(inputs: Sequence[Path | str]) -> list[Path]:
 
 
 def segment_files(model_path: Path, inputs: Sequence[Path | str], cfg: Any, pixel_size: float | None = None,
-                  progress: bool = True) -> tuple[list[Segmentation], dict[str, str]]:
-    """Segment every input; unreadable files are collected in {path: reason} and skipped."""
+                  progress: bool = True, device: str = "auto") -> tuple[list[Segmentation], dict[str, str]]:
+    """Segment every input on `device` (auto, cpu or cuda); unreadable files are collected in
+    {path: reason} and skipped."""
     from tqdm import tqdm
 
     from train.inference import load_models
 
-    models = load_models(Path(model_path))
+    models = load_models(Path(model_path), device)
     done, failed = [], {}
     for path in tqdm(input_files(inputs), desc="segment", unit="img", disable=not progress):
         try:

@@ -3,8 +3,9 @@
 Atoms are local extrema of the flat-field-corrected image. Which sign marks the atoms is decided by the honeycomb's geometry: an atom's nearest neighbours
 sit one C-C bond (1.42 A) away, a hexagon centre's 2.46 A away, so the polarity whose extrema
 most often have a neighbour at one bond length is the atoms' (white- or black-atom contrast).
-The scale comes from the lattice: the strongest Bragg spot is the {100} spacing d = 2.13 A, so the
-C-C bond (1.42 A) in pixels is known without a calibrated pixel size.
+The scale comes from the pixel size when known, else from the lattice (`evaluate.lattice`, the
+reader `predict` and `sort` use too), so the C-C bond (1.42 A) in pixels is known without a
+calibrated pixel size.
 """
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ import numpy as np
 import scipy.ndimage
 from scipy.spatial import cKDTree
 
-from .bragg import BraggParams, find_peaks
-from grapheneseg import GRAPHENE_D100 as D100
+from .lattice import read_pixel_size
 from grapheneseg.preprocessing import preprocess
 
 BOND = 1.42  # C-C bond length, A
@@ -35,14 +35,12 @@ class AtomGraph:
 
 
 def bond_length_px(image: np.ndarray, pixel_size: float | None = None) -> float:
-    """C-C bond length in pixels: from the pixel size if given, else from the strongest lattice spot."""
-    if pixel_size:
-        return BOND / pixel_size
-    peaks = find_peaks(image, BraggParams(g_thresh=3.0, max_peaks=2))
-    if len(peaks) == 0:
-        raise ValueError("no lattice spot found: give the pixel size to locate atoms")
-    q = float(np.hypot(*peaks[0]))  # 1/px of the d = 2.13 A planes
-    return BOND / (D100 * q)  # pixel size = D100 * q A/px
+    """C-C bond length in pixels of a raw micrograph: from the pixel size if given, else read from
+    its lattice rings."""
+    pixel_size = pixel_size or read_pixel_size(image)
+    if not pixel_size:
+        raise ValueError("no graphene lattice found: give the pixel size (--pixel-size) to locate atoms")
+    return BOND / pixel_size
 
 
 def local_extrema(image: np.ndarray, bond_px: float) -> np.ndarray:
@@ -78,7 +76,7 @@ def find_atoms(image: np.ndarray, mask: np.ndarray | None = None, pixel_size: fl
     `contrast`: "white" (atoms bright), "black" (atoms dark) or "auto" (see `bond_score`).
     """
     pre = preprocess(image)
-    bond_px = bond_length_px(pre, pixel_size)
+    bond_px = bond_length_px(image, pixel_size)
     if contrast not in ("auto", "white", "black"):
         raise ValueError(f"contrast must be auto, white or black, not {contrast!r}")
     candidates = {sign: local_extrema(s * pre, bond_px) for sign, s in (("white", 1.0), ("black", -1.0))}

@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from . import bragg
 from .bragg import fit_bragg, load_bragg_params, run_bragg_cv, score_bragg
-from grapheneseg.config import ConfigError, flag_overrides, load_config, real_dir, run_command, save_config, write_json
+from grapheneseg.config import (DEFAULT_REAL_DIR, ConfigError, flag_overrides, load_config, real_dir, run_command,
+                                save_config, write_json)
 from grapheneseg.metrics import METRICS
 
 EXAMPLES = """examples:
@@ -22,10 +24,12 @@ EXAMPLES = """examples:
   evaluate score --method bragg --params bragg.json --test DIR --json
   evaluate score --model RUN_DIR --test DIR --json  # a fold ensemble (mean softmax) or one .ckpt
   evaluate score --model RUN_DIR --test DIR --tta   # also over the 8 dihedral symmetries
-  evaluate predict --model model.ckpt --input scans/*.dm4 --out masks/ [--tta]
+  evaluate predict --input scans/*.dm4 --out masks/  # the packaged simulation-only model
+  evaluate predict --model model.ckpt --input scans/*.dm4 --out masks/ [--tta] [--device cuda]
   evaluate sort --model model.ckpt --input DIR --out sorted/ --best 20
   evaluate atoms --model model.ckpt --input image.png --out atoms/
   evaluate bragg --real DIR bragg.lowpass=4       # any config key as a Hydra override
+  evaluate fetch-real --out data/real             # the public labelled set (GitHub, one archive)
 """
 
 
@@ -71,14 +75,27 @@ def _warn_overlap(model: Path, names: list[str], test: Path) -> None:
               f"its scores on them are optimistic: {shown}", file=sys.stderr)
 
 
+def _model(args: argparse.Namespace) -> Path:
+    """--model, else the packaged default model, said on stderr."""
+    if args.model:
+        return Path(args.model)
+    from .apply import default_model
+
+    path = default_model()
+    print(f"no --model given: using the default simulation-only model {path} (zero human labels; "
+          f"model card {path.with_suffix('.md')})", file=sys.stderr)
+    return path
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
-    if (args.method == "bragg") == (args.model is not None):
-        raise ConfigError("give either --method bragg [--params FILE] or --model CKPT_OR_RUN_DIR")
+    if args.method == "bragg" and args.model is not None:
+        raise ConfigError("give either --method bragg [--params FILE] or --model CKPT_OR_RUN_DIR, not both")
     cfg = load_config("evaluate", flag_overrides(args, {}))
-    if args.model is not None:
+    if args.method != "bragg":
         from train.inference import score_model  # torch is imported only when a network is scored
-        result = score_model(Path(args.model), Path(args.test), tta=args.tta)
-        _warn_overlap(Path(args.model), list(result["scores"]), Path(args.test))
+        args.model = _model(args)
+        result = score_model(args.model, Path(args.test), tta=args.tta, device=args.device)
+        _warn_overlap(args.model, list(result["scores"]), Path(args.test))
     else:
         params = load_bragg_params(Path(args.params)) if args.params else bragg.BraggParams.from_config(cfg.bragg)
         result = score_bragg(params, Path(args.test))
@@ -98,7 +115,8 @@ def _segment(args: argparse.Namespace) -> tuple[Any, Path, list, dict[str, str]]
     from .apply import segment_files
 
     cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold", "tta": "apply.tta"}))
-    results, failed = segment_files(Path(args.model), args.input, cfg.apply, args.pixel_size, progress=not args.quiet)
+    results, failed = segment_files(_model(args), args.input, cfg.apply, args.pixel_size,
+                                    progress=not args.quiet, device=args.device)
     return cfg, Path(args.out), results, failed
 
 
@@ -156,13 +174,29 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
     return _report_failures(failed)
 
 
+def _cmd_fetch_real(args: argparse.Namespace) -> int:
+    from grapheneseg.fetch import fetch_real
+
+    record = fetch_real(Path(args.out), Path(args.archive) if args.archive else None, overwrite=args.overwrite,
+                        progress=not args.quiet)
+    print(f"{record['pairs']} labelled pairs from {record['repository']} (commit {record['commit'] or 'unknown'}) "
+          f"-> {args.out} (SOURCE.json, {record['licence'] or 'no licence file'})")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .comparison import run_report
+    from train.inference import inference_device
 
+    inference_device(args.device)  # fail now, not after an hour of training, when CUDA is absent
     real = Path(args.real) if args.real else real_dir(load_config("evaluate"))
+    overrides = list(args.overrides)
+    if args.device != "auto":  # training and pretraining follow the same device
+        overrides += [f"train.device={args.device}", f"pretrain.device={args.device}"]
     out = run_report(real, Path(args.out), args.budget, Path(args.sim) if args.sim else None,
                      Path(args.pretrained) if args.pretrained else None,
-                     Path(args.test_dir) if args.test_dir else None, list(args.overrides), progress=not args.quiet)
+                     Path(args.test_dir) if args.test_dir else None, overrides, progress=not args.quiet,
+                     device=args.device)
     print(f"report: {out['html']} ({out['md'].name}, {out['metrics'].name})")
     return 0
 
@@ -172,10 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, network: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra config overrides")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if network:
+            p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                           help="where the network runs: auto (default: CUDA with autocast when present, "
+                                "else the CPU's frozen TorchScript), cpu or cuda")
         return p
 
     p = add("bragg", "Cross-validate the Bragg-filter baseline (fit on training folds, score held-out fold).")
@@ -193,10 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="bragg.json", help="parameter file to write (default bragg.json)")
     p.set_defaults(func=_cmd_bragg_fit)
 
-    p = add("score", "Metrics of a method on a labelled folder (the six pooled metrics).")
+    p = add("score", "Metrics of a method on a labelled folder (the six pooled metrics).", network=True)
     p.add_argument("--method", choices=["bragg"], help="classical baseline to score")
     p.add_argument("--params", help="Bragg parameters from `evaluate bragg-fit` (default: config values)")
-    p.add_argument("--model", help="U-Net checkpoint, or a CV run folder (ensemble of its folds)")
+    p.add_argument("--model", help="U-Net checkpoint, or a CV run folder (ensemble of its folds); "
+                                   "default: the packaged simulation-only model")
     p.add_argument("--test", required=True, help="labelled folder to score on")
     p.add_argument("--out", help="also write all metrics (pooled, per image) to this JSON file")
     p.add_argument("--json", action="store_true", help="last stdout line: JSON of the six pooled metrics")
@@ -204,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_score)
 
     def add_apply(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = add(name, help_text)
-        p.add_argument("--model", required=True, help="U-Net checkpoint, or a CV run folder (fold ensemble)")
+        p = add(name, help_text, network=True)
+        p.add_argument("--model", help="U-Net checkpoint, or a CV run folder (fold ensemble); "
+                                       "default: the packaged simulation-only model (see its model card)")
         p.add_argument("--input", nargs="+", required=True, metavar="PATH",
                        help="micrographs (.dm3 .dm4 .emd .ser .tif .png) or folders of them")
         p.add_argument("--out", required=True, help="output folder")
@@ -227,9 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="atom contrast (default: detected from the honeycomb)")
     p.set_defaults(func=_cmd_atoms)
 
+    p = add("fetch-real", "Download the public labelled micrographs (github.com/lbnlcomputerarch/graphene-u-net, "
+                          "training_images/) as one archive over HTTPS, check them and unpack the pairs.")
+    p.add_argument("--out", default=str(DEFAULT_REAL_DIR), help=f"folder to create (default {DEFAULT_REAL_DIR})")
+    p.add_argument("--archive", help="a local copy of the repository's .tar.gz instead of downloading it")
+    p.add_argument("--overwrite", action="store_true", help="replace a folder that already holds files")
+    p.set_defaults(func=_cmd_fetch_real)
+
     p = add("report", "Every arm (Bragg, real-only, sim-only, sim-pretrained + fine-tuned) on identical "
                       "folds: report.html, report.md, metrics.json and figures. Overrides prefixed train. "
-                      "or pretrain. go to those configs.")
+                      "or pretrain. go to those configs.", network=True)
     p.add_argument("--real", help="labelled folder (default: data.real_dir)")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--sim", help="simulated HDF5 dataset: pretrain on it here")
@@ -242,9 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> str:
+    """Warnings for a user: `warning: <message>`, without the source line."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command(lambda: args.func(args))
+    default_format, warnings.formatwarning = warnings.formatwarning, _warning_line
+    try:
+        return run_command(lambda: args.func(args))
+    finally:
+        warnings.formatwarning = default_format
 
 
 if __name__ == "__main__":

@@ -116,11 +116,11 @@ def _intervals(by_k: dict[int, dict[str, Arm]], sim_only: Arm) -> dict[int, dict
             for k, arms in sorted(by_k.items())}
 
 
-def _sim_only_arm(ckpt: Path, real: Path, splits: list[dict]) -> Arm:
+def _sim_only_arm(ckpt: Path, real: Path, splits: list[dict], device: str = "auto") -> Arm:
     """The simulation-only model scored on every fold's test images (it never saw real labels)."""
     from train.inference import score_model
 
-    counts = score_model(ckpt, real)["counts"]
+    counts = score_model(ckpt, real, device=device)["counts"]
     per_fold, all_counts = [], {}
     for split in splits:
         fold_counts = [np.array(counts[n]) for n in split["test"]]
@@ -131,7 +131,7 @@ def _sim_only_arm(ckpt: Path, real: Path, splits: list[dict]) -> Arm:
 
 
 def _error_examples(arms: dict[str, Arm], real: Path, splits: list[dict], bragg_dir: Path,
-                    run_dirs: dict[str, Path], sim_ckpt: Path) -> list:
+                    run_dirs: dict[str, Path], sim_ckpt: Path, device: str = "auto") -> list:
     """Best, median and worst contaminated test images of the fine-tuned arm, with every arm's prediction."""
     from train.inference import load_models, predict_probability
     from train.crossval import fold_dir
@@ -148,9 +148,9 @@ def _error_examples(arms: dict[str, Arm], real: Path, splits: list[dict], bragg_
         pre = preprocess(image)
         masks = {"truth": truth, "Bragg": bragg.segment(pre, bragg_params[(0, split["fold"])], preprocessed=True)}
         for label, arm in (("real-only", REAL_ONLY), ("fine-tuned", FINETUNED)):
-            models = load_models(fold_dir(run_dirs[arm], split) / "model.ckpt")
+            models = load_models(fold_dir(run_dirs[arm], split) / "model.ckpt", device)
             masks[label] = predict_probability(models, pre[None])[0] > 0.5
-        masks["sim-only"] = predict_probability(load_models(sim_ckpt), pre[None])[0] > 0.5
+        masks["sim-only"] = predict_probability(load_models(sim_ckpt, device), pre[None])[0] > 0.5
         examples.append((f"{title}: {name[:28]}", pre, masks))
     return examples
 
@@ -175,7 +175,7 @@ def _pretrained(out: Path, budget: Any, sim: Path | None, pretrained: Path | Non
 
 def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, sim: Path | None,
                      pretrained: Path | None, train_extra: list[str], pretrain_extra: list[str],
-                     eval_extra: list[str], progress: bool) -> dict[str, Path]:
+                     eval_extra: list[str], progress: bool, device: str = "auto") -> dict[str, Path]:
     """Every arm trained on all of `real` and scored once on the labelled folder `test`."""
     from .bragg import fit_bragg, score_bragg
     from train.inference import score_model
@@ -195,7 +195,7 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
 
     arms = {BRAGG: as_arm(BRAGG, score_bragg(bragg.BraggParams(**json.loads(params.read_text())["params"]), test))}
     pretrained, pretrained_sha = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
-    arms[SIM_ONLY] = as_arm(SIM_ONLY, score_model(pretrained, test))
+    arms[SIM_ONLY] = as_arm(SIM_ONLY, score_model(pretrained, test, device=device))
     curves: dict[str, dict[int, float]] = {REAL_ONLY: {}, FINETUNED: {}}
     by_k: dict[int, dict[str, Arm]] = {}
     n_all = len(load_labelled(real))
@@ -206,7 +206,7 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
             key = _key(_config_key(tcfg), images, None if init is None else pretrained_sha, code)
             ckpt = out / "arms" / f"{'real' if init is None else 'finetuned'}-K{k or 'all'}-all-{key}.ckpt"
             train_all(tcfg, real, ckpt, resume=True)
-            arm = as_arm(_arm_name(name, k), score_model(ckpt, test))
+            arm = as_arm(_arm_name(name, k), score_model(ckpt, test, device=device))
             by_k.setdefault(k or n_all, {})[name] = arm
             curves[name][k or n_all] = arm.pooled_all["jaccard"]
             provenance["runs"][arm.name] = {"checkpoint": str(ckpt), "sha256": sha256(ckpt), "key": key}
@@ -225,9 +225,10 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
 
 def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | None = None,
                pretrained: Path | None = None, test_dir: Path | None = None, overrides: list[str] = (),
-               progress: bool = True) -> dict[str, Path]:
+               progress: bool = True, device: str = "auto") -> dict[str, Path]:
     """Run or reuse all arms and write report.html / report.md / metrics.json and figures in `out`.
 
+    `device` (auto, cpu, cuda) runs the scoring; training follows `train.device` / `pretrain.device`.
     `overrides` prefixed `train.` go to the U-Net training config, `pretrain.` to pretraining,
     the rest to the evaluate config.
     """
@@ -244,7 +245,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     save_config(cfg, out)
     if test_dir is not None:
         return _held_out_report(real, Path(test_dir), out, cfg, budget, sim, pretrained, train_extra,
-                                pretrain_extra, eval_extra, progress)
+                                pretrain_extra, eval_extra, progress, device)
     names = load_labelled(real).names
     splits = load_or_make_splits(out / "splits.json", names, budget.folds, budget.repeats, cfg.seed)
     images, splits_sha = images_sha256(real), _key(splits)
@@ -266,7 +267,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     provenance["runs"][BRAGG] = {"folder": str(bragg_dir), "key": key}
 
     pretrained, pretrained_sha = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
-    arms[SIM_ONLY] = _sim_only_arm(pretrained, real, splits)
+    arms[SIM_ONLY] = _sim_only_arm(pretrained, real, splits, device)
 
     curves: dict[str, dict[int, float]] = {REAL_ONLY: {}, FINETUNED: {}}
     by_k: dict[int, dict[str, Arm]] = {}
@@ -295,7 +296,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
         "Data efficiency: Jaccard vs real labels per fold": plot_data_efficiency(
             curves, out / "data_efficiency.png", n_all=len(splits[0]["train"]), intervals=intervals),
         "Errors (Figure 4 colours) on the fine-tuned arm's best, median and worst images": plot_error_examples(
-            _error_examples(arms, real, splits, bragg_dir, run_dirs, pretrained), out / "error_examples.png"),
+            _error_examples(arms, real, splits, bragg_dir, run_dirs, pretrained, device), out / "error_examples.png"),
     }
     if sim is not None:
         from simulate.report import compare, preview

@@ -19,8 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 CONFIG_MODULE = "grapheneseg_configs"
 REAL_DIR_ENV = "GRAPHENESEG_REAL_DIR"
-SHARED_REAL_DIR = Path("..") / "shared" / "data" / "graphene-u-net" / "images"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REAL_DIR = Path("data") / "real"  # `evaluate fetch-real` puts the public set here
 
 
 class ConfigError(ValueError):
@@ -92,13 +91,10 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 def default_real_dir() -> Path:
-    """$GRAPHENESEG_REAL_DIR, else ../shared/data/graphene-u-net/images, else data/real."""
+    """$GRAPHENESEG_REAL_DIR, else data/real (relative to the working directory)."""
     if os.environ.get(REAL_DIR_ENV):
         return Path(os.environ[REAL_DIR_ENV])
-    for base in (Path.cwd(), REPO_ROOT):
-        if (base / SHARED_REAL_DIR).is_dir():
-            return (base / SHARED_REAL_DIR).resolve()
-    return Path("data") / "real"
+    return DEFAULT_REAL_DIR
 
 
 def real_dir(cfg: DictConfig) -> Path:

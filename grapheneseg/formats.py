@@ -20,7 +20,8 @@ READERS = {  # suffix -> RosettaSciIO plugin
 }
 PILLOW = (".png", ".jpg", ".jpeg")
 SUPPORTED = tuple(READERS) + PILLOW
-TO_ANGSTROM = {"a": 1.0, "å": 1.0, "angstrom": 1.0, "nm": 10.0, "pm": 0.01, "um": 1e4, "µm": 1e4, "m": 1e10}
+TO_ANGSTROM = {"a": 1.0, "å": 1.0, "angstrom": 1.0, "nm": 10.0, "pm": 0.01, "um": 1e4, "µm": 1e4, "μm": 1e4,
+               "mm": 1e7, "m": 1e10}  # keys lower-case; µ (micro sign) and μ (Greek mu) both occur
 
 
 @dataclass
@@ -50,6 +51,8 @@ def read_micrograph(path: Path | str) -> Micrograph:
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix == ".emi":
+        raise DataError(f"{path}: a TIA .emi file is the header; give the .ser file(s) beside it")
     if suffix in PILLOW:
         return Micrograph(path, read_image(path), None)
     if suffix not in READERS:

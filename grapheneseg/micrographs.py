@@ -73,7 +73,8 @@ def find_pairs(folder: Path) -> list[tuple[str, Path, Path]]:
     """(name, image, label) for every pair in `folder`; an unpaired file is an error."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder}: not a folder of labelled micrographs")
+        raise DataError(f"{folder}: not a folder of labelled micrographs (`evaluate fetch-real` downloads the "
+                        "public set into data/real; --real DIR or GRAPHENESEG_REAL_DIR point elsewhere)")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     labels = {p.stem[: -len(LABEL_SUFFIX)]: p for p in files if p.stem.endswith(LABEL_SUFFIX)}
     images = {p.stem: p for p in files if not p.stem.endswith(LABEL_SUFFIX)}

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluate.apply import _resample, lattice_pixel_size, tiled_probability
+from evaluate.apply import _resample, tiled_probability
+from evaluate.lattice import read_pixel_size
 from evaluate.cli import main
 from grapheneseg.formats import read_micrograph
 from grapheneseg.micrographs import DataError
@@ -73,7 +74,7 @@ def test_tiles_blend_without_seams() -> None:
 
 def test_lattice_pixel_size_and_resampling() -> None:
     image, _ = honeycomb(size=128)  # drawn at 0.35 A/px
-    assert lattice_pixel_size(image, prior=0.385) == pytest.approx(0.35, rel=0.05)
+    assert read_pixel_size(image) == pytest.approx(0.35, rel=0.05)
     assert _resample(image, (64, 64)).shape == (64, 64)
     assert _resample(image, (300, 200)).shape == (300, 200)
 

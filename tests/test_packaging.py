@@ -15,5 +15,6 @@ def test_wheel_ships_configs_and_packages(tmp_path: Path) -> None:
     yamls = {f"grapheneseg_configs/{p.relative_to(REPO / 'configs')}" for p in (REPO / "configs").rglob("*.yaml")}
     assert yamls and yamls <= names, f"missing from wheel: {sorted(yamls - names)}"
     assert "grapheneseg/__init__.py" in names and "grapheneseg/config.py" in names
+    assert {"grapheneseg/models/sim_default.ckpt", "grapheneseg/models/sim_default.md"} <= names  # default model
     for package in ("simulate", "train", "evaluate"):
         assert f"{package}/__init__.py" in names and f"{package}/cli.py" in names

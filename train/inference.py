@@ -4,7 +4,8 @@ A run folder (`train real --out RUN_DIR`) holds `fold_*/model.ckpt`; its models 
 by averaging their softmax outputs (as nnU-Net does). Inputs are raw micrographs, preprocessed
 here exactly as in training (grapheneseg.preprocessing.preprocess). For speed on a CPU the models
 are prepared for inference: batch norm folded into the convolutions, channels-last memory
-layout, frozen TorchScript.
+layout, frozen TorchScript. On a GPU (`device` auto or cuda) they run in eager mode under
+bfloat16/float16 autocast, in batches of at least `CUDA_BATCH`.
 """
 from __future__ import annotations
 
@@ -22,6 +23,18 @@ from grapheneseg.preprocessing import preprocess
 from train.checkpoints import CheckpointError, load_model, read_checkpoint
 
 MODEL_FILE = "model.ckpt"
+DEVICES = ("auto", "cpu", "cuda")
+CUDA_BATCH = 64  # images per forward pass on a GPU (the CPU keeps its small, cache-friendly batches)
+
+
+def inference_device(name: str = "auto") -> torch.device:
+    """"auto" (CUDA when present, else CPU), "cpu" or "cuda" (a clear error when CUDA is absent)."""
+    if name not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device cuda: no CUDA device is available to torch {torch.__version__} "
+                         f"(built for CUDA {torch.version.cuda}); use --device cpu or auto")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def checkpoint_paths(model_path: Path) -> list[Path]:
@@ -43,9 +56,9 @@ def checkpoint_paths(model_path: Path) -> list[Path]:
 class InferenceModel(torch.nn.Module):
     """A frozen TorchScript network and the pooling depth that sets its input-size multiple."""
 
-    def __init__(self, net: torch.nn.Module, depth: int):
+    def __init__(self, net: torch.nn.Module, depth: int, device: torch.device = torch.device("cpu")):
         super().__init__()
-        self.net, self.depth = net, depth
+        self.net, self.depth, self.device = net, depth, device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -64,9 +77,17 @@ def for_inference(model: torch.nn.Module) -> InferenceModel:
     return InferenceModel(frozen, model.depth)
 
 
-def load_models(model_path: Path) -> list[InferenceModel]:
-    """The inference-ready models of a checkpoint or run folder (see `checkpoint_paths`)."""
-    return [for_inference(load_model(p)[0]) for p in checkpoint_paths(model_path)]
+def for_device(model: torch.nn.Module, device: torch.device) -> InferenceModel:
+    """The eval-mode model on `device` in eager mode, channels-last (the GPU path)."""
+    return InferenceModel(model.eval().to(device, memory_format=torch.channels_last), model.depth, device)
+
+
+def load_models(model_path: Path, device: str = "auto") -> list[InferenceModel]:
+    """The inference-ready models of a checkpoint or run folder (see `checkpoint_paths`): frozen
+    TorchScript on the CPU, eager on a GPU (see `inference_device`)."""
+    target = inference_device(device)
+    prepare = for_inference if target.type == "cpu" else lambda m: for_device(m, target)
+    return [prepare(load_model(p)[0]) for p in checkpoint_paths(model_path)]
 
 
 def _pad_to(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -93,37 +114,43 @@ def _ensemble(models: Sequence[torch.nn.Module], x: torch.Tensor, multiple: int)
 
 @torch.inference_mode()
 def predict_probability(models: Sequence[torch.nn.Module], images: np.ndarray, batch_size: int = 2,
-                        device: torch.device | str = "cpu", tta: bool = False) -> np.ndarray:
+                        device: torch.device | str | None = None, tta: bool = False) -> np.ndarray:
     """Contamination probability (N, H, W) float32 of preprocessed `images` (N, H, W): the mean
     over `models` of the class-1 softmax, computed in batches of `batch_size` (small batches keep
-    the activations in cache: 2 is fastest on a 2-core CPU). With `tta`, also the mean over the 8
-    dihedral symmetries (each prediction mapped back): 8x the time, and the output transforms
-    exactly as the input does."""
+    the activations in cache: 2 is fastest on a 2-core CPU; on CUDA at least `CUDA_BATCH`, under
+    autocast). `device` defaults to the models' own (see `load_models`). With `tta`, also the mean
+    over the 8 dihedral symmetries (each prediction mapped back): 8x the time, and the output
+    transforms exactly as the input does."""
     images = np.asarray(images, dtype=np.float32)
     if images.ndim == 2:
         images = images[None]
     multiple = max(2 ** (m.depth - 1) for m in models) if models else 1
     out = np.empty(images.shape, dtype=np.float32)
-    device = torch.device(device)
+    device = torch.device(device or getattr(models[0], "device", "cpu"))
+    cuda = device.type == "cuda"
+    if cuda:
+        batch_size = max(batch_size, CUDA_BATCH)
+    half = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(images[start:start + batch_size])[:, None].to(device)
-        if not tta:
-            prob = _ensemble(models, x, multiple)
-        else:
-            prob = 0
-            for k, flip in DIHEDRAL:
-                seen = torch.rot90(x, k, (2, 3))
-                p = _ensemble(models, seen.flip(3) if flip else seen, multiple)
-                prob = prob + torch.rot90(p.flip(2) if flip else p, -k, (1, 2))
-            prob = prob / len(DIHEDRAL)
+        with torch.autocast(device.type, dtype=half, enabled=cuda):
+            if not tta:
+                prob = _ensemble(models, x, multiple)
+            else:
+                prob = 0
+                for k, flip in DIHEDRAL:
+                    seen = torch.rot90(x, k, (2, 3))
+                    p = _ensemble(models, seen.flip(3) if flip else seen, multiple)
+                    prob = prob + torch.rot90(p.flip(2) if flip else p, -k, (1, 2))
+                prob = prob / len(DIHEDRAL)
         out[start:start + batch_size] = prob.cpu().numpy()
     return out
 
 
 def predict_masks(model_path: Path, images: Sequence[np.ndarray], batch_size: int = 2,
-                  threshold: float = 0.5, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                  threshold: float = 0.5, tta: bool = False, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """(probability, boolean mask) for raw micrographs `images`, each (N, H, W)."""
-    models = load_models(model_path)
+    models = load_models(model_path, device)
     prob = predict_probability(models, np.stack([preprocess(im) for im in images]), batch_size, tta=tta)
     return prob, prob > threshold
 
@@ -141,7 +168,7 @@ def trained_on(model_path: Path, names: Sequence[str]) -> dict[str, list[str]]:
 
 
 def score_model(model_path: Path, test_dir: Path, batch_size: int = 2,
-                threshold: float = 0.5, tta: bool = False) -> dict[str, Any]:
+                threshold: float = 0.5, tta: bool = False, device: str = "auto") -> dict[str, Any]:
     """Metrics of a checkpoint or run folder (ensemble; with `tta` also over the 8 dihedral
     symmetries) on the labelled folder `test_dir`.
 
@@ -150,7 +177,7 @@ def score_model(model_path: Path, test_dir: Path, batch_size: int = 2,
     "n_images", "n_models", "model", "test"} (the same keys as the Bragg scorer).
     """
     data = load_labelled(Path(test_dir))
-    _, masks = predict_masks(model_path, data.images, batch_size, threshold, tta)
+    _, masks = predict_masks(model_path, data.images, batch_size, threshold, tta, device)
     counts = [confusion(p, t) for p, t in zip(masks, data.masks)]
     result: dict[str, Any] = {
         "pooled": pooled(counts), "per_image": per_image(counts),

@@ -1,0 +1,136 @@
+"""The pixel size of a graphene micrograph read from its own lattice (one reader for predict, sort, atoms).
+
+Graphene's Fourier transform shows hexagonal rings of spots at the plane spacings d = 2.13 A /
+order, order = 1 ({100}), sqrt 3 ({110}), 2 ({200}), sqrt 7 ({210}), 3 ({300}). A ring at q (1/px)
+that is order k gives a pixel size of 2.13 q / k A/px, so one ring alone has several readings.
+
+1. Spots: local maxima of the windowed power spectrum (smoothed by 1 px) over the whole
+   spectrum from 3 Fourier pixels to Nyquist. No prior on the scale: at 0.02 A/px
+   on 2048 px the {100} ring sits at ~0.01 1/px (19 Fourier pixels), at 1.0 A/px near 0.47 1/px.
+   Each spot's strength is its power over the local background (geometric mean over
+   `BACKGROUND_PX`), its radius refined to a fraction of a Fourier pixel (parabolic fit). A
+   micrograph must span enough lattice periods for its ring to lie `MIN_Q_PX` from the centre.
+2. Rings: spots grouped by radius; a ring counts only when another of its spots lies 60 or 120
+   degrees from its strongest (a hexagon, not noise, nor the axis-aligned artefacts of
+   interpolation). Rings `FAINT_DECADES` of power below the strongest ring, or below the
+   spectrum's strongest background level, are dropped: an upsampled micrograph carries faint
+   replicas of its spectrum beyond its original Nyquist frequency, which are all that is left
+   when its lattice is too weak to show.
+3. Readings: every ring as every order in `READ_ORDERS` proposes a pixel size; each reading is
+   scored by the strength of the observed rings it explains, minus a penalty when it predicts a
+   {100} ring (the innermost and, in graphene HRTEM, nearly always visible one) inside the
+   observable band that is not there. The best reading wins; ties go to the lower order. So two
+   rings with the ratio 2/sqrt 3 read as {110} + {200} (a CTF zero at {100}), a lone ring reads as
+   {100}, and at coarse pixel sizes (> ~0.6 A/px, {110} beyond Nyquist) the {100} ring alone does.
+
+None when no hexagonal ring is found: the caller says so (never a silent guess).
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+import scipy.ndimage
+
+D100 = 2.13  # graphene {100} lattice-plane spacing, A
+ORDERS = (1.0, np.sqrt(3.0), 2.0, np.sqrt(7.0), 3.0)  # q / q{100} of {100} {110} {200} {210} {300}
+READ_ORDERS = ORDERS[:3]  # a ring is read as one of these; the outer ones only confirm
+MIN_Q_PX = 3.0  # innermost radius searched, Fourier pixels (inside: the image's own envelope)
+SPOT_RATIO = 12.0  # a spot's power / its local background
+BACKGROUND_PX = 4.0  # width of the local background (geometric mean), Fourier pixels
+RING_TOL = 0.03  # relative radius tolerance of one ring (and of a predicted ring matching)
+ANGLE_TOL = 4.0  # degrees: two spots of one hexagon lie 60 or 120 degrees apart
+MISSING_100 = 0.5  # penalty (times the strongest ring) for a predicted {100} ring that is absent
+MAX_SPOTS = 200
+FAINT_DECADES = 3.0  # rings this many decades of power below the strongest are ignored
+
+
+def _spots(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(radius in 1/px, angle in degrees mod 180, log10 strength, log10 power relative to the
+    strongest background level of the searched spectrum) of the spectrum's spots."""
+    from grapheneseg.preprocessing import preprocess
+
+    h, w = image.shape
+    window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+    power = np.abs(scipy.fft.rfft2(preprocess(image) * window, workers=-1)) ** 2
+    power = np.fft.fftshift(power, axes=0)  # rows: qy from -1/2 up; columns: qx >= 0
+    power = scipy.ndimage.gaussian_filter(power, 1.0, mode=("wrap", "nearest"))
+    fy = (np.arange(h) - h // 2)[:, None] / h
+    fx = np.arange(power.shape[1])[None, :] / w
+    q = np.hypot(fy, fx)
+    log_power = np.log(np.maximum(power, 1e-30))
+    background = np.exp(scipy.ndimage.gaussian_filter(log_power, BACKGROUND_PX, mode=("wrap", "nearest")))
+    ratio = power / background
+    peak = (power == scipy.ndimage.maximum_filter(power, size=5, mode=("wrap", "nearest")))
+    peak &= (ratio > SPOT_RATIO) & (q * min(h, w) >= MIN_Q_PX) & (np.abs(fy) < 0.5) & (fx < 0.5)
+    peak &= (fx > 0) | (fy > 0)  # one spot of each symmetric pair
+    rows, cols = np.nonzero(peak)
+    keep = np.argsort(ratio[rows, cols])[::-1][:MAX_SPOTS]
+    rows, cols = rows[keep], cols[keep]
+    dy = _vertex(np.log(power[(rows - 1) % h, cols]), np.log(power[rows, cols]), np.log(power[(rows + 1) % h, cols]))
+    left = np.log(power[rows, np.abs(cols - 1)])  # column -1 mirrors column 1 (Hermitian symmetry)
+    right = np.log(power[rows, np.minimum(cols + 1, power.shape[1] - 1)])
+    dx = np.where(cols + 1 < power.shape[1], _vertex(left, np.log(power[rows, cols]), right), 0.0)
+    qy, qx = fy[rows, 0] + dy / h, fx[0, cols] + dx / w
+    level = background[q * min(h, w) >= MIN_Q_PX].max()  # the spectrum's strongest background
+    return (np.hypot(qy, qx), np.degrees(np.arctan2(qy, qx)) % 180.0, np.log10(ratio[rows, cols]),
+            np.log10(np.maximum(power[rows, cols], 1e-30) / level))
+
+
+def _vertex(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Sub-pixel offset of a parabola's vertex through (-1, a), (0, b), (1, c), clipped to +-0.5."""
+    denom = a - 2 * b + c
+    return np.clip(np.where(denom < 0, 0.5 * (a - c) / np.where(denom < 0, denom, -1.0), 0.0), -0.5, 0.5)
+
+
+def lattice_rings(image: np.ndarray) -> list[tuple[float, float, float]]:
+    """Hexagonal rings of the spectrum as (radius in 1/px, strength, relative log10 power of the
+    strongest spot, see `_spots`), strongest first; rings of one radius (grains at other angles)
+    are merged."""
+    radius, angle, strength, power = _spots(image)
+    rings = []
+    used = np.zeros(len(radius), bool)
+    for i in np.argsort(strength)[::-1]:
+        if used[i]:
+            continue
+        same = ~used & (np.abs(radius - radius[i]) <= RING_TOL * radius[i] + 0.75 / min(image.shape))
+        members = np.nonzero(same)[0]
+        turn = (angle[members] - angle[i]) % 180.0  # 0, 60 or 120 degrees on a hexagon (half plane)
+        hexagon = np.append(members[np.minimum(np.abs(turn - 60.0), np.abs(turn - 120.0)) < ANGLE_TOL], i)
+        if len(hexagon) >= 2:
+            used[hexagon] = True
+            w = strength[hexagon]
+            rings.append((float(np.average(radius[hexagon], weights=w)), float(w.sum()), float(power[hexagon].max())))
+    merged: list[tuple[float, float, float]] = []
+    for r, s, p in sorted(rings):
+        if merged and r - merged[-1][0] <= RING_TOL * r + 0.75 / min(image.shape):
+            r0, s0, p0 = merged[-1]
+            merged[-1] = ((r0 * s0 + r * s) / (s0 + s), s0 + s, max(p0, p))
+        else:
+            merged.append((r, s, p))
+    return sorted(merged, key=lambda r: -r[1])
+
+
+def read_pixel_size(image: np.ndarray) -> float | None:
+    """Pixel size (A/px) of a graphene micrograph from its lattice rings, or None (see module doc)."""
+    rings = lattice_rings(np.asarray(image, dtype=np.float32))
+    if not rings:
+        return None
+    top = max(0.0, *(p for _, _, p in rings))  # the strongest ring, or the spectrum's background level
+    rings = [(r, s) for r, s, p in rings if p >= top - FAINT_DECADES]  # interpolation replicas are faint
+    radii = np.array([r for r, _ in rings])
+    strength = np.array([s for _, s in rings])
+    best, best_key = None, None
+    for q, _ in rings:
+        for k, order in enumerate(READ_ORDERS):
+            predicted = q / order * np.array(ORDERS)
+            near = np.abs(radii[:, None] - predicted[None, :]) <= RING_TOL * predicted[None, :]
+            explained = near.any(axis=1)
+            score = strength[explained].sum()
+            if predicted[0] * min(image.shape) >= MIN_Q_PX and not near[:, 0].any():
+                score -= MISSING_100 * strength.max()
+            key = (round(float(score), 6), -k)
+            if best_key is None or key > best_key:
+                # refine: every explained ring's own estimate of q{100}, weighted by its strength
+                ratios = radii[explained] / np.array(ORDERS)[near[explained].argmax(axis=1)]
+                best, best_key = D100 * float(np.average(ratios, weights=strength[explained])), key
+    return best
