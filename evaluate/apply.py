@@ -5,7 +5,7 @@ micrograph whose pixel size lies outside `pixel_range` is first resampled to `ta
 (anti-aliased), then segmented whole or, when larger than `tile`, in overlapping tiles blended
 with linear ramps; the probability map is resampled back to the input grid. The pixel size comes
 from the file, else from the caller, else from the graphene lattice itself
-(`evaluate.lattice.read_pixel_size`); when none of them gives one, the image is segmented at its
+(`grapheneseg.lattice.read_pixel_size`); when none of them gives one, the image is segmented at its
 native scale with a `ScaleWarning` naming the file and `pixel_size_source = unknown`.
 benchmarks/bench_apply.py measures resampling against tiling at the native scale, and
 benchmarks/bench_scale.py the whole chain on rescaled real micrographs.
@@ -24,7 +24,7 @@ import numpy as np
 import scipy.ndimage
 from PIL import Image
 
-from .lattice import read_pixel_size
+from grapheneseg.lattice import read_pixel_size
 from grapheneseg.formats import SUPPORTED, Micrograph, read_micrograph
 from grapheneseg.micrographs import LABEL_SUFFIX, DataError
 from grapheneseg.preprocessing import preprocess

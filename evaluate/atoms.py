@@ -3,7 +3,7 @@
 Atoms are local extrema of the flat-field-corrected image. Which sign marks the atoms is decided by the honeycomb's geometry: an atom's nearest neighbours
 sit one C-C bond (1.42 A) away, a hexagon centre's 2.46 A away, so the polarity whose extrema
 most often have a neighbour at one bond length is the atoms' (white- or black-atom contrast).
-The scale comes from the pixel size when known, else from the lattice (`evaluate.lattice`, the
+The scale comes from the pixel size when known, else from the lattice (`grapheneseg.lattice`, the
 reader `predict` and `sort` use too), so the C-C bond (1.42 A) in pixels is known without a
 calibrated pixel size.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import scipy.ndimage
 from scipy.spatial import cKDTree
 
-from .lattice import read_pixel_size
+from grapheneseg.lattice import read_pixel_size
 from grapheneseg.preprocessing import preprocess
 
 BOND = 1.42  # C-C bond length, A

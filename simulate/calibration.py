@@ -7,8 +7,8 @@ contamination fraction and the contamination-to-lattice contrast. Each becomes a
 for identical sets (`distances`).
 
 The fit is cheap and deterministic:
-1. the pixel-size range comes straight from the real lattice rings ({100} at radius n p / 2.13 A,
-   {110} at n p / 1.23 A for an n px image; `lattice_pixel_size`);
+1. the pixel-size range comes straight from the real lattice, read by the same reader as
+   `evaluate predict` (`grapheneseg.lattice.read_pixel_size`; images without a lattice are left out);
 2. a pool of exit waves is simulated once at that pixel size; every candidate re-images the same
    variants with the same noise draws, only with the dose scaled, the blur shifted and the defocus
    range scaled (common random numbers keep the search smooth); a coordinate search over a few
@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from scipy import ndimage
 
-from grapheneseg import GRAPHENE_D100 as GRAPHENE_100
 from grapheneseg.formats import SUPPORTED, read_micrograph
+from grapheneseg.lattice import read_pixel_size
 from grapheneseg.micrographs import LABEL_SUFFIX, DataError, load_labelled
 from grapheneseg.preprocessing import preprocess
 
@@ -49,7 +48,7 @@ class Statistics:
     """What `simulate compare` measures, per image, after preprocessing."""
 
     spots: np.ndarray
-    pixel_sizes: np.ndarray  # from the lattice rings (`lattice_pixel_size`)
+    pixel_sizes: np.ndarray  # from the lattice (`grapheneseg.lattice.read_pixel_size`; nan: none found)
     spectrum: np.ndarray  # median radial power spectrum
     hist: np.ndarray
     fractions: np.ndarray | None = None
@@ -61,7 +60,7 @@ def measure(images: list[np.ndarray], masks: list[np.ndarray] | None = None) -> 
     spectra = np.array([radial_spectrum(p) for p in pre])
     stats = Statistics(
         spots=np.array([spot_radius(s) for s in spectra]),
-        pixel_sizes=np.array([lattice_pixel_size(s, pre[0].shape[0]) for s in spectra]),
+        pixel_sizes=np.array([read_pixel_size(im) or np.nan for im in images]),
         spectrum=np.median(spectra, axis=0),
         hist=np.histogram(np.concatenate([p.ravel() for p in pre]), HIST_BINS, density=True)[0],
     )
@@ -123,23 +122,11 @@ def load_real(folder: Path, labelled: bool, image_px: int) -> tuple[list[np.ndar
     return images, masks
 
 
-LATTICE_SPACINGS = (GRAPHENE_100, 1.23)  # A: graphene {100} and {110} reflections
-
-
-def lattice_pixel_size(spectrum: np.ndarray, image_px: int) -> float:
-    """Pixel size (A/px) whose graphene {100} and {110} rings (radius image_px p / d) together stand
-    highest above the spectrum's smooth background: either ring may be the stronger one (in the real
-    set about one image in five shows {110} more strongly), so a single-ring peak would misread them."""
-    log = np.log(spectrum + 1e-12)
-    excess = log - ndimage.median_filter(log, size=max(3, int(round(15 * (len(spectrum) - 1) / 128)) | 1), mode="nearest")
-    sizes = np.arange(0.1, 1.0, 0.001)
-    score = sum(np.interp(image_px * sizes / d, np.arange(len(excess)), excess, right=0.0) for d in LATTICE_SPACINGS)
-    return float(sizes[np.argmax(score)])
 
 
 def pixel_range(pixel_sizes: np.ndarray) -> list[float]:
     """Pixel-size range (A/px) covering 5-95 % of the real micrographs' lattice pixel sizes."""
-    lo, hi = np.percentile(pixel_sizes, [5, 95])
+    lo, hi = np.nanpercentile(pixel_sizes, [5, 95])
     return [round(float(lo), 3), round(float(hi), 3)]
 
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from evaluate.apply import _resample, tiled_probability
-from evaluate.lattice import read_pixel_size
+from grapheneseg.lattice import read_pixel_size
 from evaluate.cli import main
 from grapheneseg.formats import read_micrograph
 from grapheneseg.micrographs import DataError

@@ -9,9 +9,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from grapheneseg.config import ConfigError, load_config
-from simulate.calibration import calibrate, distances, lattice_pixel_size, measure, read_calibration, write_calibration
+from simulate.calibration import calibrate, distances, measure, read_calibration, write_calibration
 from simulate.cli import main
-from simulate.report import radial_spectrum
 
 TINY = ["grid=tiny", "variants_per_structure=2", "workers=1"]
 
@@ -57,11 +56,9 @@ def test_distances_are_zero_for_the_same_set_and_grow_with_noise(real_dir):
 
 
 @pytest.mark.parametrize("pixel_size", [0.25, 0.32, 0.40, 0.47, 0.60])
-def test_lattice_pixel_size_uses_both_rings(pixel_size):
+def test_measured_pixel_size_is_the_lattice_reading(pixel_size):
     image, _ = honeycomb(pixel_size, size=256, seed=1)
-    from grapheneseg.preprocessing import preprocess
-
-    assert lattice_pixel_size(radial_spectrum(preprocess(image.astype(np.float32))), 256) == pytest.approx(pixel_size, abs=0.006)
+    assert measure([image.astype(np.float32)]).pixel_sizes[0] == pytest.approx(pixel_size, rel=0.02)
 
 
 def test_calibrate_and_generate_with_the_result(graphene_dir, tmp_path, capsys):

@@ -6,7 +6,7 @@ import pytest
 import scipy.ndimage
 
 from evaluate.atoms import BOND, bond_length_px
-from evaluate.lattice import read_pixel_size
+from grapheneseg.lattice import read_pixel_size
 
 
 def graphene(pixel: float, size: int, amplitudes=(1.0, 0.6, 0.3), noise: float = 1.0, grains: int = 1,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from evaluate.lattice import read_pixel_size
+from grapheneseg.lattice import read_pixel_size
 from grapheneseg.micrographs import load_labelled
 
 REAL = Path(os.environ.get("GRAPHENESEG_REAL_DIR", "/nonexistent"))

@@ -1,4 +1,5 @@
-"""The pixel size of a graphene micrograph read from its own lattice (one reader for predict, sort, atoms).
+"""The pixel size of a graphene micrograph read from its own lattice (one reader for predict, sort,
+atoms and `simulate calibrate`).
 
 Graphene's Fourier transform shows hexagonal rings of spots at the plane spacings d = 2.13 A /
 order, order = 1 ({100}), sqrt 3 ({110}), 2 ({200}), sqrt 7 ({210}), 3 ({300}). A ring at q (1/px)
@@ -31,7 +32,8 @@ import numpy as np
 import scipy.fft
 import scipy.ndimage
 
-D100 = 2.13  # graphene {100} lattice-plane spacing, A
+from grapheneseg import GRAPHENE_D100 as D100
+
 ORDERS = (1.0, np.sqrt(3.0), 2.0, np.sqrt(7.0), 3.0)  # q / q{100} of {100} {110} {200} {210} {300}
 READ_ORDERS = ORDERS[:3]  # a ring is read as one of these; the outer ones only confirm
 MIN_Q_PX = 3.0  # innermost radius searched, Fourier pixels (inside: the image's own envelope)
