@@ -16,7 +16,7 @@ import csv
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from grapheneseg.preprocessing import preprocess
 
 DEFAULT_MODEL = "sim_default.ckpt"  # shipped in grapheneseg/models/ with its model card (sim_default.md)
 CSV_COLUMNS = ["file", "pixel_size_A", "pixel_size_source", "height", "width",
-               "contamination_fraction", "graphene_fraction", "seconds"]
+               "contamination_fraction", "graphene_fraction", "seconds", "uncertainty", "ood"]
 OVERLAY_RGB = np.array([255, 40, 40])
 OVERLAY_ALPHA = 0.4
 
@@ -75,6 +75,8 @@ class Segmentation:
     pixel_size: float | None
     pixel_size_source: str
     seconds: float
+    uncertainty: np.ndarray | None = None  # per-pixel std (evaluate.uncertainty), when asked for
+    ood: list[str] = field(default_factory=list)  # out-of-range measures (evaluate.ood)
 
     @property
     def contamination_fraction(self) -> float:
@@ -132,20 +134,41 @@ def tiled_probability(models: Sequence[Any], image: np.ndarray, tile: int, overl
     return total / norm
 
 
-def segment(models: Sequence[Any], micrograph: Micrograph, cfg: Any,
-            pixel_size: float | None = None) -> Segmentation:
-    """Contamination probability and mask of one micrograph on its own grid (see module doc)."""
-    start = time.perf_counter()
+def network_scale(micrograph: Micrograph, cfg: Any, pixel_size: float | None = None
+                  ) -> tuple[np.ndarray, float | None, str]:
+    """(raw image at the network's scale, pixel size, its source): resampled to
+    `cfg.target_pixel_size` when the pixel size lies outside `cfg.pixel_range`."""
     size, source = scale_of(micrograph, pixel_size)
     image = micrograph.image
     lo, hi = cfg.pixel_range
     if size is not None and not lo <= size <= hi:
         scale = size / cfg.target_pixel_size
         image = _resample(image, tuple(max(16, int(round(n * scale))) for n in image.shape))
-    prob = tiled_probability(models, preprocess(image), cfg.tile, cfg.overlap, cfg.batch_size,
-                             bool(cfg.get("tta", False)))
+    return image, size, source
+
+
+def segment(models: Sequence[Any], micrograph: Micrograph, cfg: Any,
+            pixel_size: float | None = None, uncertainty: bool = False) -> Segmentation:
+    """Contamination probability and mask of one micrograph on its own grid (see module doc).
+    With `uncertainty`, the probability is the mean over ensemble members x 8 symmetries and the
+    per-pixel std over them is kept (evaluate.uncertainty); the OOD measures are always checked."""
+    from .ood import check
+
+    start = time.perf_counter()
+    image, size, source = network_scale(micrograph, cfg, pixel_size)
+    std = None
+    if uncertainty:
+        from .uncertainty import probability_and_std
+
+        prob, std = probability_and_std(models, preprocess(image), cfg)
+        std = np.clip(_resample(std, micrograph.image.shape), 0.0, 0.5)
+    else:
+        prob = tiled_probability(models, preprocess(image), cfg.tile, cfg.overlap, cfg.batch_size,
+                                 bool(cfg.get("tta", False)))
     prob = np.clip(_resample(prob, micrograph.image.shape), 0.0, 1.0)
-    return Segmentation(micrograph, prob, prob > cfg.threshold, size, source, time.perf_counter() - start)
+    ood = check(image, str(micrograph.path))
+    return Segmentation(micrograph, prob, prob > cfg.threshold, size, source, time.perf_counter() - start,
+                        std, ood)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -172,30 +195,38 @@ def input_files(inputs: Sequence[Path | str]) -> list[Path]:
 
 
 def segment_files(model_path: Path, inputs: Sequence[Path | str], cfg: Any, pixel_size: float | None = None,
-                  progress: bool = True, device: str = "auto") -> tuple[list[Segmentation], dict[str, str]]:
-    """Segment every input on `device` (auto, cpu or cuda); unreadable files are collected in
-    {path: reason} and skipped."""
+                  progress: bool = True, device: str = "auto", uncertainty: bool = False,
+                  files: Sequence[Path] | None = None) -> tuple[list[Segmentation], dict[str, str]]:
+    """Segment every input (or exactly `files`, when given) on `device` (auto, cpu or cuda);
+    unreadable files are collected in {path: reason} and skipped."""
     from tqdm import tqdm
 
     from train.inference import load_models
 
     models = load_models(Path(model_path), device)
     done, failed = [], {}
-    for path in tqdm(input_files(inputs), desc="segment", unit="img", disable=not progress):
+    for path in tqdm(input_files(inputs) if files is None else files, desc="segment", unit="img",
+                     disable=not progress):
         try:
-            done.append(segment(models, read_micrograph(path), cfg, pixel_size))
+            done.append(segment(models, read_micrograph(path), cfg, pixel_size, uncertainty))
         except DataError as err:
             failed[str(path)] = str(err)
     return done, failed
 
 
 def write_predictions(results: Sequence[Segmentation], out_dir: Path) -> Path:
-    """<stem>_mask.png (255 = contamination), <stem>_overlay.png and predictions.csv in `out_dir`."""
+    """<stem>_mask.png (255 = contamination), <stem>_overlay.png, <stem>_uncertainty.png (when
+    computed) and predictions.csv in `out_dir` (uncertainty: mean pixel std, empty when not
+    computed; ood: the out-of-range measures, `;`-separated, empty when none)."""
+    from .uncertainty import image_uncertainty, plot_uncertainty
+
     out_dir.mkdir(parents=True, exist_ok=True)
     for seg in results:
         stem = seg.micrograph.path.stem
         Image.fromarray(seg.mask.astype(np.uint8) * 255).save(out_dir / f"{stem}_mask.png")
         Image.fromarray(overlay(seg.micrograph.image, seg.mask)).save(out_dir / f"{stem}_overlay.png")
+        if seg.uncertainty is not None:
+            plot_uncertainty(seg, out_dir / f"{stem}_uncertainty.png")
     table = out_dir / "predictions.csv"
     with table.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -203,5 +234,7 @@ def write_predictions(results: Sequence[Segmentation], out_dir: Path) -> Path:
         for seg in results:
             writer.writerow([str(seg.micrograph.path), "" if seg.pixel_size is None else f"{seg.pixel_size:.4f}",
                              seg.pixel_size_source, *seg.mask.shape, f"{seg.contamination_fraction:.5f}",
-                             f"{seg.graphene_fraction:.5f}", f"{seg.seconds:.3f}"])
+                             f"{seg.graphene_fraction:.5f}", f"{seg.seconds:.3f}",
+                             "" if seg.uncertainty is None else f"{image_uncertainty(seg.uncertainty):.5f}",
+                             ";".join(seg.ood)])
     return table

@@ -26,6 +26,8 @@ EXAMPLES = """examples:
   evaluate score --model RUN_DIR --test DIR --tta   # also over the 8 dihedral symmetries
   evaluate predict --input scans/*.dm4 --out masks/  # the packaged simulation-only model
   evaluate predict --model model.ckpt --input scans/*.dm4 --out masks/ [--tta] [--device cuda]
+  evaluate predict --model RUN_DIR --input scans/ --out masks/ --uncertainty  # + <stem>_uncertainty.png
+  evaluate suggest --model RUN_DIR --input scans/ --n 10 --out next/  # which micrographs to label next
   evaluate sort --model model.ckpt --input DIR --out sorted/ --best 20
   evaluate atoms --model model.ckpt --input image.png --out atoms/
   evaluate bragg --real DIR bragg.lowpass=4       # any config key as a Hydra override
@@ -110,13 +112,15 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment(args: argparse.Namespace) -> tuple[Any, Path, list, dict[str, str]]:
-    """Config, output folder, segmentations and {path: reason} of failures for predict/sort/atoms."""
+def _segment(args: argparse.Namespace, uncertainty: bool = False, files: list[Path] | None = None
+             ) -> tuple[Any, Path, list, dict[str, str]]:
+    """Config, output folder, segmentations and {path: reason} of failures for predict/sort/atoms/suggest."""
     from .apply import segment_files
 
     cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold", "tta": "apply.tta"}))
     results, failed = segment_files(_model(args), args.input, cfg.apply, args.pixel_size,
-                                    progress=not args.quiet, device=args.device)
+                                    progress=not args.quiet, device=args.device, uncertainty=uncertainty,
+                                    files=files)
     return cfg, Path(args.out), results, failed
 
 
@@ -131,10 +135,33 @@ def _report_failures(failed: dict[str, str]) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .apply import write_predictions
 
-    cfg, out_dir, results, failed = _segment(args)
+    cfg, out_dir, results, failed = _segment(args, uncertainty=args.uncertainty)
     table = write_predictions(results, out_dir)
     save_config(cfg, out_dir)
     print(f"{len(results)} micrograph(s) segmented -> {out_dir} (masks, overlays, {table.name})")
+    return _report_failures(failed)
+
+
+def _cmd_suggest(args: argparse.Namespace) -> int:
+    from grapheneseg.micrographs import DataError
+
+    from .suggest import choose, suggestion_sheet, unlabelled, write_suggestions
+
+    if args.n < 1:
+        raise ConfigError(f"--n must be at least 1, not {args.n}")
+    files = unlabelled(args.input)
+    if not files:
+        raise DataError(f"every micrograph in {args.input} already has a NAME_LABEL.png: nothing to suggest")
+    cfg, out_dir, results, failed = _segment(args, uncertainty=True, files=files)
+    chosen = choose(results, args.n)
+    table = write_suggestions(chosen, out_dir / "suggestions.csv")
+    if chosen:
+        suggestion_sheet(chosen, out_dir / "suggestions.png")
+    save_config(cfg, out_dir)
+    print(f"{len(chosen)} of {len(results)} unlabelled micrograph(s) suggested -> {table}, "
+          f"{out_dir / 'suggestions.png'}")
+    for c in chosen[:10]:
+        print(f"  #{c.rank} {c.segmentation.micrograph.path.name}: {c.why}")
     return _report_failures(failed)
 
 
@@ -257,7 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "<stem>_overlay.png and predictions.csv.")
     p.add_argument("--tta", action="store_true", default=None,
                    help="average over the 8 dihedral symmetries (8x the time; apply.tta)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also the per-pixel std over ensemble members x 8 symmetries: <stem>_uncertainty.png "
+                        "and an uncertainty column (mean pixel std); the probability is then their mean")
     p.set_defaults(func=_cmd_predict)
+    p = add_apply("suggest", "Which unlabelled micrographs to label next (uncertainty with diversity): "
+                             "suggestions.csv and suggestions.png. Files with a NAME_LABEL.png are skipped.")
+    p.add_argument("--n", type=int, default=10, help="how many to suggest (default 10)")
+    p.set_defaults(func=_cmd_suggest)
     p = add_apply("sort", "Rank micrographs by graphene fraction: ranking.csv and a contact sheet in rank order.")
     p.add_argument("--best", type=int, help="also copy the N cleanest micrographs into OUT/best")
     p.add_argument("--link", action="store_true", help="symlink instead of copying with --best")

@@ -1,0 +1,83 @@
+"""Out-of-distribution flags: is a micrograph like what the model was trained on?
+
+U-Nets trained at one magnification or dose do not transfer to another, so each micrograph is
+measured at the network's scale (after any resampling, evaluate.apply.network_scale):
+
+- `lattice`: a graphene lattice is found (grapheneseg.lattice.read_pixel_size); without one the
+  scale is unknown and the image may not be graphene at all;
+- `noise`: the white-noise level relative to the mean intensity, from the median power of the
+  spectrum's corners (beyond 0.5 1/px: above the {100}, {110} and {200} rings at 0.28-0.50 A/px;
+  the median ignores the few outer spots), i.e. ~1/sqrt(dose per pixel) for shot noise;
+- `contrast`: the standard deviation of the flat-fielded image (mean 1): the intensity
+  statistic that preprocessing's standardisation hides from the network.
+
+A measure outside its reference range [lo, hi] is flagged with a `OODWarning` naming the file,
+the measure and the range. `REFERENCE` was measured on the 105 public labelled micrographs (the
+real training data of the fold models) with `python benchmarks/bench_uncertainty.py --reference`:
+their 0-100 % range widened by `MARGIN` on a log scale.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+
+import numpy as np
+import scipy.fft
+
+from grapheneseg.lattice import read_pixel_size
+from grapheneseg.preprocessing import flat_field
+
+MARGIN = 1.5  # reference ranges: [min / MARGIN, max * MARGIN] of the training images' measures
+# The 105: noise 0.0432-0.184 (median 0.090), contrast 0.0889-0.255 (median 0.177); 4 of them have
+# no lattice found (2015_0310_Gr_D4_FS_001_layer_0027, _0035, _0039, FS_002_layer_0007).
+REFERENCE = {"noise": (0.0288, 0.277), "contrast": (0.0593, 0.382)}
+MEASURES = ("lattice", "noise", "contrast")
+
+
+class OODWarning(UserWarning):
+    """A micrograph lies outside what the model was trained on."""
+
+
+def noise_level(image: np.ndarray) -> float:
+    """Relative white-noise std of the flat-fielded `image` from the median power of the
+    spectrum's corners (|q| > 0.5 1/px), Hann-windowed and normalised so that white noise of
+    std s gives s (the median of exponentially distributed power is ln 2 x its mean)."""
+    flat = flat_field(image).astype(np.float64)
+    flat = flat / flat.mean() - 1.0
+    h, w = flat.shape
+    window = np.outer(np.hanning(h), np.hanning(w))
+    power = np.abs(scipy.fft.fft2(flat * window)) ** 2 / np.sum(window**2)
+    q = np.hypot(*np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij"))
+    return float(np.sqrt(np.median(power[q > 0.5]) / np.log(2)))
+
+
+def measures(image: np.ndarray) -> dict[str, float]:
+    """{lattice: 1.0 or 0.0, noise, contrast} of a raw micrograph at the network's scale."""
+    flat = flat_field(image)
+    return {"lattice": float(read_pixel_size(image) is not None), "noise": noise_level(image),
+            "contrast": float(flat.std() / max(float(flat.mean()), 1e-12))}
+
+
+def reference_ranges(images: Iterable[np.ndarray], margin: float = MARGIN) -> dict[str, tuple[float, float]]:
+    """{measure: (lo, hi)} of training `images`: their range widened by `margin` on a log scale."""
+    values = [measures(im) for im in images]
+    return {name: (min(v[name] for v in values) / margin, max(v[name] for v in values) * margin)
+            for name in ("noise", "contrast")}
+
+
+def out_of_range(values: dict[str, float], reference: dict[str, tuple[float, float]]) -> list[str]:
+    """Descriptions of the measures outside `reference` (and `no lattice`), empty when none."""
+    found = [] if values["lattice"] else ["no lattice"]
+    for name, (lo, hi) in reference.items():
+        if not lo <= values[name] <= hi:
+            found.append(f"{name} {values[name]:.3g} outside {lo:.3g}-{hi:.3g}")
+    return found
+
+
+def check(image: np.ndarray, name: str, reference: dict[str, tuple[float, float]] | None = None) -> list[str]:
+    """The OOD flags of one micrograph at the network's scale; warns naming `name` when any."""
+    flags = out_of_range(measures(image), REFERENCE if reference is None else reference)
+    if flags:
+        warnings.warn(f"{name}: out of the training distribution ({'; '.join(flags)}); "
+                      "the segmentation may be wrong", OODWarning, stacklevel=2)
+    return flags

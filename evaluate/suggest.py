@@ -1,0 +1,136 @@
+"""Which micrographs to label next: the most uncertain ones, spread over the kinds of image.
+
+Candidates are the micrographs of the input with no `NAME_LABEL.png` beside them. Each is
+segmented with its uncertainty (evaluate.uncertainty: members x 8 symmetries). The choice is
+greedy: at each step take the candidate with the highest
+
+    score = uncertainty x (1 - max similarity to those already chosen),
+
+where the similarity of two images is exp(-d^2 / median d^2), d the Euclidean distance of their
+standardised feature vectors (log radial power spectrum of the preprocessed image in 12 bands,
+and the 8-bin histogram of the contamination probability). So ten frames of one series, which
+share spectrum and coverage, are not all chosen: after the first the rest score near zero.
+"""
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from grapheneseg.micrographs import LABEL_SUFFIX  # noqa: E402
+from grapheneseg.preprocessing import preprocess  # noqa: E402
+
+from .apply import Segmentation, input_files  # noqa: E402
+from .uncertainty import image_uncertainty, uncertainty_rgb  # noqa: E402
+
+SPECTRUM_BANDS = 12
+HISTOGRAM_BINS = 8
+
+
+@dataclass
+class Suggestion:
+    """One chosen micrograph: its rank, greedy score and the reason in words."""
+
+    rank: int
+    segmentation: Segmentation
+    score: float
+    why: str
+
+
+def unlabelled(inputs: Sequence[Path | str]) -> list[Path]:
+    """The micrographs named by `inputs` that have no NAME_LABEL.png (any case of suffix) beside them."""
+    def labelled(path: Path) -> bool:
+        return any(p.exists() for p in (path.with_name(f"{path.stem}{LABEL_SUFFIX}.png"),
+                                        path.with_name(f"{path.stem}{LABEL_SUFFIX}{path.suffix}")))
+    return [p for p in input_files(inputs) if not labelled(p)]
+
+
+def features(seg: Segmentation) -> np.ndarray:
+    """Log radial power spectrum (SPECTRUM_BANDS bands up to Nyquist) of the preprocessed image and
+    the HISTOGRAM_BINS-bin histogram of its contamination probability."""
+    image = preprocess(seg.micrograph.image)
+    power = np.abs(np.fft.fft2(image)) ** 2
+    h, w = image.shape
+    q = np.hypot(*np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij"))
+    bands = np.minimum((q / 0.5 * SPECTRUM_BANDS).astype(int), SPECTRUM_BANDS)
+    spectrum = np.log10(np.bincount(bands.ravel(), power.ravel(), SPECTRUM_BANDS + 1)[1:SPECTRUM_BANDS]
+                        / np.maximum(np.bincount(bands.ravel(), None, SPECTRUM_BANDS + 1)[1:SPECTRUM_BANDS], 1)
+                        + 1e-12)
+    hist = np.histogram(seg.probability, bins=HISTOGRAM_BINS, range=(0, 1))[0] / seg.probability.size
+    return np.concatenate([spectrum, hist])
+
+
+def similarity(feats: np.ndarray) -> np.ndarray:
+    """(N, N) exp(-d^2 / median d^2) of standardised feature rows (1 on the diagonal)."""
+    z = (feats - feats.mean(0)) / np.maximum(feats.std(0), 1e-9)
+    d2 = ((z[:, None] - z[None]) ** 2).sum(-1)
+    off = d2[~np.eye(len(z), dtype=bool)]
+    scale = float(np.median(off)) if off.size and np.median(off) > 0 else 1.0
+    return np.exp(-d2 / scale)
+
+
+def choose(results: Sequence[Segmentation], n: int) -> list[Suggestion]:
+    """Greedy uncertainty x diversity choice of up to `n` distinct micrographs (see module doc)."""
+    if not results:
+        return []
+    u = np.array([image_uncertainty(s.uncertainty) for s in results])
+    sim = similarity(np.stack([features(s) for s in results]))
+    by_u = {i: r for r, i in enumerate(np.argsort(-u, kind="stable"), 1)}
+    chosen: list[Suggestion] = []
+    taken: list[int] = []
+    nearest = np.zeros(len(results))
+    nearest_of = [""] * len(results)
+    for rank in range(1, min(n, len(results)) + 1):
+        score = u * (1 - nearest)
+        score[taken] = -np.inf
+        i = int(np.argmax(score))
+        taken.append(i)
+        seg = results[i]
+        why = (f"uncertainty {u[i]:.4f} (#{by_u[i]} of {len(results)})"
+               + (f"; most like {nearest_of[i]} (similarity {nearest[i]:.2f})" if chosen else "")
+               + (f"; out of distribution: {', '.join(seg.ood)}" if seg.ood else ""))
+        chosen.append(Suggestion(rank, seg, float(score[i]), why))
+        closer = sim[i] > nearest
+        nearest = np.where(closer, sim[i], nearest)
+        nearest_of = [seg.micrograph.path.name if c else o for c, o in zip(closer, nearest_of)]
+    return chosen
+
+
+def write_suggestions(chosen: Sequence[Suggestion], path: Path) -> Path:
+    """suggestions.csv: rank, file, score, uncertainty, contamination_fraction, ood, why."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["rank", "file", "score", "uncertainty", "contamination_fraction", "ood", "why"])
+        for c in chosen:
+            seg = c.segmentation
+            writer.writerow([c.rank, str(seg.micrograph.path), f"{c.score:.5f}",
+                             f"{image_uncertainty(seg.uncertainty):.5f}", f"{seg.contamination_fraction:.5f}",
+                             ";".join(seg.ood), c.why])
+    return path
+
+
+def suggestion_sheet(chosen: Sequence[Suggestion], path: Path, columns: int = 5, thumb_inches: float = 2.0) -> Path:
+    """PNG grid in rank order: each micrograph with its uncertainty overlaid (magma, 0-0.25+)."""
+    rows = max(1, int(np.ceil(len(chosen) / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * thumb_inches, rows * (thumb_inches + 0.3)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for c, ax in zip(chosen, axes.flat):
+        ax.imshow(uncertainty_rgb(c.segmentation.micrograph.image, c.segmentation.uncertainty),
+                  interpolation="lanczos")
+        ax.set_title(f"#{c.rank} {c.segmentation.micrograph.path.stem[-18:]}\nscore {c.score:.3f}", fontsize=7)
+    fig.suptitle("label these next (colour = std of P(contamination), members x symmetries)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

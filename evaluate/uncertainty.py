@@ -1,0 +1,81 @@
+"""Per-pixel uncertainty of the contamination probability, and its per-image summary.
+
+Each ensemble member (one checkpoint, or every fold of a CV run folder) sees the image under each
+of the 8 dihedral symmetries of the square (train.inference.DIHEDRAL), and each prediction is
+mapped back: members x 8 samples per pixel. Their mean is the probability (the same as
+`predict --tta`); their standard deviation is the uncertainty (at most 0.5 for values in [0, 1]).
+With one checkpoint the std measures test-time-augmentation disagreement only; with a fold
+ensemble, also the disagreement of models trained on different images.
+
+The per-image score is the mean pixel std: it grows with both the area the model hesitates over
+and how much it hesitates, so an image with much ambiguous carbon scores above one whose only
+doubt is a thin boundary band (the property `evaluate suggest` needs), and it needs no threshold.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+MAX_STD = 0.5  # the largest std of values in [0, 1]: every map shares this colour scale
+CMAP = "magma"
+
+
+def probability_samples(models: Sequence[Any], image: np.ndarray, cfg: Any) -> np.ndarray:
+    """(members x 8, H, W) contamination probabilities of a preprocessed `image`, one per
+    (member, symmetry), each mapped back onto the image's grid (tiled as in evaluate.apply)."""
+    from train.inference import DIHEDRAL
+
+    from .apply import tiled_probability
+
+    samples = []
+    for model in models:
+        for k, flip in DIHEDRAL:
+            seen = np.rot90(image, k)
+            seen = np.ascontiguousarray(seen[:, ::-1] if flip else seen)
+            p = tiled_probability([model], seen, cfg.tile, cfg.overlap, cfg.batch_size, tta=False)
+            samples.append(np.rot90(p[:, ::-1] if flip else p, -k))
+    return np.stack(samples).astype(np.float32)
+
+
+def probability_and_std(models: Sequence[Any], image: np.ndarray, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) over members x symmetries of a preprocessed `image` (see module doc)."""
+    samples = probability_samples(models, image, cfg)
+    return samples.mean(axis=0), samples.std(axis=0)
+
+
+def image_uncertainty(std: np.ndarray) -> float:
+    """The per-image score: mean pixel std (see module doc)."""
+    return float(np.mean(std))
+
+
+def uncertainty_rgb(image: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """RGB float in [0, 1]: the grey micrograph blended with the std in `CMAP` (alpha = std / 0.5)."""
+    lo, hi = np.percentile(image, [1, 99])
+    grey = np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1)[..., None].repeat(3, axis=2)
+    colour = plt.get_cmap(CMAP)(np.clip(std / MAX_STD, 0, 1))[..., :3]
+    alpha = np.clip(std / MAX_STD * 2, 0, 1)[..., None]  # half the maximum std is fully coloured
+    return np.clip((1 - alpha) * grey + alpha * colour, 0.0, 1.0)
+
+
+def plot_uncertainty(seg: Any, path: Path) -> Path:
+    """<stem>_uncertainty.png: the std map in `CMAP` on the fixed scale 0-0.5, with a colorbar,
+    beside the micrograph with the uncertainty overlaid."""
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4))
+    axes[0].imshow(uncertainty_rgb(seg.micrograph.image, seg.uncertainty), interpolation="lanczos")
+    axes[0].set_title(seg.micrograph.path.name, fontsize=8)
+    shown = axes[1].imshow(seg.uncertainty, cmap=CMAP, vmin=0, vmax=MAX_STD, interpolation="nearest")
+    axes[1].set_title(f"std of P(contamination), mean {image_uncertainty(seg.uncertainty):.3f}", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04, label="std over members x symmetries")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
