@@ -1,0 +1,85 @@
+"""Does the uncertainty tell where the model is wrong, and how many of the 105 get an OOD flag?
+
+Each labelled image is predicted by the fold model that did not train on it (a CV run folder with
+fold_*/model.ckpt and splits.json), with its uncertainty over the 8 symmetries (one member per
+image: its fold model). Prints the Spearman correlation over images between the mean pixel std and
+the error 1 - Jaccard (per image; an image whose label and prediction are both empty has Jaccard 1),
+the same for the mean std over the predicted boundary band (pixels with 0.1 < p < 0.9), and the
+number of images with an OOD flag (evaluate.ood.REFERENCE).
+
+    python benchmarks/bench_uncertainty.py --run /work/wt/i12/data/measure/ft_K10 --real DIR [--json]
+    python benchmarks/bench_uncertainty.py --reference --real DIR   # the measures behind ood.REFERENCE
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import scipy.stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from evaluate.ood import OODWarning, check, measures  # noqa: E402
+from evaluate.uncertainty import image_uncertainty, probability_and_std  # noqa: E402
+from grapheneseg.config import load_config  # noqa: E402
+from grapheneseg.metrics import confusion, scores  # noqa: E402
+from grapheneseg.micrographs import load_labelled  # noqa: E402
+from grapheneseg.preprocessing import preprocess  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, help="CV run folder: fold_*/model.ckpt and splits.json")
+    parser.add_argument("--real", type=Path, required=True, help="folder of NAME.png + NAME_LABEL.png")
+    parser.add_argument("--reference", action="store_true", help="print the OOD measures of --real and stop")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    data = load_labelled(args.real)
+    if args.reference:
+        values = [measures(im) for im in data.images]
+        for name in ("noise", "contrast"):
+            a = np.array([v[name] for v in values])
+            print(f"{name}: min {a.min():.4g} median {np.median(a):.4g} max {a.max():.4g}")
+        print("no lattice:", [n for n, v in zip(data.names, values) if not v["lattice"]])
+        return
+
+    from train.inference import load_models
+
+    cfg = load_config("evaluate").apply
+    index = {name: i for i, name in enumerate(data.names)}
+    rows = []
+    for split in json.loads((args.run / "splits.json").read_text()):
+        models = load_models(args.run / f"fold_{split['fold']}" / "model.ckpt", "cpu")
+        for name in split["test"]:
+            i = index[name]
+            prob, std = probability_and_std(models, preprocess(data.images[i]), cfg)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OODWarning)
+                flags = check(data.images[i], name)
+            band = (prob > 0.1) & (prob < 0.9)
+            rows.append({"name": name, "uncertainty": image_uncertainty(std),
+                         "band_uncertainty": float(std[band].mean()) if band.any() else 0.0,
+                         "error": 1.0 - scores(confusion(prob > cfg.threshold, data.masks[i]))["jaccard"],
+                         "ood": flags})
+    u, b, e = (np.array([r[k] for r in rows]) for k in ("uncertainty", "band_uncertainty", "error"))
+    result = {"n_images": len(rows), "spearman_mean_std": float(scipy.stats.spearmanr(u, e)[0]),
+              "spearman_band_std": float(scipy.stats.spearmanr(b, e)[0]),
+              "n_ood": sum(bool(r["ood"]) for r in rows),
+              "ood": {r["name"]: r["ood"] for r in rows if r["ood"]},
+              "mean_error": float(e.mean()), "mean_uncertainty": float(u.mean())}
+    print(f"{len(rows)} images, each by its held-out fold model, 8 symmetries: Spearman(uncertainty, "
+          f"1 - Jaccard) over images = {result['spearman_mean_std']:.3f} (mean pixel std), "
+          f"{result['spearman_band_std']:.3f} (mean std over 0.1 < p < 0.9); OOD flags on "
+          f"{result['n_ood']} of {len(rows)}")
+    for name, flags in result["ood"].items():
+        print(f"  ood {name}: {'; '.join(flags)}")
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
