@@ -166,7 +166,7 @@ def segment(models: Sequence[Any], micrograph: Micrograph, cfg: Any,
         prob = tiled_probability(models, preprocess(image), cfg.tile, cfg.overlap, cfg.batch_size,
                                  bool(cfg.get("tta", False)))
     prob = np.clip(_resample(prob, micrograph.image.shape), 0.0, 1.0)
-    ood = check(image, str(micrograph.path))
+    ood = check(micrograph.image, str(micrograph.path), zoom=image.shape[0] / micrograph.image.shape[0])
     return Segmentation(micrograph, prob, prob > cfg.threshold, size, source, time.perf_counter() - start,
                         std, ood)
 

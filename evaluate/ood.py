@@ -1,13 +1,16 @@
 """Out-of-distribution flags: is a micrograph like what the model was trained on?
 
 U-Nets trained at one magnification or dose do not transfer to another, so each micrograph is
-measured at the network's scale (after any resampling, evaluate.apply.network_scale):
+measured as the network sees it (after any resampling to its scale, evaluate.apply.network_scale):
 
 - `lattice`: a graphene lattice is found (grapheneseg.lattice.read_pixel_size); without one the
   scale is unknown and the image may not be graphene at all;
 - `noise`: the white-noise level relative to the mean intensity, from the median power of the
   spectrum's corners (beyond 0.5 1/px: above the {100}, {110} and {200} rings at 0.28-0.50 A/px;
-  the median ignores the few outer spots), i.e. ~1/sqrt(dose per pixel) for shot noise;
+  the median ignores the few outer spots), i.e. ~1/sqrt(dose per pixel) for shot noise. It is
+  measured on the file's own grid, where the noise is white, and carried to the network's grid by
+  the resampling factor (averaging n x n pixels divides white noise by n; resampling itself
+  would empty or blur the spectrum's corners and read as no noise);
 - `contrast`: the standard deviation of the flat-fielded image (mean 1): the intensity
   statistic that preprocessing's standardisation hides from the network.
 
@@ -51,10 +54,11 @@ def noise_level(image: np.ndarray) -> float:
     return float(np.sqrt(np.median(power[q > 0.5]) / np.log(2)))
 
 
-def measures(image: np.ndarray) -> dict[str, float]:
-    """{lattice: 1.0 or 0.0, noise, contrast} of a raw micrograph at the network's scale."""
+def measures(image: np.ndarray, zoom: float = 1.0) -> dict[str, float]:
+    """{lattice: 1.0 or 0.0, noise, contrast} of a raw micrograph on its own grid; `zoom` = network
+    grid size / file grid size (1 when not resampled) carries the noise level to the network's grid."""
     flat = flat_field(image)
-    return {"lattice": float(read_pixel_size(image) is not None), "noise": noise_level(image),
+    return {"lattice": float(read_pixel_size(image) is not None), "noise": noise_level(image) * zoom,
             "contrast": float(flat.std() / max(float(flat.mean()), 1e-12))}
 
 
@@ -74,9 +78,10 @@ def out_of_range(values: dict[str, float], reference: dict[str, tuple[float, flo
     return found
 
 
-def check(image: np.ndarray, name: str, reference: dict[str, tuple[float, float]] | None = None) -> list[str]:
-    """The OOD flags of one micrograph at the network's scale; warns naming `name` when any."""
-    flags = out_of_range(measures(image), REFERENCE if reference is None else reference)
+def check(image: np.ndarray, name: str, reference: dict[str, tuple[float, float]] | None = None,
+          zoom: float = 1.0) -> list[str]:
+    """The OOD flags of one raw micrograph (`zoom`: see `measures`); warns naming `name` when any."""
+    flags = out_of_range(measures(image, zoom), REFERENCE if reference is None else reference)
     if flags:
         warnings.warn(f"{name}: out of the training distribution ({'; '.join(flags)}); "
                       "the segmentation may be wrong", OODWarning, stacklevel=2)

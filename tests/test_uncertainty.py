@@ -78,8 +78,10 @@ def test_predict_uncertainty_outputs(tmp_path: Path) -> None:
     assert all((tmp_path / "out" / f"{s}_uncertainty.png").is_file() for s in ("clean", "dirty", "blend"))
     u = {s: float(rows[s]["uncertainty"]) for s in rows}
     assert u["blend"] > 10 * u["clean"]
-    assert main(["predict", "--input", str(folder / "clean.png"), "--out", str(tmp_path / "plain"), "--quiet",
-                 "--device", "cpu"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["predict", "--input", str(folder / "clean.png"), "--out", str(tmp_path / "plain"),
+                     "--quiet", "--device", "cpu"]) == 0
     assert next(csv.DictReader((tmp_path / "plain" / "predictions.csv").open()))["uncertainty"] == ""
     assert not (tmp_path / "plain" / "clean_uncertainty.png").exists()
 
@@ -139,3 +141,19 @@ def test_ood_flags_noise_and_missing_lattice() -> None:
     flat = 120 + scipy.ndimage.gaussian_filter(rng.normal(size=(SIZE, SIZE)), 2) * 10  # no lattice at all
     with pytest.warns(OODWarning, match=r"blob\.png: .*no lattice"):
         assert "no lattice" in check(flat, "blob.png", reference)
+
+
+def test_ood_noise_follows_the_resampling() -> None:
+    """The same dose per square angstrom at half the pixel size (4x the pixels, 2x the noise per
+    pixel) is not out of range once carried to the network's grid, and is when measured raw."""
+    rng = np.random.default_rng(1)
+    training = [synthetic_micrograph(rng, SIZE)[0] for _ in range(8)]
+    reference = reference_ranges(training)
+    y, x = np.mgrid[:2 * SIZE, :2 * SIZE].astype(float)
+    k = 2 * np.pi * 0.1  # the lattice period doubles in pixels
+    lattice = sum(np.cos(k * (x * np.cos(j * np.pi / 3) + y * np.sin(j * np.pi / 3))) for j in range(3))
+    fine = np.clip(120 + 15 * lattice + rng.normal(0, 4.0, lattice.shape), 0, 255)
+    assert measures(fine, zoom=0.5)["noise"] == pytest.approx(measures(training[0])["noise"], rel=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OODWarning)
+        assert not any(f.startswith("noise") for f in check(fine, "fine.png", reference, zoom=0.5))
