@@ -166,7 +166,8 @@ def segment(models: Sequence[Any], micrograph: Micrograph, cfg: Any,
         prob = tiled_probability(models, preprocess(image), cfg.tile, cfg.overlap, cfg.batch_size,
                                  bool(cfg.get("tta", False)))
     prob = np.clip(_resample(prob, micrograph.image.shape), 0.0, 1.0)
-    ood = check(micrograph.image, str(micrograph.path), zoom=image.shape[0] / micrograph.image.shape[0])
+    ood = check(micrograph.image, str(micrograph.path), zoom=image.shape[0] / micrograph.image.shape[0],
+                lattice=True if source == "lattice" else None)
     return Segmentation(micrograph, prob, prob > cfg.threshold, size, source, time.perf_counter() - start,
                         std, ood)
 

@@ -54,11 +54,13 @@ def noise_level(image: np.ndarray) -> float:
     return float(np.sqrt(np.median(power[q > 0.5]) / np.log(2)))
 
 
-def measures(image: np.ndarray, zoom: float = 1.0) -> dict[str, float]:
+def measures(image: np.ndarray, zoom: float = 1.0, lattice: bool | None = None) -> dict[str, float]:
     """{lattice: 1.0 or 0.0, noise, contrast} of a raw micrograph on its own grid; `zoom` = network
-    grid size / file grid size (1 when not resampled) carries the noise level to the network's grid."""
+    grid size / file grid size (1 when not resampled) carries the noise level to the network's grid;
+    `lattice` True when the caller already read the lattice (saves a second read)."""
     flat = flat_field(image)
-    return {"lattice": float(read_pixel_size(image) is not None), "noise": noise_level(image) * zoom,
+    found = lattice if lattice is not None else read_pixel_size(image) is not None
+    return {"lattice": float(found), "noise": noise_level(image) * zoom,
             "contrast": float(flat.std() / max(float(flat.mean()), 1e-12))}
 
 
@@ -79,9 +81,10 @@ def out_of_range(values: dict[str, float], reference: dict[str, tuple[float, flo
 
 
 def check(image: np.ndarray, name: str, reference: dict[str, tuple[float, float]] | None = None,
-          zoom: float = 1.0) -> list[str]:
-    """The OOD flags of one raw micrograph (`zoom`: see `measures`); warns naming `name` when any."""
-    flags = out_of_range(measures(image, zoom), REFERENCE if reference is None else reference)
+          zoom: float = 1.0, lattice: bool | None = None) -> list[str]:
+    """The OOD flags of one raw micrograph (`zoom`, `lattice`: see `measures`); warns naming `name`
+    when any."""
+    flags = out_of_range(measures(image, zoom, lattice), REFERENCE if reference is None else reference)
     if flags:
         warnings.warn(f"{name}: out of the training distribution ({'; '.join(flags)}); "
                       "the segmentation may be wrong", OODWarning, stacklevel=2)

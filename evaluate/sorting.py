@@ -26,15 +26,16 @@ def rank(results: Sequence[Segmentation]) -> list[Segmentation]:
 
 
 def write_ranking(ranked: Sequence[Segmentation], path: Path) -> Path:
-    """ranking.csv: rank, file, graphene_fraction, contamination_fraction, pixel_size_A."""
+    """ranking.csv: rank, file, graphene_fraction, contamination_fraction, pixel_size_A, ood
+    (the out-of-range measures of evaluate.ood, `;`-separated, empty when none)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["rank", "file", "graphene_fraction", "contamination_fraction", "pixel_size_A"])
+        writer.writerow(["rank", "file", "graphene_fraction", "contamination_fraction", "pixel_size_A", "ood"])
         for i, seg in enumerate(ranked, 1):
             writer.writerow([i, str(seg.micrograph.path), f"{seg.graphene_fraction:.5f}",
                              f"{seg.contamination_fraction:.5f}",
-                             "" if seg.pixel_size is None else f"{seg.pixel_size:.4f}"])
+                             "" if seg.pixel_size is None else f"{seg.pixel_size:.4f}", ";".join(seg.ood)])
     return path
 
 
