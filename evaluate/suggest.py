@@ -80,7 +80,7 @@ def choose(results: Sequence[Segmentation], n: int) -> list[Suggestion]:
     """Greedy uncertainty x diversity choice of up to `n` distinct micrographs (see module doc)."""
     if not results:
         return []
-    u = np.array([image_uncertainty(s.uncertainty) for s in results])
+    u = np.array([image_uncertainty(s.uncertainty, s.probability) for s in results])
     sim = similarity(np.stack([features(s) for s in results]))
     by_u = {i: r for r, i in enumerate(np.argsort(-u, kind="stable"), 1)}
     chosen: list[Suggestion] = []
@@ -112,7 +112,7 @@ def write_suggestions(chosen: Sequence[Suggestion], path: Path) -> Path:
         for c in chosen:
             seg = c.segmentation
             writer.writerow([c.rank, str(seg.micrograph.path), f"{c.score:.5f}",
-                             f"{image_uncertainty(seg.uncertainty):.5f}", f"{seg.contamination_fraction:.5f}",
+                             f"{image_uncertainty(seg.uncertainty, seg.probability):.5f}", f"{seg.contamination_fraction:.5f}",
                              ";".join(seg.ood), c.why])
     return path
 
