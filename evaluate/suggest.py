@@ -7,7 +7,8 @@ greedy: at each step take the candidate with the highest
     score = uncertainty x (1 - max similarity to those already chosen),
 
 where the similarity of two images is exp(-d^2 / median d^2), d the Euclidean distance of their
-standardised feature vectors (log radial power spectrum of the preprocessed image in 12 bands,
+standardised feature vectors (log radial power spectrum of the preprocessed image in 11 of 12
+bands up to Nyquist, the innermost left out,
 and the 8-bin histogram of the contamination probability). So ten frames of one series, which
 share spectrum and coverage, are not all chosen: after the first the rest score near zero.
 """
@@ -53,7 +54,8 @@ def unlabelled(inputs: Sequence[Path | str]) -> list[Path]:
 
 
 def features(seg: Segmentation) -> np.ndarray:
-    """Log radial power spectrum (SPECTRUM_BANDS bands up to Nyquist) of the preprocessed image and
+    """Log mean power in radial bands 1 .. SPECTRUM_BANDS - 1 of SPECTRUM_BANDS up to Nyquist (band 0,
+    the flat-field residue, and the corners beyond Nyquist left out) of the preprocessed image and
     the HISTOGRAM_BINS-bin histogram of its contamination probability."""
     image = preprocess(seg.micrograph.image)
     power = np.abs(np.fft.fft2(image)) ** 2
