@@ -81,6 +81,8 @@ def main() -> None:
           for k, x in (("mean_std", u), ("band_std", b))}
     result = {"n_images": len(rows), "spearman_mean_std": float(scipy.stats.spearmanr(u, e)[0]),
               "spearman_band_std": float(scipy.stats.spearmanr(b, e)[0]), "spearman_ci95": ci,
+              "error_top10_uncertain": float(e[np.argsort(-b)[:10]].mean()),
+              "error_top10_worst": float(np.sort(e)[-10:].mean()),
               "n_ood": sum(bool(r["ood"]) for r in rows),
               "ood": {r["name"]: r["ood"] for r in rows if r["ood"]},
               "mean_error": float(e.mean()), "mean_uncertainty": float(u.mean())}
@@ -90,6 +92,8 @@ def main() -> None:
           f"95 % over images {ci['band_std'][0]:.2f}-{ci['band_std'][1]:.2f}, mean pixel std "
           f"{ci['mean_std'][0]:.2f}-{ci['mean_std'][1]:.2f}); OOD flags on "
           f"{result['n_ood']} of {len(rows)}")
+    print(f"mean error 1 - Jaccard over images: all {result['mean_error']:.3f}, the 10 most uncertain "
+          f"{result['error_top10_uncertain']:.3f}, the 10 worst {result['error_top10_worst']:.3f}")
     for name, flags in result["ood"].items():
         print(f"  ood {name}: {'; '.join(flags)}")
     if args.json:

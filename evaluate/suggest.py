@@ -122,7 +122,7 @@ def write_suggestions(chosen: Sequence[Suggestion], path: Path) -> Path:
 def suggestion_sheet(chosen: Sequence[Suggestion], path: Path, columns: int = 5, thumb_inches: float = 2.0) -> Path:
     """PNG grid in rank order: each micrograph with its uncertainty overlaid (magma, 0-0.25+)."""
     rows = max(1, int(np.ceil(len(chosen) / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * thumb_inches, rows * (thumb_inches + 0.3)),
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * thumb_inches, rows * (thumb_inches + 0.6)),
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
