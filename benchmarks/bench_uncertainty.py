@@ -9,8 +9,8 @@ mean pixel std, with bootstrap 95 % intervals over images, and the
 number of images with an OOD flag (evaluate.ood.REFERENCE).
 
     python benchmarks/bench_uncertainty.py --run /work/wt/i12/data/measure/ft_K10 --real DIR [--json]
-    python benchmarks/bench_uncertainty.py --reference --real DIR   # the measures behind ood.REFERENCE,
-                                                                    # and the 105 at 4x their noise
+    python benchmarks/bench_uncertainty.py --reference --real DIR [--sim H5]  # the measures behind
+                                          # ood.REFERENCE, and the 105 at 4x their noise
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import scipy.stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluate.ood import OODWarning, check, measures  # noqa: E402
+from evaluate.ood import MARGIN, REFERENCE, OODWarning, check, measures, out_of_range  # noqa: E402
 from evaluate.uncertainty import image_uncertainty, probability_and_std  # noqa: E402
 from grapheneseg.config import load_config  # noqa: E402
 from grapheneseg.metrics import confusion, scores  # noqa: E402
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="CV run folder: fold_*/model.ckpt and splits.json")
     parser.add_argument("--real", type=Path, required=True, help="folder of NAME.png + NAME_LABEL.png")
     parser.add_argument("--reference", action="store_true", help="print the OOD measures of --real and stop")
+    parser.add_argument("--sim", type=Path, help="with --reference: also a simulated HDF5 dataset")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     data = load_labelled(args.real)
@@ -45,8 +46,27 @@ def main() -> None:
         values = [measures(im) for im in data.images]
         for name in ("noise", "contrast"):
             a = np.array([v[name] for v in values])
-            print(f"{name}: min {a.min():.4g} median {np.median(a):.4g} max {a.max():.4g}")
+            print(f"{name}: min {a.min():.4g} median {np.median(a):.4g} max {a.max():.4g} ({len(a)} real images)")
         print("no lattice:", [n for n, v in zip(data.names, values) if not v["lattice"]])
+        if args.sim:
+            import h5py
+
+            sim = []
+            with h5py.File(args.sim, "r") as f:
+                for start in range(0, len(f["images"]), 250):
+                    sim += [measures(im) for im in f["images"][start:start + 250]]
+            for name in ("noise", "contrast"):
+                a = np.array([v[name] for v in sim])
+                print(f"{name}: min {a.min():.4g} median {np.median(a):.4g} max {a.max():.4g} "
+                      f"({len(a)} simulated images)")
+            both = values + sim
+            print("REFERENCE (min / 1.5, max * 1.5 of both):", {
+                k: (round(min(v[k] for v in both) / MARGIN, 4), round(max(v[k] for v in both) * MARGIN, 4))
+                for k in ("noise", "contrast")})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OODWarning)
+                print(f"simulated images flagged: {sum(bool(out_of_range(v, REFERENCE)) for v in sim)} of "
+                      f"{len(sim)} ({sum(not v['lattice'] for v in sim)} for no lattice)")
         rng = np.random.default_rng(0)
         flagged = 0
         for image, v in zip(data.images, values):  # white noise added until its level is 4x its own
