@@ -217,8 +217,8 @@ def segment_files(model_path: Path, inputs: Sequence[Path | str], cfg: Any, pixe
 
 def write_predictions(results: Sequence[Segmentation], out_dir: Path) -> Path:
     """<stem>_mask.png (255 = contamination), <stem>_overlay.png, <stem>_uncertainty.png (when
-    computed) and predictions.csv in `out_dir` (uncertainty: evaluate.uncertainty.image_uncertainty, empty when not
-    computed; ood: the out-of-range measures, `;`-separated, empty when none)."""
+    computed) and predictions.csv in `out_dir` (uncertainty: evaluate.uncertainty.image_uncertainty,
+    empty when not computed; ood: the out-of-range measures, `;`-separated, empty when none)."""
     from .uncertainty import image_uncertainty, plot_uncertainty
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,6 +236,7 @@ def write_predictions(results: Sequence[Segmentation], out_dir: Path) -> Path:
             writer.writerow([str(seg.micrograph.path), "" if seg.pixel_size is None else f"{seg.pixel_size:.4f}",
                              seg.pixel_size_source, *seg.mask.shape, f"{seg.contamination_fraction:.5f}",
                              f"{seg.graphene_fraction:.5f}", f"{seg.seconds:.3f}",
-                             "" if seg.uncertainty is None else f"{image_uncertainty(seg.uncertainty, seg.probability):.5f}",
+                             "" if seg.uncertainty is None
+                             else f"{image_uncertainty(seg.uncertainty, seg.probability):.5f}",
                              ";".join(seg.ood)])
     return table

@@ -114,7 +114,8 @@ def write_suggestions(chosen: Sequence[Suggestion], path: Path) -> Path:
         for c in chosen:
             seg = c.segmentation
             writer.writerow([c.rank, str(seg.micrograph.path), f"{c.score:.5f}",
-                             f"{image_uncertainty(seg.uncertainty, seg.probability):.5f}", f"{seg.contamination_fraction:.5f}",
+                             f"{image_uncertainty(seg.uncertainty, seg.probability):.5f}",
+                             f"{seg.contamination_fraction:.5f}",
                              ";".join(seg.ood), c.why])
     return path
 

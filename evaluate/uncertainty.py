@@ -17,7 +17,7 @@ seeing them). It needs no threshold, and does not favour heavily covered images.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,27 +32,33 @@ MAX_STD = 0.5  # the largest std of values in [0, 1]: every map shares this colo
 CMAP = "magma"
 
 
-def probability_samples(models: Sequence[Any], image: np.ndarray, cfg: Any) -> np.ndarray:
-    """(members x 8, H, W) contamination probabilities of a preprocessed `image`, one per
-    (member, symmetry), each mapped back onto the image's grid (tiled as in evaluate.apply)."""
+def probability_samples(models: Sequence[Any], image: np.ndarray, cfg: Any) -> Iterator[np.ndarray]:
+    """The (H, W) contamination probabilities of a preprocessed `image`, one per (member,
+    symmetry), each mapped back onto the image's grid (tiled as in evaluate.apply)."""
     from train.inference import DIHEDRAL
 
     from .apply import tiled_probability
 
-    samples = []
     for model in models:
         for k, flip in DIHEDRAL:
             seen = np.rot90(image, k)
             seen = np.ascontiguousarray(seen[:, ::-1] if flip else seen)
             p = tiled_probability([model], seen, cfg.tile, cfg.overlap, cfg.batch_size, tta=False)
-            samples.append(np.rot90(p[:, ::-1] if flip else p, -k))
-    return np.stack(samples).astype(np.float32)
+            yield np.rot90(p[:, ::-1] if flip else p, -k)
 
 
 def probability_and_std(models: Sequence[Any], image: np.ndarray, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) over members x symmetries of a preprocessed `image` (see module doc)."""
-    samples = probability_samples(models, image, cfg)
-    return samples.mean(axis=0), samples.std(axis=0)
+    """(mean, std) float32 over members x symmetries of a preprocessed `image` (see module doc),
+    accumulated as sums (two float64 maps, not members x 8 of them: a 2048 px image stays small)."""
+    total = np.zeros(image.shape, np.float64)
+    squares = np.zeros(image.shape, np.float64)
+    n = 0
+    for p in probability_samples(models, image, cfg):
+        total += p
+        squares += np.square(p, dtype=np.float64)
+        n += 1
+    mean = total / n
+    return mean.astype(np.float32), np.sqrt(np.maximum(squares / n - mean**2, 0.0)).astype(np.float32)
 
 
 def image_uncertainty(std: np.ndarray, probability: np.ndarray) -> float:
@@ -78,7 +84,8 @@ def plot_uncertainty(seg: Any, path: Path) -> Path:
     axes[0].imshow(uncertainty_rgb(seg.micrograph.image, seg.uncertainty), interpolation="lanczos")
     axes[0].set_title(seg.micrograph.path.name, fontsize=8)
     shown = axes[1].imshow(seg.uncertainty, cmap=CMAP, vmin=0, vmax=MAX_STD, interpolation="nearest")
-    axes[1].set_title(f"std of P(contamination); image score {image_uncertainty(seg.uncertainty, seg.probability):.3f}", fontsize=8)
+    score = image_uncertainty(seg.uncertainty, seg.probability)
+    axes[1].set_title(f"std of P(contamination); image score {score:.3f}", fontsize=8)
     for ax in axes:
         ax.axis("off")
     fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04, label="std over members x symmetries")
