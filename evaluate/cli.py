@@ -162,6 +162,9 @@ def _cmd_suggest(args: argparse.Namespace) -> int:
           f"{out_dir / 'suggestions.png'}")
     for c in chosen[:10]:
         print(f"  #{c.rank} {c.segmentation.micrograph.path.name}: {c.why}")
+    if args.json:
+        print(json.dumps([{"rank": c.rank, "file": str(c.segmentation.micrograph.path), "score": c.score}
+                          for c in chosen]))
     return _report_failures(failed)
 
 
@@ -291,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_apply("suggest", "Which unlabelled micrographs to label next (uncertainty with diversity): "
                              "suggestions.csv and suggestions.png. Files with a NAME_LABEL.png are skipped.")
     p.add_argument("--n", type=int, default=10, help="how many to suggest (default 10)")
+    p.add_argument("--json", action="store_true", help="last stdout line: JSON list of {rank, file, score}")
     p.set_defaults(func=_cmd_suggest)
     p = add_apply("sort", "Rank micrographs by graphene fraction: ranking.csv and a contact sheet in rank order.")
     p.add_argument("--best", type=int, help="also copy the N cleanest micrographs into OUT/best")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import warnings
 from pathlib import Path
 
@@ -86,15 +87,17 @@ def test_predict_uncertainty_outputs(tmp_path: Path) -> None:
     assert not (tmp_path / "plain" / "clean_uncertainty.png").exists()
 
 
-def test_suggest_skips_labelled_distinct_and_ranks_blend_above_clean(tmp_path: Path) -> None:
+def test_suggest_skips_labelled_distinct_and_ranks_blend_above_clean(tmp_path: Path, capsys) -> None:
     folder = _write_trio(tmp_path / "in")
     write_labelled_folder(folder, n=2, size=SIZE, seed=3)  # img00.png + img00_LABEL.png, ...: skipped
     assert sorted(p.name for p in unlabelled([folder])) == ["blend.png", "clean.png", "dirty.png"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(["suggest", "--input", str(folder), "--n", "3", "--out", str(tmp_path / "next"), "--quiet",
-                     "--device", "cpu"]) == 0
+                     "--device", "cpu", "--json"]) == 0
     rows = list(csv.DictReader((tmp_path / "next" / "suggestions.csv").open()))
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [p["file"] for p in printed] == [r["file"] for r in rows]
     files = [Path(r["file"]).name for r in rows]
     assert len(files) == len(set(files)) == 3 and not any(f.startswith("img") for f in files)
     assert files.index("blend.png") < files.index("clean.png")
