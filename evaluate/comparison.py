@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from . import bragg
 from grapheneseg.config import load_config, save_config
+from grapheneseg.fetch import sha256
 from grapheneseg.metrics import scores
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
@@ -37,14 +38,6 @@ REAL_ONLY, SIM_ONLY, FINETUNED, BRAGG = ("U-Net real-only", "U-Net sim-only", "U
 
 PATH_KEYS = (("data", "real_dir"), ("finetune", "pretrained"))  # located files: keyed by contents instead
 PACKAGES = Path(__file__).resolve().parent.parent
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _key(*parts: Any) -> str:

@@ -39,22 +39,32 @@ def write_ranking(ranked: Sequence[Segmentation], path: Path) -> Path:
     return path
 
 
-def contact_sheet(ranked: Sequence[Segmentation], path: Path, columns: int = 10, thumb_inches: float = 1.3) -> Path:
-    """PNG grid of overlays in rank order, each titled with its rank and graphene fraction."""
-    rows = max(1, int(np.ceil(len(ranked) / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * thumb_inches, rows * (thumb_inches + 0.25)),
+def thumbnail_sheet(tiles: Sequence[tuple[np.ndarray, str]], path: Path, title: str, columns: int,
+                    thumb_inches: float, title_inches: float) -> Path:
+    """PNG grid of RGB thumbnails in the given order, each with its small title (`title_inches`
+    of figure height per row for it), under one overall title."""
+    rows = max(1, int(np.ceil(len(tiles) / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * thumb_inches, rows * (thumb_inches + title_inches)),
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for i, (seg, ax) in enumerate(zip(ranked, axes.flat), 1):
-        ax.imshow(overlay(seg.micrograph.image, seg.mask), interpolation="lanczos")
-        ax.set_title(f"#{i}  {seg.graphene_fraction:.2f}", fontsize=7)
-    fig.suptitle("ranked by graphene fraction (cleanest first; red = predicted contamination)", fontsize=9)
+    for (rgb, label), ax in zip(tiles, axes.flat):
+        ax.imshow(rgb, interpolation="lanczos")
+        ax.set_title(label, fontsize=7)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def contact_sheet(ranked: Sequence[Segmentation], path: Path, columns: int = 10, thumb_inches: float = 1.3) -> Path:
+    """PNG grid of overlays in rank order, each titled with its rank and graphene fraction."""
+    tiles = [(overlay(seg.micrograph.image, seg.mask), f"#{i}  {seg.graphene_fraction:.2f}")
+             for i, seg in enumerate(ranked, 1)]
+    return thumbnail_sheet(tiles, path, "ranked by graphene fraction (cleanest first; red = predicted contamination)",
+                           columns, thumb_inches, title_inches=0.25)
 
 
 def export_best(ranked: Sequence[Segmentation], n: int, dest: Path, mode: str = "copy") -> list[Path]:

@@ -19,17 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from grapheneseg.micrographs import LABEL_SUFFIX
+from grapheneseg.preprocessing import preprocess
 
-from grapheneseg.micrographs import LABEL_SUFFIX  # noqa: E402
-from grapheneseg.preprocessing import preprocess  # noqa: E402
-
-from .apply import Segmentation, input_files  # noqa: E402
-from .uncertainty import image_uncertainty, uncertainty_rgb  # noqa: E402
+from .apply import Segmentation, input_files
+from .sorting import thumbnail_sheet
+from .uncertainty import image_uncertainty, uncertainty_rgb
 
 SPECTRUM_BANDS = 12
 HISTOGRAM_BINS = 8
@@ -122,18 +119,7 @@ def write_suggestions(chosen: Sequence[Suggestion], path: Path) -> Path:
 
 def suggestion_sheet(chosen: Sequence[Suggestion], path: Path, columns: int = 5, thumb_inches: float = 2.0) -> Path:
     """PNG grid in rank order: each micrograph with its uncertainty overlaid (magma, 0-0.25+)."""
-    rows = max(1, int(np.ceil(len(chosen) / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * thumb_inches, rows * (thumb_inches + 0.6)),
-                             squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for c, ax in zip(chosen, axes.flat):
-        ax.imshow(uncertainty_rgb(c.segmentation.micrograph.image, c.segmentation.uncertainty),
-                  interpolation="lanczos")
-        ax.set_title(f"#{c.rank} {c.segmentation.micrograph.path.stem[-18:]}\nscore {c.score:.3f}", fontsize=7)
-    fig.suptitle("label these next (colour = std of P(contamination), members x symmetries)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    tiles = [(uncertainty_rgb(c.segmentation.micrograph.image, c.segmentation.uncertainty),
+              f"#{c.rank} {c.segmentation.micrograph.path.stem[-18:]}\nscore {c.score:.3f}") for c in chosen]
+    return thumbnail_sheet(tiles, path, "label these next (colour = std of P(contamination), members x symmetries)",
+                           columns, thumb_inches, title_inches=0.6)

@@ -47,6 +47,7 @@ def download(url: str, dest: Path, timeout: float = 60.0, progress: bool = True)
 
 
 def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks (archives, checkpoints, datasets)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
