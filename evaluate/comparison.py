@@ -30,7 +30,7 @@ from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
 from .report import (Arm, arm_from_bragg_cv, arm_from_train_cv, error_example_names, paired_bootstrap,
                      plot_data_efficiency, plot_error_examples, plot_per_image, write_report)
-from grapheneseg.splits import load_or_make_splits
+from grapheneseg.splits import image_key, load_or_make_splits
 
 REAL_ONLY, SIM_ONLY, FINETUNED, BRAGG = ("U-Net real-only", "U-Net sim-only", "U-Net sim-pretrained + fine-tuned",
                                          "Bragg filter")
@@ -119,7 +119,7 @@ def _sim_only_arm(ckpt: Path, real: Path, splits: list[dict], device: str = "aut
         fold_counts = [np.array(counts[n]) for n in split["test"]]
         per_fold.append({"repeat": split["repeat"], "fold": split["fold"], **scores(np.sum(fold_counts, axis=0))})
         for n in split["test"]:
-            all_counts[n if split["repeat"] == 0 else f"{n}@repeat{split['repeat']}"] = counts[n]
+            all_counts[image_key(n, split["repeat"])] = counts[n]
     return Arm(SIM_ONLY, per_fold, all_counts, str(ckpt))
 
 

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from grapheneseg.metrics import METRICS, mean_and_spread, pooled, scores  # noqa: E402
+from grapheneseg.splits import image_key  # noqa: E402
 
 LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "jaccard": "Jaccard", "f1": "F1",
           "precision": "precision", "recall": "recall"}
@@ -55,7 +56,7 @@ def arm_from_bragg_cv(path: Path, name: str = "Bragg filter") -> Arm:
     """From `evaluate bragg`'s bragg_cv.json."""
     data = json.loads(Path(path).read_text())
     per_fold = [{"repeat": s["repeat"], "fold": s["fold"], **s["pooled"]} for s in data["splits"]]
-    counts = {(n if s["repeat"] == 0 else f"{n}@repeat{s['repeat']}"): c
+    counts = {image_key(n, s["repeat"]): c
               for s in data["splits"] for n, c in s["per_image"].items()}
     return Arm(name, per_fold, counts, str(path))
 
@@ -68,7 +69,7 @@ def arm_from_train_cv(run_dir: Path, name: str) -> Arm:
     if not folds:
         raise ValueError(f"{run_dir}: no fold_*/metrics.json (not a finished CV run folder)")
     per_fold = [{"repeat": f["repeat"], "fold": f["fold"], **{m: f["test"][m] for m in METRICS}} for f in folds]
-    counts = {(n if f["repeat"] == 0 else f"{n}@repeat{f['repeat']}"): c for f in folds for n, c in f["counts"].items()}
+    counts = {image_key(n, f["repeat"]): c for f in folds for n, c in f["counts"].items()}
     return Arm(name, per_fold, counts, str(run_dir))
 
 

@@ -11,6 +11,11 @@ from pathlib import Path
 import numpy as np
 
 
+def image_key(name: str, repeat: int) -> str:
+    """Key of one image's test result in repeated CV: NAME in the first repeat, NAME@repeatR after."""
+    return name if repeat == 0 else f"{name}@repeat{repeat}"
+
+
 def kfold_splits(names: list[str], folds: int, repeats: int = 1, seed: int = 12345) -> list[dict]:
     """[{"repeat", "fold", "train": [...], "test": [...]}] over `repeats` reshuffles of sorted names."""
     names = sorted(names)

@@ -39,7 +39,7 @@ from omegaconf import DictConfig
 from grapheneseg.config import save_config, to_plain, write_json
 from grapheneseg.metrics import mean_and_spread, pooled, scores
 from grapheneseg.micrographs import LabelledSet, load_labelled
-from grapheneseg.splits import adopt_splits, load_or_make_splits
+from grapheneseg.splits import adopt_splits, image_key, load_or_make_splits
 from train.checkpoints import PREPROCESSING, CheckpointError, read_checkpoint, save_checkpoint
 from train.datasets import MixedPairs, real_pairs, sim_pairs
 from train.loops import choose_device, fit, validate
@@ -231,7 +231,7 @@ def cross_validate(cfg: DictConfig, real: Path, run_dir: Path, resume: bool = Fa
         "pooled": pooled(counts.values()),
         "per_fold": [{"repeat": f["repeat"], "fold": f["fold"], **f["test"]} for f in folds],
         "fold_mean_std": mean_and_spread([f["test"] for f in folds]),
-        "per_image": {f"{name}" if r == 0 else f"{name}@repeat{r}": scores(c)
+        "per_image": {image_key(name, r): scores(c)
                       for (r, name), c in counts.items()},
         "train_seconds": round(sum(f["seconds"] for f in folds), 1),
         "wall_seconds": round(time.perf_counter() - t0, 1),
