@@ -23,7 +23,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from . import bragg
-from grapheneseg.config import load_config, save_config
+from grapheneseg.config import load_config, override, save_config
 from grapheneseg.fetch import sha256
 from grapheneseg.metrics import scores
 from grapheneseg.micrographs import load_labelled
@@ -73,14 +73,6 @@ def code_sha256(*parts: str) -> str:
     return digest.hexdigest()
 
 
-def _override(key: str, value: Path | str | None) -> str:
-    """A Hydra override with a quoted path value (spaces, '=' and commas survive), or null."""
-    if value is None:
-        return f"{key}=null"
-    text = str(value)
-    return f"{key}=" + (f'"{text}"' if "'" in text else f"'{text}'")
-
-
 def _git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -91,9 +83,9 @@ def _git_commit() -> str:
 
 def _train_cfg(real: Path, budget: Any, extra: list[str], k: int | None, pretrained: Path | None,
                folds: int | None = None):
-    overrides = [_override("data.real_dir", real), f"cv.folds={budget.folds if folds is None else folds}",
+    overrides = [override("data.real_dir", real), f"cv.folds={budget.folds if folds is None else folds}",
                  f"cv.repeats={budget.repeats}", f"cv.n_real={'null' if k is None else k}",
-                 _override("finetune.pretrained", pretrained), *budget.train, *extra]
+                 override("finetune.pretrained", pretrained), *budget.train, *extra]
     return load_config("train", overrides)
 
 
@@ -178,7 +170,7 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
     provenance: dict[str, Any] = {"command": " ".join(sys.argv), "git_commit": _git_commit(),
                                   "budget": OmegaConf.to_container(cfg.report), "real_dir": str(real),
                                   "test_dir": str(test), "images_sha256": images, "runs": {}}
-    bragg_cfg = load_config("evaluate", [_override("data.real_dir", real), *eval_extra])
+    bragg_cfg = load_config("evaluate", [override("data.real_dir", real), *eval_extra])
     params = out / "arms" / f"bragg-{_key(_config_key(bragg_cfg), images, code_sha256('grapheneseg', 'evaluate/bragg.py'))}" / "bragg.json"
     if not params.exists():
         fit_bragg(bragg_cfg, params, progress=progress)
@@ -232,7 +224,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     train_extra = [o[len("train."):] for o in overrides if o.startswith("train.")]
     pretrain_extra = [o[len("pretrain."):] for o in overrides if o.startswith("pretrain.")]
     eval_extra = [o for o in overrides if not o.startswith(("train.", "pretrain."))]
-    cfg = load_config("evaluate", [f"report={budget_name}", _override("data.real_dir", real), *eval_extra])
+    cfg = load_config("evaluate", [f"report={budget_name}", override("data.real_dir", real), *eval_extra])
     budget = cfg.report
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
@@ -250,7 +242,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     # Bragg baseline on the same folds (its fit grid is cheap; reuse the folder when the key matches)
     from .bragg import run_bragg_cv
 
-    bragg_cfg = load_config("evaluate", [_override("data.real_dir", real), f"cv.folds={budget.folds}",
+    bragg_cfg = load_config("evaluate", [override("data.real_dir", real), f"cv.folds={budget.folds}",
                                          f"cv.repeats={budget.repeats}", *eval_extra])
     key = _key(_config_key(bragg_cfg), images, splits_sha, code_sha256("grapheneseg", "evaluate/bragg.py"))
     bragg_dir = out / "arms" / f"bragg-{key}"
