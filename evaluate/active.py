@@ -64,7 +64,7 @@ def _summary(suggest_dir: Path, random_dirs: Sequence[Path]) -> dict[str, Any]:
 
 def run_active(real: Path, pretrained: Path, out: Path, splits: Sequence[dict], ks: Sequence[int],
                seeds: Sequence[int], train_overrides: Sequence[str] = (), apply_cfg: Any = None,
-               device: str = "cpu", progress: bool = False) -> dict[str, Any]:
+               device: str = "auto", progress: bool = False) -> dict[str, Any]:
     """The simulation of the module doc in `out` on the given `splits` (one repeat; a subset of its
     folds is allowed and pools only those folds): suggested.json, suggest-K{K}/ and
     random-K{K}-seed{S}/ run folders (finished folds are reused), active.json. `train_overrides`

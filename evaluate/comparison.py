@@ -8,7 +8,9 @@ lives in a folder named after a key of its contents: its resolved config (paths 
 SHA-256 of the labelled images, of the splits, of the --sim file or --pretrained checkpoint it
 starts from, and of the code that produces it; a rerun reuses exactly the runs whose key matches
 (finished folds are read back) and never a stale one. Fine-tuned minus real-only and minus
-sim-only differences get paired bootstrap 95% intervals over images at every K.
+sim-only differences get paired bootstrap 95% intervals over images at every K. With
+`report.active.ks` (the full budget) the report also simulates active labelling on the first
+repeat's folds (evaluate/active.py: `suggest`'s K against K at random, from the same checkpoint).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from . import bragg
+from .active import active_markdown, run_active
 from grapheneseg.config import load_config, override, save_config
 from grapheneseg.fetch import sha256
 from grapheneseg.metrics import scores
@@ -38,6 +41,7 @@ REAL_ONLY, SIM_ONLY, FINETUNED, BRAGG = ("U-Net real-only", "U-Net sim-only", "U
 
 PATH_KEYS = (("data", "real_dir"), ("finetune", "pretrained"))  # located files: keyed by contents instead
 PACKAGES = Path(__file__).resolve().parent.parent
+ACTIVE_CODE = ("active", "suggest", "uncertainty", "apply", "ood")  # evaluate modules behind the active arms
 
 
 def _key(*parts: Any) -> str:
@@ -99,6 +103,29 @@ def _intervals(by_k: dict[int, dict[str, Arm]], sim_only: Arm) -> dict[int, dict
                                                             arms[REAL_ONLY].image_scores()),
                 "fine-tuned - sim-only": paired_bootstrap(arms[FINETUNED].image_scores(), sim_only.image_scores())}
             for k, arms in sorted(by_k.items())}
+
+
+ACTIVE_CAPTION = ("Per fold of the first repeat ({folds} folds), the fold's training images are ranked by "
+                  "`evaluate suggest` with the simulation checkpoint as if unlabelled; its top K, and K drawn at "
+                  "random (one arm per seed), are fine-tuned from that checkpoint (train overrides: {overrides}) "
+                  "and scored on the fold's test images. Jaccard pooled over all test pixels of the folds; the "
+                  "last column is the mean over images of the per-image Jaccard difference with a paired "
+                  "bootstrap 95 % interval.")
+
+
+def _active(real: Path, out: Path, budget: Any, splits: list[dict], pretrained: Path, pretrained_sha: str,
+            images: str, train_extra: list[str], device: str, provenance: dict[str, Any]) -> dict[str, Any]:
+    """The active-labelling simulation on the folds of the first repeat, in a folder keyed like
+    the arms (its train config, the images, the splits, the checkpoint, the code)."""
+    first = [s for s in splits if s["repeat"] == 0]
+    extra = [*budget.train, *train_extra, *budget.active.train]
+    key = _key(_config_key(load_config("train", extra)), OmegaConf.to_container(budget.active), images, _key(first),
+               pretrained_sha, code_sha256("grapheneseg", "train", *(f"evaluate/{m}.py" for m in ACTIVE_CODE)))
+    folder = out / "arms" / f"active-{key}"
+    result = run_active(real, pretrained, folder, first, list(budget.active.ks), list(budget.active.seeds), extra,
+                        device=device)
+    provenance["runs"]["active labelling"] = {"folder": str(folder), "key": key}
+    return result
 
 
 def _sim_only_arm(ckpt: Path, real: Path, splits: list[dict], device: str = "auto") -> Arm:
@@ -274,6 +301,13 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
             if k is None:
                 arms[name], run_dirs[name] = arm, run_dir
     intervals = _intervals(by_k, arms[SIM_ONLY])
+    sections, extra_metrics = [], {}
+    if budget.get("active") and budget.active.ks:
+        active = _active(real, out, budget, splits, pretrained, pretrained_sha, images, train_extra, device, provenance)
+        extra_metrics["active_labelling"] = active
+        sections.append(("Active labelling: label what `suggest` picks, or K at random?", ACTIVE_CAPTION.format(
+            folds=len(active["folds"]), overrides=" ".join(active["train_overrides"]) or "none"),
+            active_markdown(active)))
 
     ordered = [arms[n] for n in (BRAGG, REAL_ONLY, SIM_ONLY, FINETUNED)]
     figures = {
@@ -295,4 +329,5 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
         "Training lengths chosen by inner validation on each fold's training images (epochs per fold; "
         "0 = the pretrained model kept): " + "; ".join(
             f"{name}: {run['chosen_epochs']}" for name, run in provenance["runs"].items() if "chosen_epochs" in run)]
-    return write_report(out, ordered, figures, provenance, curves=curves, notes=notes, intervals=intervals)
+    return write_report(out, ordered, figures, provenance, curves=curves, notes=notes, intervals=intervals,
+                        sections=sections, extra_metrics=extra_metrics)

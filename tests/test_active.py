@@ -80,3 +80,22 @@ def test_active_labelling_trains_each_arm_on_its_choice(tmp_path: Path) -> None:
     assert by_k["random_min"] <= by_k["random_mean"] <= by_k["random_max"]
     assert json.loads((out / "active.json").read_text())["by_k"]["3"]["suggest"] == by_k["suggest"]
     assert active_markdown(results).count("\n") == 3  # header, rule, one row per K
+
+
+def test_full_report_holds_the_active_labelling_table(tmp_path: Path, capsys) -> None:
+    from evaluate.cli import main
+    from tests.test_report_protocol import TINY as REPORT_TINY, tiny_checkpoint
+
+    real = write_labelled_folder(tmp_path / "real", n=8)
+    out = tmp_path / "report"
+    args = ["report", "--real", str(real), "--pretrained", str(tiny_checkpoint(tmp_path / "sim.ckpt", 0)),
+            "--out", str(out), "--quiet", "--budget", "full", *REPORT_TINY, "report.active.ks=[2]",
+            "report.active.seeds=[0,1]"]
+    assert main(args) == 0, capsys.readouterr().err
+    active = json.loads((out / "metrics.json").read_text())["active_labelling"]
+    assert active["ks"] == [2] and active["folds"] == [0, 1] and "select.enabled=false" in active["train_overrides"]
+    folder = Path(json.loads((out / "metrics.json").read_text())["provenance"]["runs"]["active labelling"]["folder"])
+    assert sorted(p.name for p in folder.glob("*-K2*") if p.is_dir()) == ["random-K2-seed0", "random-K2-seed1",
+                                                                           "suggest-K2"]
+    assert active["by_k"]["2"]["suggest"] == arm_from_train_cv(folder / "suggest-K2", "s").pooled_all["jaccard"]
+    assert "| 2 | " in (out / "report.md").read_text() and "Active labelling" in (out / "report.html").read_text()
