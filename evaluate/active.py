@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from grapheneseg.config import load_config, override, write_json
+from grapheneseg.fetch import sha256
 from grapheneseg.micrographs import find_pairs
 
 from .report import arm_from_train_cv, paired_bootstrap
@@ -76,14 +77,20 @@ def run_active(real: Path, pretrained: Path, out: Path, splits: Sequence[dict], 
     if not ks or not seeds:
         raise ValueError(f"active labelling needs at least one K and one random seed, got ks={list(ks)}, "
                          f"seeds={list(seeds)}")
-    out = Path(out)
+    out, digest = Path(out), sha256(Path(pretrained))
     order_path = out / "suggested.json"
-    if order_path.exists() and json.loads(order_path.read_text())["n"] >= max(ks):
-        order = json.loads(order_path.read_text())["splits"]
+    saved = json.loads(order_path.read_text()) if order_path.exists() else None
+    if saved and saved["pretrained_sha256"] != digest:
+        raise ValueError(f"{out}: its runs start from another checkpoint than {pretrained} (SHA-256 differs); "
+                         "use another output folder")
+    wanted = {(s["repeat"], s["fold"]) for s in splits}
+    if saved and saved["n"] >= max(ks) and wanted <= {(s["repeat"], s["fold"]) for s in saved["splits"]}:
+        order = [s for s in saved["splits"] if (s["repeat"], s["fold"]) in wanted]
     else:
         cfg = apply_cfg if apply_cfg is not None else load_config("evaluate").apply
         order = suggested_order(pretrained, real, splits, max(ks), cfg, device, progress)
-        write_json(order_path, {"n": max(ks), "pretrained": str(pretrained), "splits": order})
+        write_json(order_path, {"n": max(ks), "pretrained": str(pretrained), "pretrained_sha256": digest,
+                                "splits": order})
     base = [override("data.real_dir", real), override("finetune.pretrained", pretrained), f"cv.folds={len(splits)}",
             "cv.repeats=1", "device=" + device, *train_overrides]
     results: dict[str, Any] = {"ks": list(ks), "seeds": list(seeds), "folds": [s["fold"] for s in splits],

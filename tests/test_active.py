@@ -80,6 +80,9 @@ def test_active_labelling_trains_each_arm_on_its_choice(tmp_path: Path) -> None:
     assert by_k["random_min"] <= by_k["random_mean"] <= by_k["random_max"]
     assert json.loads((out / "active.json").read_text())["by_k"]["3"]["suggest"] == by_k["suggest"]
     assert active_markdown(results).count("\n") == 3  # header, rule, one row per K
+    save_checkpoint(ckpt, build_model(architecture(cfg.model)), architecture(cfg.model), to_plain(cfg), 1)
+    with pytest.raises(ValueError, match="another checkpoint"):  # never reuse runs of other weights
+        run_active(real, ckpt, out, splits, [1, 3], [0, 1], TINY)
 
 
 def test_full_report_holds_the_active_labelling_table(tmp_path: Path, capsys) -> None:
