@@ -10,7 +10,8 @@ same checkpoint on its K images with the same training config and scored on the 
 (train.crossval.cross_validate, one run folder per arm). Reported per K: the Jaccard pooled over
 all test pixels of all folds per arm, the mean, sd and range of the random arms, suggest minus the
 random mean, and per image the suggest Jaccard minus the mean of the random arms with a paired
-bootstrap 95 % interval over images.
+bootstrap 95 % interval over images; beside them the checkpoint's own Jaccard on the same test
+pixels (zero-shot, no label).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from grapheneseg.config import load_config, override, write_json
 from grapheneseg.fetch import sha256
+from grapheneseg.metrics import pooled
 from grapheneseg.micrographs import find_pairs
 
 from .report import arm_from_train_cv, paired_bootstrap
@@ -45,6 +47,15 @@ def suggested_order(pretrained: Path, real: Path, splits: Sequence[dict], n: int
     return [{"repeat": s["repeat"], "fold": s["fold"],
              "train": [c.segmentation.micrograph.path.stem for c in choose([by_name[n] for n in s["train"]], n)]}
             for s in splits]
+
+
+def zero_shot(pretrained: Path, real: Path, splits: Sequence[dict], device: str = "auto") -> float:
+    """Jaccard of the checkpoint as it is (no label), pooled over the test pixels of `splits`:
+    what either arm's fine-tuning has to beat."""
+    from train.inference import score_model
+
+    counts = score_model(Path(pretrained), Path(real), device=device)["counts"]
+    return pooled(np.array(counts[n]) for s in splits for n in s["test"])["jaccard"]
 
 
 def _summary(suggest_dir: Path, random_dirs: Sequence[Path]) -> dict[str, Any]:
@@ -94,7 +105,8 @@ def run_active(real: Path, pretrained: Path, out: Path, splits: Sequence[dict], 
     base = [override("data.real_dir", real), override("finetune.pretrained", pretrained), f"cv.folds={len(splits)}",
             "cv.repeats=1", "device=" + device, *train_overrides]
     results: dict[str, Any] = {"ks": list(ks), "seeds": list(seeds), "folds": [s["fold"] for s in splits],
-                               "train_overrides": list(train_overrides), "by_k": {}}
+                               "train_overrides": list(train_overrides),
+                               "zero_shot": zero_shot(pretrained, real, splits, device), "by_k": {}}
     for k in ks:
         names = write_json(out / f"suggested-K{k}.json",
                            [{**s, "train": s["train"][:k]} for s in order])
@@ -112,12 +124,13 @@ def run_active(real: Path, pretrained: Path, out: Path, splits: Sequence[dict], 
 
 
 def active_markdown(results: dict[str, Any]) -> str:
-    """The table: per K, pooled Jaccard of suggest and of the random arms, and the differences."""
-    lines = ["| K | suggest | random: mean (sd; min-max) over seeds | suggest - random mean | "
-             "per image, suggest - random mean [95 % CI] |", "|---|---|---|---|---|"]
+    """The table: per K, pooled Jaccard of the checkpoint unchanged, of suggest and of the random
+    arms, and the differences."""
+    lines = ["| K | zero-shot (no label) | suggest | random: mean (sd; min-max) over seeds | suggest - random mean | "
+             "per image, suggest - random mean [95 % CI] |", "|---|---|---|---|---|---|"]
     for k, r in results["by_k"].items():
         d = r["per_image_suggest_minus_random"]
-        lines.append(f"| {k} | {r['suggest']:.3f} | {r['random_mean']:.3f} ({r['random_sd']:.3f}; "
+        lines.append(f"| {k} | {results['zero_shot']:.3f} | {r['suggest']:.3f} | {r['random_mean']:.3f} ({r['random_sd']:.3f}; "
                      f"{r['random_min']:.3f}-{r['random_max']:.3f}), {len(r['random'])} seeds | "
                      f"{r['suggest_minus_random_mean']:+.3f} | {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] |")
     return "\n".join(lines)

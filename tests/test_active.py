@@ -11,10 +11,12 @@ import pytest
 from evaluate.active import active_markdown, run_active
 from evaluate.report import arm_from_train_cv
 from grapheneseg.config import load_config, to_plain
+from grapheneseg.metrics import pooled
 from grapheneseg.splits import kfold_splits
 from tests.conftest import write_labelled_folder
 from train.checkpoints import save_checkpoint
 from train.crossval import fold_train_names, real_subset, train_all
+from train.inference import score_model
 from train.model import architecture, build_model
 
 TINY = ["model.depth=2", "model.features=4", "model.batch_norm=true", "loop.batch_size=4", "loop.crop=32",
@@ -73,13 +75,15 @@ def test_active_labelling_trains_each_arm_on_its_choice(tmp_path: Path) -> None:
         assert sorted(randoms[0]["counts"]) == sorted(split["test"])
 
     by_k = results["by_k"]["3"]
-    pooled = [arm_from_train_cv(out / f"random-K3-seed{s}", "r").pooled_all["jaccard"] for s in (0, 1)]
-    assert by_k["random"] == pooled and by_k["random_mean"] == pytest.approx(np.mean(pooled))
+    randoms = [arm_from_train_cv(out / f"random-K3-seed{s}", "r").pooled_all["jaccard"] for s in (0, 1)]
+    assert by_k["random"] == randoms and by_k["random_mean"] == pytest.approx(np.mean(randoms))
     assert by_k["suggest"] == arm_from_train_cv(out / "suggest-K3", "s").pooled_all["jaccard"]
-    assert by_k["suggest_minus_random_mean"] == pytest.approx(by_k["suggest"] - np.mean(pooled))
+    assert by_k["suggest_minus_random_mean"] == pytest.approx(by_k["suggest"] - np.mean(randoms))
     assert by_k["random_min"] <= by_k["random_mean"] <= by_k["random_max"]
     assert json.loads((out / "active.json").read_text())["by_k"]["3"]["suggest"] == by_k["suggest"]
     assert active_markdown(results).count("\n") == 3  # header, rule, one row per K
+    zero = score_model(ckpt, real)["counts"]
+    assert results["zero_shot"] == pooled(np.array(zero[n]) for s in splits for n in s["test"])["jaccard"]
     save_checkpoint(ckpt, build_model(architecture(cfg.model)), architecture(cfg.model), to_plain(cfg), 1)
     with pytest.raises(ValueError, match="another checkpoint"):  # never reuse runs of other weights
         run_active(real, ckpt, out, splits, [1, 3], [0, 1], TINY)
