@@ -6,7 +6,8 @@ unlabelled; the top K, and K drawn at random with each seed, are fine-tuned from
 (cpu preset; inner validation off unless --guard, the same for every arm) and scored on the fold's
 test part (evaluate/active.py). Prints, per K, the Jaccard pooled over all test pixels of the folds
 run for each arm, the mean, sd and range of the random arms, suggest minus the random mean, and
-the per-image difference with a paired bootstrap 95 % interval. Finished folds are reused.
+the per-image difference with a paired bootstrap 95 % interval, and the same split by the test
+images' labelled contamination area (empty, then thirds). Finished folds are reused.
 
     python benchmarks/bench_active.py --real DIR --out data/measure/active [--ks 10 20] [--seeds 0 1 2]
         [--folds 0 1 2 3 4] [--model CKPT] [--guard] [--json] [key=value train overrides]
@@ -51,6 +52,11 @@ def main() -> None:
           f"({'with' if args.guard else 'without'} inner validation); Jaccard pooled over the test pixels "
           f"of these folds; {time.perf_counter() - start:.0f} s (finished folds reused)")
     print(active_markdown(results))
+    for k, r in results["by_k"].items():
+        print(f"K = {k}, test images by labelled area:", "; ".join(
+            f"{g['group']} ({g['images']} images, {g['label_pixels_mean']:.0f} px): per image "
+            f"{g['per_image_suggest_minus_random']:+.3f}, pooled {g['suggest_pooled']:.3f} vs {g['random_pooled_mean']:.3f}"
+            for g in r["by_label_area"]))
     if args.json:
         print(json.dumps(results["by_k"]))
 

@@ -58,6 +58,29 @@ def zero_shot(pretrained: Path, real: Path, splits: Sequence[dict], device: str 
     return pooled(np.array(counts[n]) for s in splits for n in s["test"])["jaccard"]
 
 
+def _by_label_area(suggest: Any, randoms: Sequence[Any]) -> list[dict[str, Any]]:
+    """Where the arms differ: the test images in thirds by labelled contamination area (smallest
+    first; images with an empty label apart, first), each with the mean per-image Jaccard
+    difference suggest minus random mean and both arms' pooled Jaccard."""
+    names = sorted(suggest.counts)
+    area = np.array([suggest.counts[n][0] + suggest.counts[n][2] for n in names])  # tp + fn = label pixels
+    groups = [("empty label", np.flatnonzero(area == 0))]
+    groups += [(f"label area third {i + 1}", g) for i, g in
+               enumerate(np.array_split(np.flatnonzero(area > 0)[np.argsort(area[area > 0], kind="stable")], 3))]
+    rows = []
+    for label, idx in groups:
+        chosen = [names[i] for i in idx]
+        if not chosen:
+            continue
+        diff = [suggest.image_scores()[n] - np.mean([a.image_scores()[n] for a in randoms]) for n in chosen]
+        rows.append({"group": label, "images": len(chosen), "label_pixels_mean": float(area[idx].mean()),
+                     "per_image_suggest_minus_random": float(np.mean(diff)),
+                     "suggest_pooled": pooled(np.array(suggest.counts[n]) for n in chosen)["jaccard"],
+                     "random_pooled_mean": float(np.mean([pooled(np.array(a.counts[n]) for n in chosen)["jaccard"]
+                                                          for a in randoms]))})
+    return rows
+
+
 def _summary(suggest_dir: Path, random_dirs: Sequence[Path]) -> dict[str, Any]:
     """Pooled Jaccard of the suggest arm and of each random arm, their spread and differences."""
     suggest = arm_from_train_cv(suggest_dir, "suggest")
@@ -70,6 +93,7 @@ def _summary(suggest_dir: Path, random_dirs: Sequence[Path]) -> dict[str, Any]:
             "random_min": float(values.min()), "random_max": float(values.max()),
             "suggest_minus_random_mean": float(suggest.pooled_all["jaccard"] - values.mean()),
             "per_image_suggest_minus_random": paired_bootstrap(suggest.image_scores(), random_mean_image),
+            "by_label_area": _by_label_area(suggest, randoms),
             "suggest_fold_jaccard": [f["jaccard"] for f in suggest.per_fold],
             "random_fold_jaccard": [[f["jaccard"] for f in a.per_fold] for a in randoms]}
 

@@ -80,6 +80,7 @@ def test_active_labelling_trains_each_arm_on_its_choice(tmp_path: Path) -> None:
     assert by_k["suggest"] == arm_from_train_cv(out / "suggest-K3", "s").pooled_all["jaccard"]
     assert by_k["suggest_minus_random_mean"] == pytest.approx(by_k["suggest"] - np.mean(randoms))
     assert by_k["random_min"] <= by_k["random_mean"] <= by_k["random_max"]
+    assert sum(g["images"] for g in by_k["by_label_area"]) == 8  # every test image in one group
     assert json.loads((out / "active.json").read_text())["by_k"]["3"]["suggest"] == by_k["suggest"]
     assert active_markdown(results).count("\n") == 3  # header, rule, one row per K
     zero = score_model(ckpt, real)["counts"]
