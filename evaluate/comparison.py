@@ -8,7 +8,9 @@ lives in a folder named after a key of its contents: its resolved config (paths 
 SHA-256 of the labelled images, of the splits, of the --sim file or --pretrained checkpoint it
 starts from, and of the code that produces it; a rerun reuses exactly the runs whose key matches
 (finished folds are read back) and never a stale one. Fine-tuned minus real-only and minus
-sim-only differences get paired bootstrap 95% intervals over images at every K.
+sim-only differences get paired bootstrap 95% intervals over images at every K. With
+`report.active.ks` (the full budget) the report also simulates active labelling on the first
+repeat's folds (evaluate/active.py: `suggest`'s K against K at random, from the same checkpoint).
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from . import bragg
-from grapheneseg.config import load_config, save_config
+from .active import active_markdown, run_active
+from grapheneseg.config import load_config, override, save_config
 from grapheneseg.fetch import sha256
 from grapheneseg.metrics import scores
 from grapheneseg.micrographs import load_labelled
@@ -38,6 +41,7 @@ REAL_ONLY, SIM_ONLY, FINETUNED, BRAGG = ("U-Net real-only", "U-Net sim-only", "U
 
 PATH_KEYS = (("data", "real_dir"), ("finetune", "pretrained"))  # located files: keyed by contents instead
 PACKAGES = Path(__file__).resolve().parent.parent
+ACTIVE_CODE = ("active", "suggest", "uncertainty", "apply", "ood")  # evaluate modules behind the active arms
 
 
 def _key(*parts: Any) -> str:
@@ -73,14 +77,6 @@ def code_sha256(*parts: str) -> str:
     return digest.hexdigest()
 
 
-def _override(key: str, value: Path | str | None) -> str:
-    """A Hydra override with a quoted path value (spaces, '=' and commas survive), or null."""
-    if value is None:
-        return f"{key}=null"
-    text = str(value)
-    return f"{key}=" + (f'"{text}"' if "'" in text else f"'{text}'")
-
-
 def _git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -91,9 +87,9 @@ def _git_commit() -> str:
 
 def _train_cfg(real: Path, budget: Any, extra: list[str], k: int | None, pretrained: Path | None,
                folds: int | None = None):
-    overrides = [_override("data.real_dir", real), f"cv.folds={budget.folds if folds is None else folds}",
+    overrides = [override("data.real_dir", real), f"cv.folds={budget.folds if folds is None else folds}",
                  f"cv.repeats={budget.repeats}", f"cv.n_real={'null' if k is None else k}",
-                 _override("finetune.pretrained", pretrained), *budget.train, *extra]
+                 override("finetune.pretrained", pretrained), *budget.train, *extra]
     return load_config("train", overrides)
 
 
@@ -107,6 +103,29 @@ def _intervals(by_k: dict[int, dict[str, Arm]], sim_only: Arm) -> dict[int, dict
                                                             arms[REAL_ONLY].image_scores()),
                 "fine-tuned - sim-only": paired_bootstrap(arms[FINETUNED].image_scores(), sim_only.image_scores())}
             for k, arms in sorted(by_k.items())}
+
+
+ACTIVE_CAPTION = ("Per fold of the first repeat ({folds} folds), the fold's training images are ranked by "
+                  "`evaluate suggest` with the simulation checkpoint as if unlabelled; its top K, and K drawn at "
+                  "random (one arm per seed), are fine-tuned from that checkpoint (train overrides: {overrides}) "
+                  "and scored on the fold's test images. Jaccard pooled over all test pixels of the folds; the "
+                  "last column is the mean over images of the per-image Jaccard difference with a paired "
+                  "bootstrap 95 % interval.")
+
+
+def _active(real: Path, out: Path, budget: Any, splits: list[dict], pretrained: Path, pretrained_sha: str,
+            images: str, train_extra: list[str], device: str, provenance: dict[str, Any]) -> dict[str, Any]:
+    """The active-labelling simulation on the folds of the first repeat, in a folder keyed like
+    the arms (its train config, the images, the splits, the checkpoint, the code)."""
+    first = [s for s in splits if s["repeat"] == 0]
+    extra = [*budget.train, *train_extra, *budget.active.train]
+    key = _key(_config_key(load_config("train", extra)), OmegaConf.to_container(budget.active), images, _key(first),
+               pretrained_sha, code_sha256("grapheneseg", "train", *(f"evaluate/{m}.py" for m in ACTIVE_CODE)))
+    folder = out / "arms" / f"active-{key}"
+    result = run_active(real, pretrained, folder, first, list(budget.active.ks), list(budget.active.seeds), extra,
+                        device=device)
+    provenance["runs"]["active labelling"] = {"folder": str(folder), "key": key}
+    return result
 
 
 def _sim_only_arm(ckpt: Path, real: Path, splits: list[dict], device: str = "auto") -> Arm:
@@ -178,7 +197,7 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
     provenance: dict[str, Any] = {"command": " ".join(sys.argv), "git_commit": _git_commit(),
                                   "budget": OmegaConf.to_container(cfg.report), "real_dir": str(real),
                                   "test_dir": str(test), "images_sha256": images, "runs": {}}
-    bragg_cfg = load_config("evaluate", [_override("data.real_dir", real), *eval_extra])
+    bragg_cfg = load_config("evaluate", [override("data.real_dir", real), *eval_extra])
     params = out / "arms" / f"bragg-{_key(_config_key(bragg_cfg), images, code_sha256('grapheneseg', 'evaluate/bragg.py'))}" / "bragg.json"
     if not params.exists():
         fit_bragg(bragg_cfg, params, progress=progress)
@@ -232,7 +251,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     train_extra = [o[len("train."):] for o in overrides if o.startswith("train.")]
     pretrain_extra = [o[len("pretrain."):] for o in overrides if o.startswith("pretrain.")]
     eval_extra = [o for o in overrides if not o.startswith(("train.", "pretrain."))]
-    cfg = load_config("evaluate", [f"report={budget_name}", _override("data.real_dir", real), *eval_extra])
+    cfg = load_config("evaluate", [f"report={budget_name}", override("data.real_dir", real), *eval_extra])
     budget = cfg.report
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
@@ -250,7 +269,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     # Bragg baseline on the same folds (its fit grid is cheap; reuse the folder when the key matches)
     from .bragg import run_bragg_cv
 
-    bragg_cfg = load_config("evaluate", [_override("data.real_dir", real), f"cv.folds={budget.folds}",
+    bragg_cfg = load_config("evaluate", [override("data.real_dir", real), f"cv.folds={budget.folds}",
                                          f"cv.repeats={budget.repeats}", *eval_extra])
     key = _key(_config_key(bragg_cfg), images, splits_sha, code_sha256("grapheneseg", "evaluate/bragg.py"))
     bragg_dir = out / "arms" / f"bragg-{key}"
@@ -282,6 +301,13 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
             if k is None:
                 arms[name], run_dirs[name] = arm, run_dir
     intervals = _intervals(by_k, arms[SIM_ONLY])
+    sections, extra_metrics = [], {}
+    if budget.get("active") and budget.active.ks:
+        active = _active(real, out, budget, splits, pretrained, pretrained_sha, images, train_extra, device, provenance)
+        extra_metrics["active_labelling"] = active
+        sections.append(("Active labelling: label what `suggest` picks, or K at random?", ACTIVE_CAPTION.format(
+            folds=len(active["folds"]), overrides=" ".join(active["train_overrides"]) or "none"),
+            active_markdown(active)))
 
     ordered = [arms[n] for n in (BRAGG, REAL_ONLY, SIM_ONLY, FINETUNED)]
     figures = {
@@ -303,4 +329,5 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
         "Training lengths chosen by inner validation on each fold's training images (epochs per fold; "
         "0 = the pretrained model kept): " + "; ".join(
             f"{name}: {run['chosen_epochs']}" for name, run in provenance["runs"].items() if "chosen_epochs" in run)]
-    return write_report(out, ordered, figures, provenance, curves=curves, notes=notes, intervals=intervals)
+    return write_report(out, ordered, figures, provenance, curves=curves, notes=notes, intervals=intervals,
+                        sections=sections, extra_metrics=extra_metrics)

@@ -243,9 +243,12 @@ def _embed(path: Path) -> str:
 
 def write_report(out_dir: Path, arms: list[Arm], figures: dict[str, Path], provenance: dict[str, Any],
                  curves: dict[str, dict[int, float]] | None = None, notes: list[str] | None = None,
-                 intervals: dict[int, dict[str, dict[str, Any]]] | None = None) -> dict[str, Path]:
+                 intervals: dict[int, dict[str, dict[str, Any]]] | None = None,
+                 sections: list[tuple[str, str, str]] = (), extra_metrics: dict[str, Any] | None = None
+                 ) -> dict[str, Path]:
     """report.md, self-contained report.html and metrics.json in `out_dir`; `intervals` (from
-    `paired_bootstrap`, per K) are tabulated under Table 1."""
+    `paired_bootstrap`, per K) are tabulated under Table 1; `sections` are (title, caption,
+    markdown table) placed after the notes; `extra_metrics` are added to metrics.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = table1(arms)
     caption = ("Paired differences per K: mean over test images of the per-image Jaccard difference, "
@@ -257,7 +260,7 @@ def write_report(out_dir: Path, arms: list[Arm], figures: dict[str, Path], prove
                "per_image_jaccard": {a.name: a.image_scores() for a in arms},
                "data_efficiency": {k: {str(n): v for n, v in c.items()} for k, c in (curves or {}).items()},
                "paired_bootstrap": {str(k): v for k, v in (intervals or {}).items()},
-               "sources": {a.name: a.source for a in arms}, "provenance": provenance}
+               "sources": {a.name: a.source for a in arms}, **(extra_metrics or {}), "provenance": provenance}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     md = ["# Contamination segmentation: evaluation report", "",
           "Table 1 (pooled metrics per fold, mean ± std over folds and repeats; in brackets the difference "
@@ -266,6 +269,8 @@ def write_report(out_dir: Path, arms: list[Arm], figures: dict[str, Path], prove
         md += [caption, "", table2, ""]
     for note in notes or []:
         md += [note, ""]
+    for title, text, table in sections:
+        md += [f"## {title}", "", text, "", table, ""]
     for title, path in figures.items():
         md += [f"## {title}", "", f"![{title}]({os.path.relpath(path, out_dir)})", ""]
     md += ["## Provenance", "", "```", json.dumps(provenance, indent=1), "```", ""]
@@ -277,6 +282,8 @@ def write_report(out_dir: Path, arms: list[Arm], figures: dict[str, Path], prove
     if table2:
         body += [f"<p>{html.escape(caption)}</p>", _markdown_table_to_html(table2)]
     body += [f"<p>{html.escape(n)}</p>" for n in notes or []]
+    for title, text, table in sections:
+        body += [f"<h2>{html.escape(title)}</h2>", f"<p>{html.escape(text)}</p>", _markdown_table_to_html(table)]
     for title, path in figures.items():
         body += [f"<h2>{html.escape(title)}</h2>", _embed(path)]
     body += ["<h2>Provenance</h2>", f"<pre>{html.escape(json.dumps(provenance, indent=1))}</pre>"]

@@ -65,6 +65,12 @@ def flag_overrides(args: Any, mapping: dict[str, str]) -> list[str]:
     return words + list(args.overrides)
 
 
+def override(key: str, value: str | Path | None) -> str:
+    """A Hydra override `key=value` with the value quoted (paths with spaces, '=' or commas
+    survive), or `key=null` for None."""
+    return f"{key}=null" if value is None else f"{key}={_quote(value)}"
+
+
 def _quote(value: str | Path) -> str:
     text = str(value)
     return f'"{text}"' if "'" in text else f"'{text}'"

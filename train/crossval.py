@@ -11,6 +11,9 @@ A cross-validation run folder (as nnU-Net's) holds:
 Two config sections turn the same protocol into the other arms of the comparison:
 - `cv.n_real: K` trains each fold on a fixed seeded subset of K images of its training part
   (`real_subset`: the K=5 subset lies inside the K=10 subset); the test part is unchanged.
+  `cv.subset_seed` draws other random subsets from the same folds (null: `cv.split_seed`), and
+  `cv.train_names` names each fold's training images in a JSON file instead (`fold_train_names`:
+  e.g. the images `evaluate suggest` chose, for the active-labelling comparison).
 - `finetune.pretrained: sim.ckpt` initialises every model from the pretrained weights (after
   checking that architecture and preprocessing match) and trains with the fine-tuning options:
   its own learning rate, warm-up and epochs, the encoder frozen for the first epochs, and
@@ -62,6 +65,42 @@ def real_subset(names: list[str], k: int | None, seed: int, repeat: int = 0, fol
     order = np.random.default_rng([int(seed), 7, int(repeat), int(fold)]).permutation(len(names))
     ordered = sorted(names)
     return [ordered[i] for i in order[:int(k)]]
+
+
+def given_train_names(path: Path, split: dict) -> list[str]:
+    """The training images that the JSON file `path` ([{"repeat", "fold", "train": [...]}, ...])
+    names for `split`; ValueError naming the file unless they are distinct images of that fold's
+    training part (a test image would leak into training)."""
+    try:
+        entries = json.loads(Path(path).read_text())
+        names = next(e["train"] for e in entries
+                     if (int(e.get("repeat", 0)), int(e["fold"])) == (split["repeat"], split["fold"]))
+    except (OSError, json.JSONDecodeError, TypeError, KeyError, AttributeError) as err:
+        raise ValueError(f"{path}: not a readable cv.train_names file ([{{repeat, fold, train: [...]}}]): {err}") from err
+    except StopIteration:
+        raise ValueError(f"{path}: no training names for repeat {split['repeat']} fold {split['fold']}") from None
+    outside = sorted(set(names) - set(split["train"]))
+    if outside:
+        raise ValueError(f"{path}: repeat {split['repeat']} fold {split['fold']}: {outside} are not in that fold's "
+                         "training part" + (" (test images)" if set(outside) <= set(split["test"]) else ""))
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"{path}: repeat {split['repeat']} fold {split['fold']}: the names must be distinct and at "
+                         f"least one, got {len(names)} ({len(set(names))} distinct)")
+    return list(names)
+
+
+def fold_train_names(cv: Mapping[str, Any], split: dict) -> list[str]:
+    """The images a CV fold trains on: those `cv.train_names` names for it (then `cv.n_real` must
+    be null or their number), else `real_subset` of its training part with `cv.n_real` and
+    `cv.subset_seed` (null: `cv.split_seed`)."""
+    if cv.get("train_names"):
+        names = given_train_names(Path(cv["train_names"]), split)
+        if cv.get("n_real") is not None and int(cv["n_real"]) != len(names):
+            raise ValueError(f"cv.n_real = {cv['n_real']} but {cv['train_names']} names {len(names)} images for "
+                             f"repeat {split['repeat']} fold {split['fold']}")
+        return names
+    seed = cv["split_seed"] if cv.get("subset_seed") is None else cv["subset_seed"]
+    return real_subset(split["train"], cv.get("n_real"), seed, split["repeat"], split["fold"])
 
 
 def check_compatible(payload: dict[str, Any], config: dict[str, Any], path: Path) -> None:
@@ -188,8 +227,7 @@ def train_fold(config: dict[str, Any], data: LabelledSet, split: dict, run_dir: 
     if resume and metrics_path.exists() and (out / "model.ckpt").exists():
         return json.loads(metrics_path.read_text())
     config, init = finetune_setup(config)
-    train_names = real_subset(split["train"], config["cv"].get("n_real"), config["cv"]["split_seed"],
-                              split["repeat"], split["fold"])
+    train_names = fold_train_names(config["cv"], split)
     # the test fold is only scored once, after training: never a validation set
     model, result, selection = fit_selected(
         config, data, train_names, init, out, resume=resume,
@@ -236,7 +274,8 @@ def cross_validate(cfg: DictConfig, real: Path, run_dir: Path, resume: bool = Fa
         "train_seconds": round(sum(f["seconds"] for f in folds), 1),
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "n_images": len(data), "folds": int(cfg.cv.folds), "repeats": int(cfg.cv.repeats),
-        "n_real": cfg.cv.get("n_real"), "pretrained": cfg.get("finetune", {}).get("pretrained"),
+        "n_real": cfg.cv.get("n_real"), "subset_seed": cfg.cv.get("subset_seed"),
+        "train_names": cfg.cv.get("train_names"), "pretrained": cfg.get("finetune", {}).get("pretrained"),
         "selection": [{"repeat": f["repeat"], "fold": f["fold"], **(f.get("selection") or {})} for f in folds],
     }
     write_json(run_dir / "cv_metrics.json", summary)
@@ -252,8 +291,12 @@ def train_all(cfg: DictConfig, real: Path, out: Path, resume: bool = False) -> d
     if resume and out.exists():
         return {"out": str(out), **read_checkpoint(out)["metrics"]}
     save_config(cfg, out.parent, name=f"{out.stem}.yaml")
+    if config["cv"].get("train_names"):
+        raise ValueError(f"cv.train_names ({config['cv']['train_names']}) names images per CV fold; with "
+                         "cv.folds=0 use cv.n_real (and cv.subset_seed)")
     config, init = finetune_setup(config)
-    names = real_subset(data.names, config["cv"].get("n_real"), config["cv"]["split_seed"])
+    seed = config["cv"]["split_seed"] if config["cv"].get("subset_seed") is None else config["cv"]["subset_seed"]
+    names = real_subset(data.names, config["cv"].get("n_real"), seed)
     model, result, selection = fit_selected(config, data, names, init, work, resume=resume, desc="all images")
     metrics = {"train_loss": result["final"].get("loss"),
                "seconds": result["seconds"] + (selection or {}).get("inner_seconds", 0.0), "selection": selection}
