@@ -1,7 +1,7 @@
 """The label margin by cross-validation, without retraining: shift a model's predicted masks.
 
     python benchmarks/bench_margin.py [--model CKPT_OR_RUN_DIR] [--real DIR] [--shifts -4 -3.5 ... 4]
-        [--folds 5] [--seed 12345] [--device auto] [--json]
+        [--folds 5] [--seed 12345] [--device auto] [--versus CKPT [--versus-shift -2.5]] [--json]
 
 How far a simulated contamination label reaches beyond the amorphous atoms (`label.margin_px`,
 2.5 px) was set by hand. Retraining one simulation-only model per margin is too costly, so this
@@ -20,7 +20,10 @@ would then need retraining to show it).
 Printed: the curve (pooled Jaccard over all images and its fold mean, per shift), each fold's
 chosen shift with train and test Jaccard, the CV Jaccard (test counts pooled over the folds, and the
 mean of the fold-pooled Jaccards) next to d = 0 on the same folds, and the per-image Jaccard
-difference CV-chosen minus d = 0 with a paired bootstrap 95 % interval over images. `--json`: one
+difference CV-chosen minus d = 0 with a paired bootstrap 95 % interval over images. `--versus CKPT`
+also compares the model (unshifted) with another one, unshifted and with its masks shifted by
+`--versus-shift`: pooled Jaccard of both and per-image differences with their intervals (e.g. a
+model trained at a new margin against the old model with the shift chosen here). `--json`: one
 JSON line last.
 """
 from __future__ import annotations
@@ -61,6 +64,11 @@ def jaccard(counts: np.ndarray) -> float:
     return scores(counts.reshape(-1, 4).sum(axis=0))["jaccard"]
 
 
+def per_image_jaccard(counts: np.ndarray, names: list[str]) -> dict[str, float]:
+    """{name: Jaccard} of per-image counts (images, 4)."""
+    return {n: scores(c)["jaccard"] for n, c in zip(names, counts)}
+
+
 def cross_validate(counts: np.ndarray, names: list[str], shifts: list[float], folds: int, seed: int) -> dict:
     """Choose the shift on each fold's training images, score it on its test images."""
     index = {n: i for i, n in enumerate(names)}
@@ -75,8 +83,8 @@ def cross_validate(counts: np.ndarray, names: list[str], shifts: list[float], fo
                      "test_jaccard": jaccard(counts[test, best]), "test_jaccard_zero": jaccard(counts[test, zero])})
         chosen_counts.append(counts[test, best])
         zero_counts.append(counts[test, zero])
-        chosen_per_image.update({names[i]: scores(counts[i, best])["jaccard"] for i in test})
-    zero_per_image = {n: scores(counts[i, zero])["jaccard"] for n, i in index.items()}
+        chosen_per_image.update(per_image_jaccard(counts[test, best], [names[i] for i in test]))
+    zero_per_image = per_image_jaccard(counts[:, zero], names)
     return {
         "folds": rows,
         "cv_pooled": jaccard(np.concatenate(chosen_counts)),
@@ -95,6 +103,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=12345, help="split seed (grapheneseg.splits)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--versus", help="another checkpoint or run folder to compare the model with, per image")
+    parser.add_argument("--versus-shift", type=float, default=-2.5, help="px shift of the --versus masks")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     from evaluate.apply import default_model
@@ -124,8 +134,19 @@ def main() -> None:
     print(f"CV-chosen shift: pooled J {cv['cv_pooled']:.4f} (fold mean {cv['cv_fold_mean']:.4f}); "
           f"shift 0: {cv['zero_pooled']:.4f} ({cv['zero_fold_mean']:.4f}); per image CV - 0: "
           f"{b['mean']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}] (paired bootstrap 95 %)")
+    versus = {}
+    if args.versus:
+        _, other = predict_masks(Path(args.versus), data.images, device=args.device)
+        theirs = shift_counts(list(other), data.masks, [0.0, args.versus_shift])
+        mine = per_image_jaccard(counts[:, shifts.index(0.0)], data.names)
+        for k, d in enumerate((0.0, args.versus_shift)):
+            diff = paired_bootstrap(mine, per_image_jaccard(theirs[:, k], data.names))
+            versus[f"shift {d:+.1f}"] = {"pooled": jaccard(theirs[:, k]), "model_minus_versus": diff}
+            print(f"versus {args.versus} shifted {d:+.1f}: pooled J {jaccard(theirs[:, k]):.4f} (model "
+                  f"{jaccard(counts[:, shifts.index(0.0)]):.4f}); per image model - versus: {diff['mean']:+.4f} "
+                  f"[{diff['low']:+.4f}, {diff['high']:+.4f}]")
     if args.json:
-        print(json.dumps({"model": str(model), "curve": curve, **cv}))
+        print(json.dumps({"model": str(model), "curve": curve, **cv, "versus": versus}))
 
 
 if __name__ == "__main__":
