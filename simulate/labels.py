@@ -2,8 +2,8 @@
 
 Image pixel [i, j] (abTEM's [x, y] order) samples the point ((margin + i) * p, (margin + j) * p) of
 the cell, p the pixel size. Contamination = every pixel within `atom_radius` A plus `margin_px` image
-pixels of an amorphous-carbon atom: hand labels include the blurred fringe around contamination, so
-the reach beyond the atoms is a calibrated config value (see DESIGN.md), not zero.
+pixels of an amorphous-carbon atom: how far a label reaches beyond the atoms is a config value,
+chosen by cross-validation against hand labels (benchmarks/bench_margin.py).
 """
 from __future__ import annotations
 

@@ -39,7 +39,8 @@ def contrast(image: np.ndarray) -> float:
 
 def test_wave_grid_is_alias_free_at_every_pixel_size():
     k = band_limit(ENERGY, CUTOFF)
-    for p in np.linspace(0.30, 0.47, 18):
+    lo, hi = load_config("simulate").grid.pixel_size
+    for p in np.linspace(min(lo, 0.30), max(hi, 0.62), 18):  # the configured range, at least 0.30-0.62
         full = 288
         n = wave_px(full, p, ENERGY, CUTOFF)
         nyquist, out = n / (2 * full * p), 1 / (2 * p)
