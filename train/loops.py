@@ -252,8 +252,9 @@ def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
                 record.update({f"{name}_{k}" if name else k: v for k, v in metrics.items()})
                 if not name and counts:  # pooled [tp, fp, fn, tn] of the validation set (inner validation)
                     record["counts"] = np.sum(counts, axis=0).tolist()
-            bar.set_postfix(epoch=epoch + 1, loss=f"{record['loss']:.3f}",
-                            jaccard=f"{record.get('jaccard', float('nan')):.3f}")
+            shown = "map_rmse" if atoms else "jaccard"
+            bar.set_postfix({"epoch": epoch + 1, "loss": f"{record['loss']:.3f}",
+                             shown: f"{record.get(shown, float('nan')):.3f}"})
         history.append(record)
         if rank == 0 and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
             checkpoint(epoch + 1)
