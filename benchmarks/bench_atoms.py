@@ -1,7 +1,7 @@
 """Atom finding, network vs extrema: against true atoms on simulations, label-free on real images.
 
     python benchmarks/bench_atoms.py [--n 12] [--variants 4] [--seed 7] [--atom-model CKPT]
-        [--real DIR] [--n-real 105] [--figure FILE.png] [--json] [key=value ...simulate overrides]
+        [--real DIR] [--n-real 105] [--figure FILE.png] [--val FILE.h5] [--json] [key=value ...]
 
 Simulated part: `--n` structures x `--variants` optics variants at the simulator's defaults
 (`--seed` 7: structures no training file of seed 0-6 holds). The true atoms are the sheet's
@@ -19,6 +19,11 @@ share with none, and the bond-length spread (std / mean); printed as the median 
 (images with fewer than 20 such atoms left out, counted). `--figure`: the bond maps of the
 best, median and worst image by the network's 3-bonded share, both methods. Also prints the
 milliseconds per image of each method (atom finding only, after segmentation).
+
+Threshold (`--val FILE.h5`, the atom model's training file): precision and recall of the network
+method at peak thresholds 0.1-0.7 on the held-out structures of that file (the validation part
+of `train pretrain`, never trained on; not the test structures above), pooled over their atoms,
+true atoms = the peaks of the stored atom map: how `atoms.threshold` was chosen.
 """
 from __future__ import annotations
 
@@ -85,6 +90,37 @@ def simulated(args, cfg, models, apply_cfg, atoms_cfg) -> dict:
         bins.append({"defocus_A": [float(lo), float(hi)], "images": len(inside),
                      **{m: pooled(inside, m) for m in METHODS}})
     return {"images": rows, "bins": bins, "pooled": {m: pooled(rows, m) for m in METHODS}}
+
+
+def threshold_sweep(path: Path, models, atoms_cfg) -> list[dict]:
+    """Network precision/recall per peak threshold on the validation structures of `path`."""
+    import h5py
+    from evaluate.atoms import bond_length_px, map_peaks
+    from grapheneseg.preprocessing import preprocess
+    from train.inference import predict_probability
+    from train.pretrain import split_by_structure
+
+    pre = load_config("pretrain").sim
+    _, val = split_by_structure([path], pre.val_fraction, pre.val_max, pre.split_seed)
+    thresholds = np.round(np.arange(0.1, 0.75, 0.1), 2)
+    counts = np.zeros((len(thresholds), 3))  # found, matched, true
+    with h5py.File(path, "r") as f:
+        for row in val[:, 1]:
+            image, mask, pixel = f["images"][row], f["masks"][row] > 0, float(f["meta"][row]["pixel_size"])
+            size = image.shape[0]
+            heat = predict_probability(models, preprocess(image)[None])[0]
+            bond = bond_length_px(image, pixel)
+            truth = map_peaks(f["atoms"][row] / 255.0, bond, 0.5)
+            for k, t in enumerate(thresholds):
+                found = map_peaks(heat, bond, t)
+                keep = [np.all((p >= BORDER) & (p < size - BORDER), axis=1) for p in (found, truth)]
+                found, true = (p[k_] for p, k_ in zip((found, truth), keep))
+                found = found[~mask[tuple(np.round(found).astype(int).T)]]
+                true = true[~mask[tuple(np.round(true).astype(int).T)]]
+                precision, recall = match_atoms(found, true, 0.5 / pixel)
+                counts[k] += (len(found), round(recall * len(true)), len(true))
+    return [{"threshold": float(t), "precision": m / f if f else float("nan"), "recall": m / n if n else float("nan"),
+             "images": len(val)} for t, (f, m, n) in zip(thresholds, counts)]
 
 
 def pooled(rows: list[dict], method: str) -> dict[str, float]:
@@ -173,6 +209,7 @@ def main() -> None:
     parser.add_argument("--real", help="folder of real micrographs (NAME.png; labels unused)")
     parser.add_argument("--n-real", dest="n_real", type=int, default=105)
     parser.add_argument("--figure", help="PNG of the best, median and worst real bond maps")
+    parser.add_argument("--val", help="the atom model's training file: sweep the peak threshold on its held-out structures")
     parser.add_argument("--json", action="store_true", help="last line: JSON of every figure")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -182,6 +219,11 @@ def main() -> None:
     models = load_models(Path(args.atom_model) if args.atom_model else default_model(DEFAULT_ATOM_MODEL), "cpu",
                          task="atoms")
     result = {}
+    if args.val:
+        result["threshold_sweep"] = sweep = threshold_sweep(Path(args.val), models, atoms_cfg)
+        print(f"threshold sweep on the {sweep[0]['images']} held-out images of {args.val} (pooled over their atoms):")
+        for t in sweep:
+            print(f"  threshold {t['threshold']:.1f}: precision {t['precision']:.3f}, recall {t['recall']:.3f}")
     if args.n:
         result["simulated"] = sim = simulated(args, cfg, models, apply_cfg, atoms_cfg)
         print("simulated, pooled over the atoms of each defocus bin (precision / recall within 0.5 A):")

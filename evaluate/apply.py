@@ -37,13 +37,14 @@ OVERLAY_RGB = np.array([255, 40, 40])
 OVERLAY_ALPHA = 0.4
 
 
-def default_model(name: str = DEFAULT_MODEL) -> Path:
-    """The packaged simulation-only checkpoint `name` (zero human labels) used when no model is given."""
+def default_model(name: str | None = None) -> Path:
+    """The packaged simulation-only checkpoint `name` (default DEFAULT_MODEL; zero human labels)
+    used when no model is given."""
     from importlib.resources import files
 
-    path = Path(str(files("grapheneseg") / "models" / name))
+    path = Path(str(files("grapheneseg") / "models" / (name or DEFAULT_MODEL)))
     if not path.is_file():
-        raise DataError(f"{path}: the default model is missing from this installation; give a checkpoint (--model, or --atom-model for atoms)")
+        raise DataError(f"{path}: the default model is missing from this installation; give --model CKPT (--atom-model CKPT for the atom model)")
     return path
 
 
