@@ -205,7 +205,7 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
                   f"only; model card {path.with_suffix('.md')})", file=sys.stderr)
         atom_models = load_models(path, args.device, task="atoms")
         print("note: at some defocus values the network's atom map is a clean honeycomb registered a fraction of a "
-              "C-C bond off the true atoms; bond angles and lattice orientation are unaffected (measured: the model card "
+              "C-C bond off the true atoms; the bond directions looked right in such cases (measured: the model card "
               f"{path.with_suffix('.md').name})", file=sys.stderr)
     for seg in results:
         stem = seg.micrograph.path.stem
