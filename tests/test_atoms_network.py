@@ -126,6 +126,11 @@ def test_pretrain_atom_task_writes_a_task_checked_checkpoint(tmp_path: Path, cap
     assert heat.contrast == "network"
     with pytest.raises(CheckpointError, match=r"atoms\.ckpt: an 'atoms' checkpoint"):
         load_models(ckpt, "cpu")  # where a contamination model is expected
+    from train.checkpoints import read_checkpoint
+    from train.crossval import check_compatible
+
+    with pytest.raises(CheckpointError, match=r"atoms\.ckpt: an 'atoms' checkpoint"):  # fine-tuning from it
+        check_compatible(read_checkpoint(ckpt), {"model": payload["architecture"]}, ckpt)
     with pytest.raises(CheckpointError, match="an atom-map model .* is needed"):
         load_models(Path(atoms_module.__file__).parents[1] / "grapheneseg/models/sim_default.ckpt", "cpu",
                     task="atoms")
