@@ -30,19 +30,21 @@ from grapheneseg.micrographs import LABEL_SUFFIX, DataError
 from grapheneseg.preprocessing import preprocess
 
 DEFAULT_MODEL = "sim_default.ckpt"  # shipped in grapheneseg/models/ with its model card (sim_default.md)
+DEFAULT_ATOM_MODEL = "atoms_default.ckpt"  # the atom-map network of `evaluate atoms` (atoms_default.md)
 CSV_COLUMNS = ["file", "pixel_size_A", "pixel_size_source", "height", "width",
                "contamination_fraction", "graphene_fraction", "seconds", "uncertainty", "ood"]
 OVERLAY_RGB = np.array([255, 40, 40])
 OVERLAY_ALPHA = 0.4
 
 
-def default_model() -> Path:
-    """The packaged simulation-only checkpoint (zero human labels) used when no model is given."""
+def default_model(name: str | None = None) -> Path:
+    """The packaged simulation-only checkpoint `name` (default DEFAULT_MODEL; zero human labels)
+    used when no model is given."""
     from importlib.resources import files
 
-    path = Path(str(files("grapheneseg") / "models" / DEFAULT_MODEL))
+    path = Path(str(files("grapheneseg") / "models" / (name or DEFAULT_MODEL)))
     if not path.is_file():
-        raise DataError(f"{path}: the default model is missing from this installation; give --model CKPT")
+        raise DataError(f"{path}: the default model is missing from this installation; give --model CKPT (--atom-model CKPT for the atom model)")
     return path
 
 

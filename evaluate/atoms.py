@@ -1,11 +1,17 @@
 """Atom finding and bond graphs outside the contamination (the paper's Figure 5).
 
-Atoms are local extrema of the flat-field-corrected image. Which sign marks the atoms is decided by the honeycomb's geometry: an atom's nearest neighbours
-sit one C-C bond (1.42 A) away, a hexagon centre's 2.46 A away, so the polarity whose extrema
-most often have a neighbour at one bond length is the atoms' (white- or black-atom contrast).
+Two methods. "network" (the default of `evaluate atoms`): a U-Net trained on simulated images
+only (`train pretrain --task atoms`) predicts a map of the graphene sheet's atoms, and the atoms
+are its peaks; the image is first brought to the network's scale exactly as for segmentation
+(`evaluate.apply.network_scale`), so the contrast (white or black atoms, any defocus) is the
+network's business. "extrema": atoms are local extrema of the flat-field-corrected image; which
+sign marks the atoms is decided by the honeycomb's geometry: an atom's nearest neighbours sit one
+C-C bond (1.42 A) away, a hexagon centre's 2.46 A away, so the polarity whose extrema most often
+have a neighbour at one bond length is the atoms' (white- or black-atom contrast).
 The scale comes from the pixel size when known, else from the lattice (`grapheneseg.lattice`, the
 reader `predict` and `sort` use too), so the C-C bond (1.42 A) in pixels is known without a
-calibrated pixel size.
+calibrated pixel size. Both methods drop atoms inside the contamination mask and bond atoms
+closer than `bond_tolerance` C-C bonds.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import numpy as np
 import scipy.ndimage
 from scipy.spatial import cKDTree
 
+from grapheneseg.formats import Micrograph
 from grapheneseg.lattice import read_pixel_size
 from grapheneseg.preprocessing import preprocess
 
@@ -30,7 +37,7 @@ class AtomGraph:
     atoms: np.ndarray
     bonds: np.ndarray
     angles: np.ndarray
-    contrast: str  # "white" or "black"
+    contrast: str  # "white" or "black" (extrema method), "network" (network method)
     bond_px: float
 
 
@@ -43,21 +50,57 @@ def bond_length_px(image: np.ndarray, pixel_size: float | None = None) -> float:
     return BOND / pixel_size
 
 
+def refine(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(row, col) of maxima at pixels (rows, cols), sub-pixel by the centroid of their 3x3
+    neighbourhood above its minimum; maxima on the outermost pixels are dropped."""
+    inside = (rows > 0) & (rows < image.shape[0] - 1) & (cols > 0) & (cols < image.shape[1] - 1)
+    rows, cols = rows[inside], cols[inside]
+    patch = np.stack([image[rows + dr, cols + dc] for dr in (-1, 0, 1) for dc in (-1, 0, 1)], 1)
+    weights = patch - patch.min(axis=1, keepdims=True) + 1e-12
+    dr = np.repeat([-1, 0, 1], 3)[None]
+    dc = np.tile([-1, 0, 1], 3)[None]
+    total = weights.sum(axis=1)
+    return np.stack([rows + (weights * dr).sum(1) / total, cols + (weights * dc).sum(1) / total], 1).reshape(-1, 2)
+
+
 def local_extrema(image: np.ndarray, bond_px: float) -> np.ndarray:
     """(row, col) of local maxima of a smoothed image, sub-pixel by a 3x3 centroid."""
     smooth = scipy.ndimage.gaussian_filter(image, max(bond_px / 4, 0.5))
     size = max(3, int(round(bond_px * 0.8)) | 1)
     peaks = (smooth == scipy.ndimage.maximum_filter(smooth, size=size))
     peaks &= smooth > scipy.ndimage.uniform_filter(smooth, size=int(3 * bond_px) | 1)
+    return refine(smooth, *np.nonzero(peaks))
+
+
+def map_peaks(atom_map: np.ndarray, bond_px: float, threshold: float) -> np.ndarray:
+    """(row, col) of the peaks of a predicted atom map above `threshold`: maxima of a square
+    neighbourhood that no bonded neighbour can share (a bond at 45 degrees spans 0.71 bonds in each
+    axis, less up to 1 px where the atoms' pixels round towards each other), sub-pixel by
+    `refine_gaussian`. Of equal maxima (a plateau) within that distance, one is kept."""
+    distance = max(1, int(0.7 * bond_px - 1))
+    peaks = (atom_map == scipy.ndimage.maximum_filter(atom_map, size=2 * distance + 1, mode="nearest"))
+    peaks &= atom_map > threshold
     rows, cols = np.nonzero(peaks)
-    inside = (rows > 0) & (rows < image.shape[0] - 1) & (cols > 0) & (cols < image.shape[1] - 1)
+    points = np.stack([rows, cols], 1)
+    drop = {j for _, j in cKDTree(points).query_pairs(distance, p=np.inf)} if len(points) else set()
+    keep = np.array([i not in drop for i in range(len(points))], dtype=bool)
+    return refine_gaussian(atom_map, rows[keep], cols[keep])
+
+
+def refine_gaussian(atom_map: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(row, col) of peaks of a positive map at pixels (rows, cols), sub-pixel by a parabola
+    through the logarithm of the peak and its two neighbours along each axis (exact for a
+    Gaussian peak); shifts are clipped to half a pixel, peaks on the outermost pixels dropped."""
+    inside = (rows > 0) & (rows < atom_map.shape[0] - 1) & (cols > 0) & (cols < atom_map.shape[1] - 1)
     rows, cols = rows[inside], cols[inside]
-    patch = np.stack([smooth[rows + dr, cols + dc] for dr in (-1, 0, 1) for dc in (-1, 0, 1)], 1)
-    weights = patch - patch.min(axis=1, keepdims=True) + 1e-12
-    dr = np.repeat([-1, 0, 1], 3)[None]
-    dc = np.tile([-1, 0, 1], 3)[None]
-    total = weights.sum(axis=1)
-    return np.stack([rows + (weights * dr).sum(1) / total, cols + (weights * dc).sum(1) / total], 1)
+    log = np.log(np.maximum(atom_map, 1e-6))
+    centre = log[rows, cols]
+    out = []
+    for lo, hi, at in ((log[rows - 1, cols], log[rows + 1, cols], rows), (log[rows, cols - 1], log[rows, cols + 1], cols)):
+        curvature = lo - 2 * centre + hi
+        shift = np.where(curvature < 0, 0.5 * (lo - hi) / np.where(curvature < 0, curvature, -1.0), 0.0)
+        out.append(at + np.clip(shift, -0.5, 0.5))
+    return np.stack(out, 1).reshape(-1, 2)
 
 
 def bond_score(points: np.ndarray, bond_px: float) -> float:
@@ -82,7 +125,13 @@ def find_atoms(image: np.ndarray, mask: np.ndarray | None = None, pixel_size: fl
     candidates = {sign: local_extrema(s * pre, bond_px) for sign, s in (("white", 1.0), ("black", -1.0))}
     if contrast == "auto":
         contrast = max(candidates, key=lambda k: bond_score(candidates[k], bond_px))
-    atoms = candidates[contrast]
+    return bond_graph(candidates[contrast], mask, bond_px, bond_tolerance, contrast)
+
+
+def bond_graph(atoms: np.ndarray, mask: np.ndarray | None, bond_px: float, bond_tolerance: float,
+               contrast: str) -> AtomGraph:
+    """The atoms outside `mask`, bonded when closer than `bond_tolerance` C-C bonds."""
+    atoms = np.asarray(atoms, dtype=float).reshape(-1, 2)
     if mask is not None and len(atoms):
         r = np.clip(np.round(atoms[:, 0]).astype(int), 0, mask.shape[0] - 1)
         c = np.clip(np.round(atoms[:, 1]).astype(int), 0, mask.shape[1] - 1)
@@ -91,6 +140,56 @@ def find_atoms(image: np.ndarray, mask: np.ndarray | None = None, pixel_size: fl
     vec = atoms[bonds[:, 1]] - atoms[bonds[:, 0]] if len(bonds) else np.zeros((0, 2))
     angles = np.degrees(np.arctan2(vec[:, 0], vec[:, 1])) % 60.0
     return AtomGraph(atoms, bonds, angles, contrast, bond_px)
+
+
+def predict_atom_map(models, micrograph: Micrograph, cfg, pixel_size: float | None = None
+                     ) -> tuple[np.ndarray, float, float]:
+    """(atom map at the network's scale, its zoom relative to the micrograph, the micrograph's
+    pixel size): the micrograph resampled as for segmentation (`cfg` = the apply config), then
+    the atom-task `models` (train.inference.load_models(..., task="atoms"))."""
+    from .apply import network_scale, tiled_probability
+
+    scaled, size, _ = network_scale(micrograph, cfg, pixel_size)
+    if not size:
+        raise ValueError("no graphene lattice found: give the pixel size (--pixel-size) to locate atoms")
+    heat = tiled_probability(models, preprocess(scaled), cfg.tile, cfg.overlap, cfg.batch_size,
+                             bool(cfg.get("tta", False)))
+    return heat, scaled.shape[0] / micrograph.image.shape[0], size
+
+
+def find_atoms_network(models, micrograph: Micrograph, cfg, mask: np.ndarray | None = None,
+                       pixel_size: float | None = None, threshold: float = 0.5,
+                       bond_tolerance: float = 1.3) -> AtomGraph:
+    """Atoms outside `mask` as the peaks (above `threshold`) of the atom map the network predicts
+    (`predict_atom_map`), in the micrograph's own pixels; bonds as in `find_atoms`."""
+    heat, zoom, size = predict_atom_map(models, micrograph, cfg, pixel_size)
+    peaks = map_peaks(heat, BOND / size * zoom, threshold)
+    atoms = (peaks + 0.5) / zoom - 0.5  # network-scale pixel centres -> the micrograph's (grid-mode zoom)
+    return bond_graph(atoms, mask, BOND / size, bond_tolerance, "network")
+
+
+def bond_statistics(graph: AtomGraph, mask: np.ndarray | None, shape: tuple[int, int],
+                    margin_bonds: float = 2.0) -> dict[str, float]:
+    """Label-free quality of a bond graph. Interior atoms: at least `margin_bonds` C-C bonds from
+    the image border and from the contamination `mask` (so that all their neighbours are in view).
+    Returns their number, the share with exactly 3 bonds (every atom inside a graphene sheet has
+    3) and with none, and the relative spread (std / mean) of the lengths of their bonds (NaN when
+    there are none)."""
+    atoms, margin = graph.atoms, margin_bonds * graph.bond_px
+    inside = np.all((atoms >= margin) & (atoms <= np.array(shape) - 1 - margin), axis=1)
+    if mask is not None and mask.any() and len(atoms):
+        distance = scipy.ndimage.distance_transform_edt(~mask)
+        r = np.clip(np.round(atoms[:, 0]).astype(int), 0, shape[0] - 1)
+        c = np.clip(np.round(atoms[:, 1]).astype(int), 0, shape[1] - 1)
+        inside &= distance[r, c] >= margin
+    degree = np.bincount(graph.bonds.ravel(), minlength=len(atoms))[inside]
+    bonds = graph.bonds[inside[graph.bonds].any(axis=1)] if len(graph.bonds) else graph.bonds
+    lengths = np.linalg.norm(atoms[bonds[:, 1]] - atoms[bonds[:, 0]], axis=1) if len(bonds) else np.zeros(0)
+    nan = float("nan")
+    return {"atoms": int(inside.sum()),
+            "three_bonded": float(np.mean(degree == 3)) if len(degree) else nan,
+            "unbonded": float(np.mean(degree == 0)) if len(degree) else nan,
+            "bond_spread": float(lengths.std() / lengths.mean()) if len(lengths) else nan}
 
 
 def match_atoms(found: np.ndarray, truth: np.ndarray, tolerance: float) -> tuple[float, float]:
@@ -119,26 +218,38 @@ def write_graph(graph: AtomGraph, out_dir: Path, stem: str) -> tuple[Path, Path,
     return atoms_csv, bonds_csv, summary
 
 
+def draw_graph(ax, image: np.ndarray, graph: AtomGraph, mask: np.ndarray | None):
+    """Draw the micrograph, the contamination (shaded) and the bonds coloured by angle mod 60
+    degrees on a matplotlib axis; returns the bonds' LineCollection (None without bonds)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    ax.imshow(preprocess(image), cmap="gray", interpolation="nearest")
+    if mask is not None and mask.any():
+        ax.imshow(np.ma.masked_where(~mask, mask), cmap="autumn", alpha=0.35, interpolation="nearest")
+    lines = None
+    if len(graph.bonds):
+        segments = graph.atoms[graph.bonds][:, :, ::-1]  # (row, col) -> (x, y)
+        lines = LineCollection(segments, cmap="hsv", norm=plt.Normalize(0, 60), linewidths=1.5)
+        lines.set_array(graph.angles)
+        ax.add_collection(lines)
+    ax.axis("off")
+    return lines
+
+
 def plot_graph(image: np.ndarray, graph: AtomGraph, mask: np.ndarray | None, path: Path) -> Path:
     """Figure 5 of the paper: bonds coloured by angle mod 60 degrees, contamination shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.collections import LineCollection
 
     fig, ax = plt.subplots(figsize=(7, 7))
-    ax.imshow(preprocess(image), cmap="gray", interpolation="nearest")
-    if mask is not None and mask.any():
-        ax.imshow(np.ma.masked_where(~mask, mask), cmap="autumn", alpha=0.35, interpolation="nearest")
-    if len(graph.bonds):
-        segments = graph.atoms[graph.bonds][:, :, ::-1]  # (row, col) -> (x, y)
-        lines = LineCollection(segments, cmap="hsv", norm=plt.Normalize(0, 60), linewidths=1.5)
-        lines.set_array(graph.angles)
-        ax.add_collection(lines)
+    lines = draw_graph(ax, image, graph, mask)
+    if lines is not None:
         fig.colorbar(lines, ax=ax, fraction=0.046, label="bond angle mod 60 (degrees)")
-    ax.set_title(f"{len(graph.atoms)} atoms, {len(graph.bonds)} bonds ({graph.contrast}-atom contrast)")
-    ax.axis("off")
+    how = "network atom map" if graph.contrast == "network" else f"{graph.contrast}-atom contrast"
+    ax.set_title(f"{len(graph.atoms)} atoms, {len(graph.bonds)} bonds ({how})")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

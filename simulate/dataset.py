@@ -1,9 +1,11 @@
 """The simulated dataset on disk: one HDF5 file, written image by image so it is always valid.
 
-Layout (schema version 1):
+Layout (schema version 2; version-1 files, which lack `atoms`, are still read):
 - `images`  float32 (N, H, W): recorded intensity, counts / (dose * pixel area), mean ~1
 - `masks`   uint8 (N, H, W): 1 = amorphous-carbon contamination
 - `classes` uint8 (N, H, W): 0 lattice, 1 contamination, 2 vacuum, 3 grain boundary
+- `atoms`   uint8 (N, H, W): map of the graphene sheet's atoms, 255 at an atom (simulate.labels.atom_map);
+  written by the simulator from version 2 on, absent from version-1 files (`require_atoms`)
 - `meta`    structured (N,): seed, index, structure, variant, pixel size, every optics/dose draw,
   structure draws and label fractions (see simulate.pipeline.META_DTYPE)
 - attrs: schema_version, package_version, config (resolved YAML of everything that shapes the
@@ -23,8 +25,9 @@ import numpy as np
 from .labels import CLASS_NAMES
 from .pipeline import META_DTYPE, Sample
 
-SCHEMA_VERSION = 1
-ARRAYS = ("images", "masks", "classes")
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+ARRAYS = ("images", "masks", "classes")  # every version; `atoms` from version 2 on, when written
 
 
 class DatasetError(ValueError):
@@ -46,6 +49,9 @@ class DatasetWriter:
         if resume and self.path.exists():
             self.file = h5py.File(self.path, "r+")
             check_schema(self.file, self.path)
+            if int(self.file.attrs["schema_version"]) != SCHEMA_VERSION:
+                raise DatasetError(f"{self.path}: cannot resume a schema-version "
+                                   f"{self.file.attrs['schema_version']} file with this version ({SCHEMA_VERSION})")
             for key in ("config", "seed", "n_target"):
                 if _plain(self.file.attrs[key]) != _plain(attrs[key]):
                     raise DatasetError(f"{self.path}: cannot resume, its {key} differs from this run's")
@@ -81,12 +87,24 @@ class DatasetWriter:
         start = self.count
         if [s.index for s in samples] != list(range(start, start + len(samples))):
             raise DatasetError(f"{self.path}: samples out of order at image {start}")
-        self.append_arrays(*(np.stack([getattr(s, a) for s in samples]) for a in ("image", "mask", "classes", "meta")))
+        self.append_arrays(*(np.stack([getattr(s, a) for s in samples]) for a in ("image", "mask", "classes", "meta", "atoms")))
 
-    def append_arrays(self, images: np.ndarray, masks: np.ndarray, classes: np.ndarray, meta: np.ndarray) -> None:
+    def append_arrays(self, images: np.ndarray, masks: np.ndarray, classes: np.ndarray, meta: np.ndarray,
+                      atoms: np.ndarray | None = None) -> None:
+        """Append rows; `atoms` (atom maps) must come with every batch or with none."""
         start = self.count
         stop = start + len(images)
-        for name, values in zip((*ARRAYS, "meta"), (images, masks, classes, meta)):
+        if atoms is not None and "atoms" not in self.file:
+            if start:
+                raise DatasetError(f"{self.path}: atom maps arrive after {start} images without them")
+            self.file.create_dataset("atoms", (0, *images.shape[1:]), "u1", maxshape=self.file["images"].maxshape,
+                                     chunks=(1, *images.shape[1:]), compression="gzip", compression_opts=4)
+        if (atoms is None) != ("atoms" not in self.file):
+            raise DatasetError(f"{self.path}: atom maps missing from images {start}-{stop - 1}")
+        arrays = {"images": images, "masks": masks, "classes": classes, "meta": meta}
+        if atoms is not None:
+            arrays["atoms"] = atoms
+        for name, values in arrays.items():
             self.file[name].resize(stop, axis=0)
             self.file[name][start:stop] = values
         self.file.flush()
@@ -110,7 +128,8 @@ def rewrite(path: Path, n_target: int, image_px: int, attrs: dict, batches: list
         writer = DatasetWriter(tmp, n_target, image_px, attrs, resume=False)
         try:
             for a, b in batches:
-                writer.append_arrays(*(src[name][a:b] for name in (*ARRAYS, "meta")))
+                writer.append_arrays(*(src[name][a:b] for name in (*ARRAYS, "meta")),
+                                     src["atoms"][a:b] if "atoms" in src else None)
         finally:
             writer.close(complete=writer.count == n_target)
     tmp.replace(path)
@@ -122,13 +141,14 @@ def _plain(value):
 
 def check_schema(file: h5py.File, path: Path) -> None:
     """Raise DatasetError naming what is wrong with a dataset file."""
-    if int(file.attrs.get("schema_version", -1)) != SCHEMA_VERSION:
-        raise DatasetError(f"{path}: schema_version {file.attrs.get('schema_version')} != {SCHEMA_VERSION}")
+    if int(file.attrs.get("schema_version", -1)) not in READABLE_VERSIONS:
+        raise DatasetError(f"{path}: schema_version {file.attrs.get('schema_version')} is not one this version "
+                           f"reads ({', '.join(map(str, READABLE_VERSIONS))})")
     for name in (*ARRAYS, "meta"):
         if name not in file:
             raise DatasetError(f"{path}: missing dataset '{name}'")
     n = file["images"].shape[0]
-    for name in ("masks", "classes", "meta"):
+    for name in ("masks", "classes", "meta", *(["atoms"] if "atoms" in file else [])):
         if file[name].shape[0] != n:
             raise DatasetError(f"{path}: '{name}' holds {file[name].shape[0]} entries, images {n}")
     if file["images"].dtype != np.float32 or file["masks"].dtype != np.uint8:
@@ -136,6 +156,14 @@ def check_schema(file: h5py.File, path: Path) -> None:
     missing = set(META_DTYPE.names) - set(file["meta"].dtype.names)
     if missing:
         raise DatasetError(f"{path}: meta lacks fields {sorted(missing)}")
+
+
+def require_atoms(file: h5py.File, path: Path) -> None:
+    """DatasetError unless the file holds atom maps (the atom-finding task needs them)."""
+    if "atoms" not in file:
+        raise DatasetError(f"{path}: holds no atom maps ('atoms' dataset; schema version "
+                           f"{file.attrs.get('schema_version')}): the atom task needs a file made by "
+                           f"`simulate generate` of schema version >= 2")
 
 
 def open_dataset(path: Path) -> h5py.File:

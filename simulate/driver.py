@@ -94,6 +94,7 @@ def validate(cfg: DictConfig) -> None:
         check(0 <= OmegaConf.select(s, key) <= 1, f"structure.{key}", "must be a probability in [0, 1]")
     check(s.min_distance > 0 and s.amorphous.min_distance > 0, "structure.min_distance", "must be > 0")
     check(cfg.label.atom_radius >= 0 and cfg.label.margin_px >= 0, "label.margin_px", "label reach must be >= 0")
+    check(cfg.label.atom_sigma > 0, "label.atom_sigma", "must be > 0 A")
 
 
 # ---------------------------------------------------------------- workers

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .imaging import Optics, VariantImager, delocalisation, draw_optics, exit_wave, wave_px
-from .labels import make_labels
+from .labels import atom_map, make_labels, pixel_centres
 from .structures import Structure, build_structure
 
 STRUCTURE_FIELDS = (
@@ -43,6 +43,7 @@ class Sample:
     mask: np.ndarray  # uint8, 1 = contamination
     classes: np.ndarray  # uint8 class map
     meta: np.ndarray  # one META_DTYPE record
+    atoms: np.ndarray  # uint8 map of the sheet's atoms (255 = on an atom), labels.atom_map
 
 
 def structure_rng(seed: int, s: int) -> np.random.Generator:
@@ -87,6 +88,7 @@ def simulate_structure(cfg, seed: int, s: int, variants: list[int]) -> tuple[lis
     imager = VariantImager(wave, structure.extent, cfg.optics.energy, grid.image_px, margin, None, cfg.optics.semiangle_cutoff)
     t2 = time.perf_counter()
     mask, classes = make_labels(structure, grid.image_px, margin, cfg.label)
+    atoms = atom_map(structure, pixel_centres(grid.image_px, margin, pixel_size), cfg.label.atom_sigma)
     t3 = time.perf_counter()
     timing.update(structure=t1 - t0, exit_wave=t2 - t1, labels=t3 - t2)
 
@@ -108,5 +110,5 @@ def simulate_structure(cfg, seed: int, s: int, variants: list[int]) -> tuple[lis
         for key, value in {**info, **optics.as_dict(), **fractions}.items():
             meta[key] = value
         meta["index"], meta["seed"], meta["structure"], meta["variant"] = index, seed, s, v
-        samples.append(Sample(index, image, mask, classes, meta))
+        samples.append(Sample(index, image, mask, classes, meta, atoms))
     return samples, timing

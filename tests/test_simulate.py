@@ -135,7 +135,7 @@ def reference(tmp_path_factory) -> Path:
 
 def read_all(path: Path) -> dict[str, np.ndarray]:
     with h5py.File(path, "r") as f:
-        return {name: f[name][:] for name in ("images", "masks", "classes", "meta")}
+        return {name: f[name][:] for name in ("images", "masks", "classes", "meta", "atoms")}
 
 
 def assert_same(a: Path, b: Path) -> None:
@@ -153,7 +153,8 @@ def test_hdf5_schema(reference):
         assert f["images"].chunks == (1, 64, 64) and f["images"].compression == "gzip"
         assert f["meta"].dtype == META_DTYPE
         assert list(f["meta"]["index"]) == list(range(6)) and list(f["meta"]["structure"]) == [0, 0, 0, 1, 1, 1]
-        assert f.attrs["schema_version"] == 1 and f.attrs["complete"] and f.attrs["n_target"] == 6
+        assert f.attrs["schema_version"] == 2 and f.attrs["complete"] and f.attrs["n_target"] == 6
+        assert f["atoms"].shape == (6, 64, 64) and f["atoms"].dtype == np.uint8 and f["atoms"][:].max() == 255
         cfg = OmegaConf.create(str(f.attrs["config"]))
         assert cfg.grid.image_px == 64 and "workers" not in cfg
         assert np.array_equal(f["classes"][:] == 1, f["masks"][:] == 1)

@@ -26,7 +26,7 @@ def tiny_cfg(*extra: str):
 
 def arrays(path: Path, n: int | None = None) -> dict[str, np.ndarray]:
     with h5py.File(path, "r") as f:
-        return {name: f[name][:n] for name in ("images", "masks", "classes", "meta")}
+        return {name: f[name][:n] for name in ("images", "masks", "classes", "meta", "atoms")}
 
 
 def assert_prefix(short: Path, long: Path) -> None:

@@ -2,6 +2,9 @@
 
 Layout (FORMAT, version 1):
     format, format_version   identify the file
+    task                     what the network predicts: "contamination" (2-class softmax) or
+                             "atoms" (1-channel atom map, `train pretrain --task atoms`); files
+                             written before the key existed are contamination models
     architecture             train.model.architecture(...) of the weights
     state_dict               model weights (tensors)
     config                   the run's resolved config (plain dict), incl. preprocessing
@@ -33,6 +36,9 @@ from train.model import UNet, architecture, build_model
 FORMAT = "grapheneseg-unet"
 FORMAT_VERSION = 1
 PREPROCESSING = "bezier-flat-field+standardise"
+TASKS = ("contamination", "atoms")
+TASK_HINT = {"contamination": "a segmentation model (train pretrain/real/finetune)",
+             "atoms": "an atom-map model (train pretrain --task atoms)"}
 
 
 class CheckpointError(ValueError):
@@ -56,7 +62,8 @@ def save_checkpoint(path: Path, model: UNet, arch: dict[str, Any], config: dict[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "architecture": dict(arch),
+        "format": FORMAT, "format_version": FORMAT_VERSION, "task": config.get("task", "contamination"),
+        "architecture": dict(arch),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "config": config, "preprocessing": PREPROCESSING, "metrics": metrics or {},
         "versions": versions(), "epoch": int(epoch), "train_images": sorted(train_images),
@@ -93,7 +100,15 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if payload.get("preprocessing") != PREPROCESSING:
         raise CheckpointError(f"{path}: model expects preprocessing {payload.get('preprocessing')!r}, "
                               f"this version provides {PREPROCESSING!r}")
+    payload.setdefault("task", "contamination")
     return payload
+
+
+def check_task(payload: dict[str, Any], task: str, path: Path) -> None:
+    """CheckpointError when the checkpoint predicts another thing than `task`."""
+    if payload["task"] != task:
+        raise CheckpointError(f"{path}: an {payload['task']!r} checkpoint ({TASK_HINT.get(payload['task'], 'unknown')}), "
+                              f"but {TASK_HINT[task]} is needed here")
 
 
 def load_weights(model: nn.Module, payload: dict[str, Any], path: Path) -> None:
@@ -105,9 +120,12 @@ def load_weights(model: nn.Module, payload: dict[str, Any], path: Path) -> None:
                               f"{payload.get('architecture')}: {str(err).splitlines()[0][:300]}") from None
 
 
-def load_model(path: Path) -> tuple[UNet, dict[str, Any]]:
-    """The model stored at `path` (in eval mode, on CPU) and its checkpoint dict."""
+def load_model(path: Path, task: str | None = None) -> tuple[UNet, dict[str, Any]]:
+    """The model stored at `path` (in eval mode, on CPU) and its checkpoint dict; with `task`, a
+    CheckpointError when the checkpoint is of another task."""
     payload = read_checkpoint(path)
+    if task is not None:
+        check_task(payload, task, path)
     try:
         model = build_model(architecture(payload["architecture"]))
     except (KeyError, TypeError, ValueError) as err:

@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   train real --out RUN loop.epochs=10 model.features=16  # any config key as a Hydra override
   train real --out RUN_K10 --n-real 10                   # each fold trains on 10 of its images
   train pretrain --data data/sim/sim5000.h5 --out sim.ckpt --real-val DIR
+  train pretrain --task atoms --data data/sim/sim5000.h5 --out atoms.ckpt   # atom finder for `evaluate atoms`
   torchrun --nproc-per-node 2 -m train.cli pretrain --data A.h5 --out sim.ckpt   # data-parallel
   train finetune --pretrained sim.ckpt --out RUN --n-real 10   # same folds as `train real`
   train finetune --pretrained sim.ckpt --folds 0 --out model.ckpt
@@ -69,7 +70,7 @@ def _cmd_real(args: argparse.Namespace) -> int:
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     cfg = load_config("pretrain", flag_overrides(args, {
-        "preset": "pretrain_preset", "seed": "seed", "device": "device", "threads": "threads"}))
+        "preset": "pretrain_preset", "seed": "seed", "device": "device", "threads": "threads", "task": "task"}))
     from train.pretrain import pretrain  # torch only when training
 
     out = Path(args.out)
@@ -128,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint file to write (.ckpt)")
     p.add_argument("--preset", help="cpu (default) or gpu (configs/pretrain_preset/)")
     p.add_argument("--real-val", dest="real_val", help="labelled real folder validated alongside")
+    p.add_argument("--task", choices=["contamination", "atoms"],
+                   help="contamination (default: segmentation masks) or atoms (an atom-map network "
+                        "for `evaluate atoms`, from the files' atom maps)")
     p.add_argument("--json", action="store_true", help="last stdout line: JSON summary")
     _common(p)
     p.set_defaults(func=_cmd_pretrain)

@@ -43,7 +43,7 @@ from grapheneseg.config import save_config, to_plain, write_json
 from grapheneseg.metrics import mean_and_spread, pooled, scores
 from grapheneseg.micrographs import LabelledSet, load_labelled
 from grapheneseg.splits import adopt_splits, image_key, load_or_make_splits
-from train.checkpoints import PREPROCESSING, CheckpointError, read_checkpoint, save_checkpoint
+from train.checkpoints import PREPROCESSING, CheckpointError, check_task, read_checkpoint, save_checkpoint
 from train.datasets import MixedPairs, real_pairs, sim_pairs
 from train.loops import choose_device, fit, validate
 from train.model import architecture, build_model
@@ -105,6 +105,7 @@ def fold_train_names(cv: Mapping[str, Any], split: dict) -> list[str]:
 
 def check_compatible(payload: dict[str, Any], config: dict[str, Any], path: Path) -> None:
     """CheckpointError naming the first field where the pretrained model differs from `config`."""
+    check_task(payload, "contamination", path)
     wanted = architecture(config["model"])
     for key, value in wanted.items():
         if payload["architecture"].get(key) != value:

@@ -5,6 +5,10 @@ memory for the real labelled micrographs (`real_pairs`), or lazily read arrays (
 datasets of simulated images, `sim_pairs`) for larger sets. Each item is (image (1, H, W) float32 standardised,
 mask (H, W) int64 class index); a training set yields `crops_per_image` augmented crops of every
 image per epoch, a validation set the whole standardised images.
+
+The atom task (`train pretrain --task atoms`) uses the same pairs with another target: the
+simulated atom map as uint8 0-ATOM_PEAK, and ATOM_IGNORE inside the contamination mask, where the
+sheet is hidden under amorphous carbon and the loss is not counted (`atom_target`).
 """
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ from grapheneseg.micrographs import LabelledSet, load_labelled
 from grapheneseg.preprocessing import flat_field
 
 from train.augment import Augmenter
+
+ATOM_PEAK = 254  # atom-task target value at an atom (the map's 0-255 scaled to 0-254)
+ATOM_IGNORE = 255  # atom-task target value where the loss is not counted (contamination)
 
 
 class PairDataset(Dataset):
@@ -106,9 +113,31 @@ class H5Rows(Sequence):
         return flat_field(array) if self.name == "images" else array
 
 
-def sim_pairs(paths: Sequence[Path], rows: np.ndarray, **dataset_args: Any) -> PairDataset:
-    """A PairDataset over `rows` ((file number, row) pairs) of simulated HDF5 files."""
-    return PairDataset(H5Rows(paths, "images", rows), H5Rows(paths, "masks", rows), **dataset_args)
+def atom_target(atoms: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """uint8 atom-task target: the atom map (0-255) scaled to 0-ATOM_PEAK, ATOM_IGNORE where `mask`."""
+    target = np.round(atoms.astype(np.float32) * (ATOM_PEAK / 255)).astype(np.uint8)
+    target[np.asarray(mask) > 0] = ATOM_IGNORE
+    return target
+
+
+class H5AtomTargets(H5Rows):
+    """Atom-task targets (`atom_target`) of rows of simulated HDF5 files, read lazily."""
+
+    def __init__(self, paths: Sequence[Path], rows: np.ndarray):
+        super().__init__(paths, "atoms", rows)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        number, row = self.rows[index]
+        file = self._file(int(number))
+        return atom_target(file["atoms"][int(row)], file["masks"][int(row)])
+
+
+def sim_pairs(paths: Sequence[Path], rows: np.ndarray, task: str = "contamination",
+              **dataset_args: Any) -> PairDataset:
+    """A PairDataset over `rows` ((file number, row) pairs) of simulated HDF5 files; targets are
+    the contamination masks, or with task "atoms" the atom-task targets."""
+    targets = H5AtomTargets(paths, rows) if task == "atoms" else H5Rows(paths, "masks", rows)
+    return PairDataset(H5Rows(paths, "images", rows), targets, **dataset_args)
 
 
 class MixedPairs(Dataset):

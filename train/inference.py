@@ -82,12 +82,13 @@ def for_device(model: torch.nn.Module, device: torch.device) -> InferenceModel:
     return InferenceModel(model.eval().to(device, memory_format=torch.channels_last), model.depth, device)
 
 
-def load_models(model_path: Path, device: str = "auto") -> list[InferenceModel]:
+def load_models(model_path: Path, device: str = "auto", task: str = "contamination") -> list[InferenceModel]:
     """The inference-ready models of a checkpoint or run folder (see `checkpoint_paths`): frozen
-    TorchScript on the CPU, eager on a GPU (see `inference_device`)."""
+    TorchScript on the CPU, eager on a GPU (see `inference_device`); a CheckpointError when one
+    is not of `task` (contamination or atoms)."""
     target = inference_device(device)
     prepare = for_inference if target.type == "cpu" else lambda m: for_device(m, target)
-    return [prepare(load_model(p)[0]) for p in checkpoint_paths(model_path)]
+    return [prepare(load_model(p, task)[0]) for p in checkpoint_paths(model_path)]
 
 
 def _pad_to(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -104,19 +105,26 @@ def _pad_to(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int
 DIHEDRAL = [(k, flip) for k in range(4) for flip in (False, True)]
 
 
+def probability(logits: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) from (N, C, H, W) logits: the class-1 softmax of a 2-class (contamination)
+    network, the sigmoid of a 1-channel (atom-map) network."""
+    logits = logits.float()
+    return torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)[:, 1]
+
+
 def _ensemble(models: Sequence[torch.nn.Module], x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Mean class-1 softmax of `models` on (N, 1, H, W) `x`, reflect-padded to `multiple`."""
+    """Mean `probability` of `models` on (N, 1, H, W) `x`, reflect-padded to `multiple`."""
     padded, (h, w) = _pad_to(x, multiple)
     padded = padded.contiguous(memory_format=torch.channels_last)
-    prob = sum(torch.softmax(m(padded).float(), dim=1)[:, 1] for m in models) / len(models)
+    prob = sum(probability(m(padded)) for m in models) / len(models)
     return prob[:, :h, :w]
 
 
 @torch.inference_mode()
 def predict_probability(models: Sequence[torch.nn.Module], images: np.ndarray, batch_size: int = 2,
                         device: torch.device | str | None = None, tta: bool = False) -> np.ndarray:
-    """Contamination probability (N, H, W) float32 of preprocessed `images` (N, H, W): the mean
-    over `models` of the class-1 softmax, computed in batches of `batch_size` (small batches keep
+    """Contamination probability (atom map for atom-task models) (N, H, W) float32 of preprocessed
+    `images` (N, H, W): the mean over `models` of `probability`, computed in batches of `batch_size` (small batches keep
     the activations in cache: 2 is fastest on a 2-core CPU; on CUDA at least `CUDA_BATCH`, under
     autocast). `device` defaults to the models' own (see `load_models`). With `tta`, also the mean
     over the 8 dihedral symmetries (each prediction mapped back): 8x the time, and the output

@@ -3,7 +3,8 @@
 Device: CUDA with mixed precision (float16 autocast + gradient scaling) when present, else CPU
 with one thread per available core. Loss: pixel-wise cross-entropy plus soft Dice of the
 contamination class (the Dice term keeps the rare class, 13 % of the pixels, from being
-under-weighted). The batch order and every augmentation are functions of (seed, epoch), so an
+under-weighted). The atom task (config `task: atoms`, a 1-channel network) is trained on the
+atom map by binary cross-entropy with soft targets, outside the contamination (`atom_loss`). The batch order and every augmentation are functions of (seed, epoch), so an
 interrupted run resumed from its last checkpoint follows the same path as an uninterrupted one.
 
 Small training sets get a floor on optimisation steps (`loop.min_steps`): every epoch is then
@@ -31,6 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from grapheneseg.metrics import confusion, pooled
+from train.datasets import ATOM_IGNORE, ATOM_PEAK
 from train.inference import predict_probability
 from train.checkpoints import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from torch.utils.data import Dataset
@@ -67,6 +69,17 @@ def ce_dice_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float 
     return ce + dice_weight * (1 - dice)
 
 
+def atom_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the atom map, soft targets, mean over the pixels not ignored.
+
+    logits: (N, 1, H, W); target: (N, H, W) 0-ATOM_PEAK, ATOM_IGNORE where not counted.
+    """
+    keep = (target != ATOM_IGNORE).float()
+    truth = target.float().clamp(max=ATOM_PEAK) / ATOM_PEAK
+    loss = F.binary_cross_entropy_with_logits(logits[:, 0].float(), truth, reduction="none")
+    return (loss * keep).sum() / keep.sum().clamp(min=1.0)
+
+
 def make_optimizer(model: UNet, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     if cfg["name"] == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
@@ -91,8 +104,22 @@ def validate(model: UNet, images: Sequence[np.ndarray], masks: Sequence[np.ndarr
              batch_size: int, device: torch.device) -> tuple[dict[str, float], list[np.ndarray]]:
     """Pooled metrics of `model` on standardised `images` against boolean `masks`, and the counts."""
     prob = predict_probability([model], np.stack(images), batch_size=batch_size, device=device)
-    counts = [confusion(p > 0.5, m) for p, m in zip(prob, masks)]
+    counts = [confusion(p > 0.5, np.asarray(m, dtype=bool)) for p, m in zip(prob, masks)]
     return pooled(counts), counts
+
+
+ATOM_METRICS = ("map_rmse",)
+
+
+def validate_atoms(model: UNet, images: Sequence[np.ndarray], targets: Sequence[np.ndarray],
+                   batch_size: int, device: torch.device) -> tuple[dict[str, float], list[np.ndarray]]:
+    """{"map_rmse": root-mean-square error of the predicted atom map (0-1) over every pixel not
+    ignored} of `model` on standardised `images` against atom-task `targets`, and no counts."""
+    prob = predict_probability([model], np.stack(images), batch_size=batch_size, device=device)
+    targets = np.stack(targets)
+    keep = targets != ATOM_IGNORE
+    error = (prob - np.minimum(targets, ATOM_PEAK) / ATOM_PEAK)[keep]
+    return {"map_rmse": float(np.sqrt(np.mean(error**2))) if error.size else float("nan")}, []
 
 
 def epoch_order(n: int, seed: int, epoch: int, samples: int | None = None) -> list[int]:
@@ -131,6 +158,7 @@ def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
     those before a resume included.
     """
     loop, optim = config["loop"], config["optim"]
+    atoms = config.get("task", "contamination") == "atoms"
     device = choose_device(config.get("device", "auto"))
     if device.type == "cpu":
         set_threads(config.get("threads"))
@@ -178,7 +206,7 @@ def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
         for name, labelled in {"": val_set, **(watch or {})}.items():
             if labelled is not None:
                 pairs = [labelled[i] for i in range(len(labelled))]
-                checks[name] = ([img[0].numpy() for img, _ in pairs], [m.numpy().astype(bool) for _, m in pairs])
+                checks[name] = ([img[0].numpy() for img, _ in pairs], [m.numpy() for _, m in pairs])
 
     def checkpoint(epoch: int) -> None:
         training = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -203,7 +231,7 @@ def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
             image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 logits = net(image)
-            loss = ce_dice_loss(logits, mask, float(loop.get("dice_weight", 1.0)))
+            loss = atom_loss(logits, mask) if atoms else ce_dice_loss(logits, mask, float(loop.get("dice_weight", 1.0)))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if epoch < frozen_epochs:  # encoder frozen: AdamW skips parameters without gradient
@@ -220,12 +248,13 @@ def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
         if checks and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
             model.eval()
             for name, (images, masks) in checks.items():
-                metrics, counts = validate(model, images, masks, batch, device)
+                metrics, counts = (validate_atoms if atoms else validate)(model, images, masks, batch, device)
                 record.update({f"{name}_{k}" if name else k: v for k, v in metrics.items()})
-                if not name:  # pooled [tp, fp, fn, tn] of the validation set (inner validation)
+                if not name and counts:  # pooled [tp, fp, fn, tn] of the validation set (inner validation)
                     record["counts"] = np.sum(counts, axis=0).tolist()
-            bar.set_postfix(epoch=epoch + 1, loss=f"{record['loss']:.3f}",
-                            jaccard=f"{record.get('jaccard', float('nan')):.3f}")
+            shown = "map_rmse" if atoms else "jaccard"
+            bar.set_postfix({"epoch": epoch + 1, "loss": f"{record['loss']:.3f}",
+                             shown: f"{record.get(shown, float('nan')):.3f}"})
         history.append(record)
         if rank == 0 and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
             checkpoint(epoch + 1)

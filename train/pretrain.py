@@ -7,6 +7,9 @@ validation part is made of whole structures, so that the variants (other optics 
 structure never straddle training and validation. An optional real labelled folder is validated
 alongside to watch the transfer. Under `torchrun --nproc-per-node N` the training is
 data-parallel (DistributedDataParallel; gloo on CPU, nccl on CUDA).
+
+`task: atoms` (`train pretrain --task atoms`) trains the same U-Net with one output channel on the
+files' atom maps instead (train.datasets.atom_target): an atom finder from zero human labels.
 """
 from __future__ import annotations
 
@@ -19,14 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch.distributed as dist
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from grapheneseg.config import save_config, to_plain, write_json
 from grapheneseg.metrics import METRICS
-from simulate.dataset import open_dataset
+from simulate.dataset import open_dataset, require_atoms
 from train.checkpoints import save_checkpoint
 from train.datasets import real_pairs, sim_pairs
-from train.loops import fit, world
+from train.loops import ATOM_METRICS, fit, world
 from train.model import architecture
 
 
@@ -63,6 +66,25 @@ def split_by_structure(paths: Sequence[Path], val_fraction: float, val_max: int,
     return np.concatenate(train), val_rows
 
 
+def configure_task(cfg: DictConfig, paths: Sequence[Path], real_val: Path | None) -> str:
+    """The config's task, checked against the data; for "atoms", a 1-channel network (model.classes)."""
+    task = cfg.get("task", "contamination")
+    if task == "contamination":
+        return task
+    if task != "atoms":
+        raise ValueError(f"task must be contamination or atoms, not {task!r}")
+    if real_val:
+        raise ValueError("--real-val validates contamination masks; it does not apply to task=atoms")
+    for path in paths:
+        with open_dataset(path) as file:
+            require_atoms(file, path)
+    classes = OmegaConf.select(cfg, "model.classes", default=1)
+    if classes != 1:
+        raise ValueError(f"task=atoms predicts one atom map: model.classes must be 1, not {classes}")
+    OmegaConf.update(cfg, "model.classes", 1, force_add=True)
+    return task
+
+
 def init_distributed() -> None:
     """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
@@ -85,21 +107,22 @@ def pretrain(cfg: DictConfig, data: list[Path], out: Path, real_val: Path | None
     """
     init_distributed()
     rank, size = world()
-    config = to_plain(cfg)
     out, paths = Path(out), [Path(p) for p in data]
     history = out.with_name(f"{out.stem}.history.json")
     if resume and out.exists() and history.exists():  # finished earlier
         return json.loads(history.read_text())["summary"]
     if not paths:
         raise ValueError("pretraining needs at least one simulated HDF5 file (--data)")
+    task = configure_task(cfg, paths, real_val)
+    config = to_plain(cfg)
     sim = config["sim"]
     train_rows, val_rows = split_by_structure(paths, sim["val_fraction"], sim["val_max"], sim["split_seed"])
     if len(train_rows) == 0:
         raise ValueError(f"no training images left in {[str(p) for p in paths]} after the validation split")
     loop = config["loop"]
     train_set = sim_pairs(paths, train_rows, augment=config["augment"], crop=loop["crop"],
-                          crops_per_image=loop["crops_per_image"], seed=config["seed"])
-    val_set = sim_pairs(paths, val_rows) if len(val_rows) else None
+                          crops_per_image=loop["crops_per_image"], seed=config["seed"], task=task)
+    val_set = sim_pairs(paths, val_rows, task=task) if len(val_rows) else None
     watch = {"real": real_pairs(Path(real_val))} if real_val else None
     if rank == 0:
         save_config(cfg, out.parent, name=f"{out.stem}.yaml")
@@ -112,7 +135,7 @@ def pretrain(cfg: DictConfig, data: list[Path], out: Path, real_val: Path | None
         "seconds": round(result["seconds"], 1), "wall_seconds": round(time.perf_counter() - t0, 1),
         "images_per_second": round(result["samples"] / max(result["seconds"], 1e-9), 1),
         "world_size": size,
-        "sim_val": {k: v for k, v in final.items() if k in METRICS},
+        "task": task, "sim_val": {k: v for k, v in final.items() if k in (ATOM_METRICS if task == "atoms" else METRICS)},
         "real_val": {k[5:]: v for k, v in final.items() if k.startswith("real_")} or None,
     }
     if rank == 0:
