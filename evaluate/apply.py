@@ -1,8 +1,10 @@
 """Applying a trained U-Net to micrographs of any size and format.
 
-Scale, not size, is what a network learns: the U-Net saw graphene at 0.30-0.47 A/px. So a
-micrograph whose pixel size lies outside `pixel_range` is first resampled to `target_pixel_size`
-(anti-aliased), then segmented whole or, when larger than `tile`, in overlapping tiles blended
+Scale, not size, is what a network learns: a U-Net pretrained on simulations saw graphene only at
+the pixel sizes it was simulated at, which its checkpoint records (`pixel_range`). So a
+micrograph whose pixel size lies outside `pixel_range` (by default the model's recorded range;
+`FALLBACK_RANGE` for models that record none) is first resampled to `target_pixel_size` (by
+default the middle of that range; anti-aliased), then segmented whole or, when larger than `tile`, in overlapping tiles blended
 with linear ramps; the probability map is resampled back to the input grid. The pixel size comes
 from the file, else from the caller, else from the graphene lattice itself
 (`grapheneseg.lattice.read_pixel_size`); when none of them gives one, the image is segmented at its
@@ -33,6 +35,9 @@ DEFAULT_MODEL = "sim_default.ckpt"  # shipped in grapheneseg/models/ with its mo
 DEFAULT_ATOM_MODEL = "atoms_default.ckpt"  # the atom-map network of `evaluate atoms` (atoms_default.md)
 CSV_COLUMNS = ["file", "pixel_size_A", "pixel_size_source", "height", "width",
                "contamination_fraction", "graphene_fraction", "seconds", "uncertainty", "ood"]
+# Models that record no pixel range (real-only, or trained before it was recorded, such as the
+# shipped sim_default.ckpt at 0.30-0.47 A/px): the 105 public images' 0.30-0.47 A/px, widened.
+FALLBACK_RANGE, FALLBACK_TARGET = (0.28, 0.50), 0.385
 OVERLAY_RGB = np.array([255, 40, 40])
 OVERLAY_ALPHA = 0.4
 
@@ -136,15 +141,49 @@ def tiled_probability(models: Sequence[Any], image: np.ndarray, tile: int, overl
     return total / norm
 
 
+def model_scale(model_path: Path, cfg: Any) -> Any:
+    """A copy of the apply config `cfg` with `pixel_range` and `target_pixel_size` resolved for
+    the checkpoint or run folder `model_path`: null takes the pixel range its checkpoints record
+    (their intersection for an ensemble) and its middle, else `FALLBACK_RANGE`; an explicit range
+    reaching outside the recorded one warns, naming the model (the network would see scales it was
+    never trained on)."""
+    from omegaconf import OmegaConf
+
+    from train.checkpoints import read_checkpoint
+    from train.inference import checkpoint_paths
+
+    recorded = [read_checkpoint(p).get("pixel_range") for p in checkpoint_paths(Path(model_path))]
+    known = None
+    if recorded and all(recorded):
+        known = (max(r[0] for r in recorded), min(r[1] for r in recorded))
+        if known[0] > known[1]:
+            raise ValueError(f"{model_path}: its checkpoints were trained at disjoint pixel ranges {recorded}")
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)) if OmegaConf.is_config(cfg) \
+        else OmegaConf.create(dict(cfg))
+    if cfg.get("pixel_range") is None:
+        cfg.pixel_range = list(known or FALLBACK_RANGE)
+    elif known and (cfg.pixel_range[0] < known[0] - 1e-3 or cfg.pixel_range[1] > known[1] + 1e-3):
+        warnings.warn(f"{model_path}: apply.pixel_range {list(cfg.pixel_range)} A/px reaches outside the "
+                      f"{known[0]:.3f}-{known[1]:.3f} A/px the model was trained at; micrographs there are "
+                      "segmented at scales it never saw (leave apply.pixel_range null to use the model's)",
+                      stacklevel=2)
+    if cfg.get("target_pixel_size") is None:
+        lo, hi = cfg.pixel_range
+        cfg.target_pixel_size = FALLBACK_TARGET if (lo, hi) == FALLBACK_RANGE else round((lo + hi) / 2, 4)
+    return cfg
+
+
 def network_scale(micrograph: Micrograph, cfg: Any, pixel_size: float | None = None
                   ) -> tuple[np.ndarray, float | None, str]:
     """(raw image at the network's scale, pixel size, its source): resampled to
-    `cfg.target_pixel_size` when the pixel size lies outside `cfg.pixel_range`."""
+    `cfg.target_pixel_size` when the pixel size lies outside `cfg.pixel_range` (both as resolved
+    by `model_scale`; null: `FALLBACK_RANGE`, `FALLBACK_TARGET`)."""
     size, source = scale_of(micrograph, pixel_size)
     image = micrograph.image
-    lo, hi = cfg.pixel_range
+    lo, hi = cfg.get("pixel_range") or FALLBACK_RANGE
+    target = cfg.get("target_pixel_size") or FALLBACK_TARGET
     if size is not None and not lo <= size <= hi:
-        scale = size / cfg.target_pixel_size
+        scale = size / target
         image = _resample(image, tuple(max(16, int(round(n * scale))) for n in image.shape))
     return image, size, source
 
@@ -207,6 +246,7 @@ def segment_files(model_path: Path, inputs: Sequence[Path | str], cfg: Any, pixe
     from train.inference import load_models
 
     models = load_models(Path(model_path), device)
+    cfg = model_scale(Path(model_path), cfg)
     done, failed = [], {}
     for path in tqdm(input_files(inputs) if files is None else files, desc="segment", unit="img",
                      disable=not progress):

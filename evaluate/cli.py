@@ -196,7 +196,7 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
     cfg, out_dir, results, failed = _segment(args)
     atoms_cfg = cfg.atoms
     if args.method == "network":
-        from .apply import DEFAULT_ATOM_MODEL, default_model
+        from .apply import DEFAULT_ATOM_MODEL, default_model, model_scale
         from train.inference import load_models
 
         path = Path(args.atom_model) if args.atom_model else default_model(DEFAULT_ATOM_MODEL)
@@ -204,6 +204,7 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
             print(f"no --atom-model given: using the default atom-map model {path} (trained on simulations "
                   f"only; model card {path.with_suffix('.md')})", file=sys.stderr)
         atom_models = load_models(path, args.device, task="atoms")
+        atom_apply = model_scale(path, cfg.apply)
         print("note: at some defocus values the network's atom map is a clean honeycomb registered a fraction of a "
               "C-C bond off the true atoms; the bond directions looked right in such cases (measured: the model card "
               f"{path.with_suffix('.md').name})", file=sys.stderr)
@@ -211,7 +212,7 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
         stem = seg.micrograph.path.stem
         try:
             if args.method == "network":
-                graph = find_atoms_network(atom_models, seg.micrograph, cfg.apply, seg.mask, seg.pixel_size,
+                graph = find_atoms_network(atom_models, seg.micrograph, atom_apply, seg.mask, seg.pixel_size,
                                            atoms_cfg.threshold, atoms_cfg.bond_tolerance)
             else:
                 graph = find_atoms(seg.micrograph.image, seg.mask, seg.pixel_size, contrast=args.contrast,

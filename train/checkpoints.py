@@ -56,9 +56,11 @@ def versions() -> dict[str, str]:
 def save_checkpoint(path: Path, model: UNet, arch: dict[str, Any], config: dict[str, Any],
                     epoch: int, metrics: dict[str, Any] | None = None,
                     training: dict[str, Any] | None = None, train_images: Sequence[str] = (),
-                    selection: dict[str, Any] | None = None) -> Path:
+                    selection: dict[str, Any] | None = None,
+                    pixel_range: Sequence[float] | None = None) -> Path:
     """Write a checkpoint atomically (temporary file, then rename: an interruption leaves no
-    truncated file behind)."""
+    truncated file behind). `pixel_range`: the [min, max] A/px of the simulated images the model
+    was trained on, so that `evaluate predict` resamples micrographs into it (None: not known)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -70,6 +72,8 @@ def save_checkpoint(path: Path, model: UNet, arch: dict[str, Any], config: dict[
     }
     if selection is not None:
         payload["selection"] = selection
+    if pixel_range is not None:
+        payload["pixel_range"] = [round(float(v), 4) for v in pixel_range]
     if training is not None:
         payload["training"] = training
     tmp = path.with_name(path.name + ".tmp")

@@ -137,6 +137,13 @@ def finetune_setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, to
     return config, payload["state_dict"]
 
 
+def inherited_pixel_range(config: dict[str, Any]) -> list[float] | None:
+    """The simulated pixel range recorded in `finetune.pretrained` (None without one): a fine-tuned
+    model keeps its pretrained model's scale."""
+    tune = config.get("finetune") or {}
+    return read_checkpoint(Path(tune["pretrained"])).get("pixel_range") if tune.get("pretrained") else None
+
+
 def _train_sets(config: dict[str, Any], data: LabelledSet, train: list[str], test: list[str] | None):
     loop = config["loop"]
     args = dict(augment=config["augment"], crop=loop["crop"], crops_per_image=loop["crops_per_image"],
@@ -244,7 +251,8 @@ def train_fold(config: dict[str, Any], data: LabelledSet, split: dict, run_dir: 
               "seconds": result["seconds"] + (selection or {}).get("inner_seconds", 0.0),
               "history": result["history"], "selection": selection}
     save_checkpoint(out / "model.ckpt", model, architecture(config["model"]), config,
-                    len(result["history"]), test_metrics, train_images=train_names, selection=selection)
+                    len(result["history"]), test_metrics, train_images=train_names, selection=selection,
+                    pixel_range=inherited_pixel_range(config))
     write_json(metrics_path, record)
     (out / "last.ckpt").unlink(missing_ok=True)
     return record
@@ -302,6 +310,6 @@ def train_all(cfg: DictConfig, real: Path, out: Path, resume: bool = False) -> d
     metrics = {"train_loss": result["final"].get("loss"),
                "seconds": result["seconds"] + (selection or {}).get("inner_seconds", 0.0), "selection": selection}
     save_checkpoint(out, model, architecture(config["model"]), config, len(result["history"]), metrics,
-                    train_images=names, selection=selection)
+                    train_images=names, selection=selection, pixel_range=inherited_pixel_range(config))
     shutil.rmtree(work, ignore_errors=True)  # last.ckpt and inner runs: the checkpoint holds the choice
     return {"out": str(out), **metrics}

@@ -66,6 +66,16 @@ def split_by_structure(paths: Sequence[Path], val_fraction: float, val_max: int,
     return np.concatenate(train), val_rows
 
 
+def pixel_range(paths: Sequence[Path], rows: np.ndarray) -> list[float]:
+    """[min, max] pixel size (A/px) of the simulated images `rows` ((file number, row) pairs)."""
+    sizes = []
+    for number, path in enumerate(paths):
+        with open_dataset(path) as file:
+            sizes.append(file["meta"].fields("pixel_size")[:][rows[rows[:, 0] == number, 1]])
+    sizes = np.concatenate(sizes)
+    return [float(sizes.min()), float(sizes.max())]
+
+
 def configure_task(cfg: DictConfig, paths: Sequence[Path], real_val: Path | None) -> str:
     """The config's task, checked against the data; for "atoms", a 1-channel network (model.classes)."""
     task = cfg.get("task", "contamination")
@@ -140,7 +150,8 @@ def pretrain(cfg: DictConfig, data: list[Path], out: Path, real_val: Path | None
     }
     if rank == 0:
         metrics = {**summary["sim_val"], **{f"real_{k}": v for k, v in (summary["real_val"] or {}).items()}}
-        save_checkpoint(out, model, architecture(config["model"]), config, len(result["history"]), metrics)
+        save_checkpoint(out, model, architecture(config["model"]), config, len(result["history"]), metrics,
+                        pixel_range=pixel_range(paths, train_rows))
         write_json(history, {"summary": summary, "history": result["history"]})
         (out.parent / f"{out.stem}.training" / "last.ckpt").unlink(missing_ok=True)
     if size > 1:
