@@ -211,7 +211,8 @@ def fit_selected(config: dict[str, Any], data: LabelledSet, names: list[str],
         epochs = int(config["loop"]["epochs"])
         total = {e: np.sum([r["counts"][e] for r in runs], axis=0) for e in runs[0]["counts"]}
         zero_shot = None if init is None else np.sum([r["pretrained"] for r in runs], axis=0)
-        selection = {**choose(total, epochs, zero_shot), "inner_splits": len(runs),
+        splits = [] if init is None else [(r["counts"], r["pretrained"]) for r in runs]
+        selection = {**choose(total, epochs, zero_shot, splits), "inner_splits": len(runs),
                      "inner_images": sum(len(r["held_out"]) for r in runs),
                      "inner_seconds": round(sum(r["seconds"] for r in runs), 1)}
         if selection["choice"] == "pretrained":
