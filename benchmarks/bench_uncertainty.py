@@ -21,16 +21,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluate.ood import MARGIN, REFERENCE, OODWarning, check, measures, out_of_range  # noqa: E402
-from evaluate.uncertainty import image_uncertainty, probability_and_std  # noqa: E402
+from evaluate.uncertainty import uncertainty_vs_error  # noqa: E402
 from grapheneseg.config import load_config  # noqa: E402
-from grapheneseg.metrics import confusion, scores  # noqa: E402
 from grapheneseg.micrographs import load_labelled  # noqa: E402
-from grapheneseg.preprocessing import preprocess  # noqa: E402
 
 
 def main() -> None:
@@ -77,41 +74,15 @@ def main() -> None:
         print(f"4x each image's own noise level: noise flag on {flagged} of {len(data.images)}")
         return
 
-    from train.inference import load_models
-
     cfg = load_config("evaluate").apply
-    index = {name: i for i, name in enumerate(data.names)}
-    rows = []
-    for split in json.loads((args.run / "splits.json").read_text()):
-        models = load_models(args.run / f"fold_{split['fold']}" / "model.ckpt", "cpu")
-        for name in split["test"]:
-            i = index[name]
-            prob, std = probability_and_std(models, preprocess(data.images[i]), cfg)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", OODWarning)
-                flags = check(data.images[i], name)
-            rows.append({"name": name, "uncertainty": float(std.mean()),
-                         "band_uncertainty": image_uncertainty(std, prob),
-                         "error": 1.0 - scores(confusion(prob > cfg.threshold, data.masks[i]))["jaccard"],
-                         "ood": flags})
-    u, b, e = (np.array([r[k] for r in rows]) for k in ("uncertainty", "band_uncertainty", "error"))
-    rng = np.random.default_rng(0)
-    boot = [rng.integers(0, len(rows), len(rows)) for _ in range(2000)]
-    ci = {k: np.percentile([scipy.stats.spearmanr(x[i], e[i])[0] for i in boot], [2.5, 97.5]).tolist()
-          for k, x in (("mean_std", u), ("band_std", b))}
-    result = {"n_images": len(rows), "spearman_mean_std": float(scipy.stats.spearmanr(u, e)[0]),
-              "spearman_band_std": float(scipy.stats.spearmanr(b, e)[0]), "spearman_ci95": ci,
-              "error_top10_uncertain": float(e[np.argsort(-b)[:10]].mean()),
-              "error_top10_worst": float(np.sort(e)[-10:].mean()),
-              "n_ood": sum(bool(r["ood"]) for r in rows),
-              "ood": {r["name"]: r["ood"] for r in rows if r["ood"]},
-              "mean_error": float(e.mean()), "mean_uncertainty": float(u.mean())}
-    print(f"{len(rows)} images, each by its held-out fold model, 8 symmetries: Spearman(uncertainty, "
+    result = uncertainty_vs_error(args.run, data, json.loads((args.run / "splits.json").read_text()), cfg)
+    ci = result["spearman_ci95"]
+    print(f"{result['n_images']} images, each by its held-out fold model, 8 symmetries: Spearman(uncertainty, "
           f"1 - Jaccard) over images = {result['spearman_mean_std']:.3f} (mean pixel std), "
           f"{result['spearman_band_std']:.3f} (mean std over 0.1 < p < 0.9, the uncertainty column; bootstrap "
           f"95 % over images {ci['band_std'][0]:.2f}-{ci['band_std'][1]:.2f}, mean pixel std "
           f"{ci['mean_std'][0]:.2f}-{ci['mean_std'][1]:.2f}); OOD flags on "
-          f"{result['n_ood']} of {len(rows)}")
+          f"{result['n_ood']} of {result['n_images']}")
     print(f"mean error 1 - Jaccard over images: all {result['mean_error']:.3f}, the 10 most uncertain "
           f"{result['error_top10_uncertain']:.3f}, the 10 worst {result['error_top10_worst']:.3f}")
     for name, flags in result["ood"].items():

@@ -113,6 +113,25 @@ ACTIVE_CAPTION = ("Per fold of the first repeat ({folds} folds), the fold's trai
                   "bootstrap 95 % interval.")
 
 
+UNCERTAINTY_CAPTION = ("Each image is predicted by the fine-tuned arm's fold model (all labels) that did not "
+                       "train on it, under the 8 symmetries of the square (first repeat). Spearman correlation "
+                       "over images of the error 1 - Jaccard with the per-image uncertainty of `evaluate predict "
+                       "--uncertainty` (mean std over 0.1 < p < 0.9) and with the plain mean pixel std; "
+                       "bootstrap 95 % intervals over images.")
+
+
+def uncertainty_markdown(check: dict[str, Any]) -> str:
+    """The uncertainty-vs-error table of the report (evaluate.uncertainty.uncertainty_vs_error)."""
+    ci = check["spearman_ci95"]
+    return "\n".join([
+        "| per-image score | Spearman with 1 - Jaccard | 95 % interval |", "|---|---|---|",
+        f"| uncertainty (band std) | {check['spearman_band_std']:.3f} | {ci['band_std'][0]:.2f} to {ci['band_std'][1]:.2f} |",
+        f"| mean pixel std | {check['spearman_mean_std']:.3f} | {ci['mean_std'][0]:.2f} to {ci['mean_std'][1]:.2f} |",
+        "", f"Mean error over the {check['n_images']} images {check['mean_error']:.3f}; of the 10 most uncertain "
+        f"{check['error_top10_uncertain']:.3f}; of the 10 worst {check['error_top10_worst']:.3f}. "
+        f"Out-of-distribution flags: {check['n_ood']} image(s)."])
+
+
 def _active(real: Path, out: Path, budget: Any, splits: list[dict], pretrained: Path, pretrained_sha: str,
             images: str, train_extra: list[str], device: str, provenance: dict[str, Any]) -> dict[str, Any]:
     """The active-labelling simulation on the folds of the first repeat, in a folder keyed like
@@ -308,6 +327,14 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
         sections.append(("Active labelling: label what `suggest` picks, or K at random?", ACTIVE_CAPTION.format(
             folds=len(active["folds"]), overrides=" ".join(active["train_overrides"]) or "none"),
             active_markdown(active)))
+
+    if budget.get("uncertainty"):
+        from .uncertainty import uncertainty_vs_error
+
+        check = uncertainty_vs_error(run_dirs[FINETUNED], load_labelled(real), splits, cfg.apply)
+        extra_metrics["uncertainty_vs_error"] = check
+        sections.append(("Does the uncertainty say where the model is wrong?", UNCERTAINTY_CAPTION,
+                         uncertainty_markdown(check)))
 
     ordered = [arms[n] for n in (BRAGG, REAL_ONLY, SIM_ONLY, FINETUNED)]
     figures = {

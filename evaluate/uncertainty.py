@@ -93,3 +93,49 @@ def plot_uncertainty(seg: Any, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def uncertainty_vs_error(run_dir: Path, data: Any, splits: Sequence[dict], cfg: Any,
+                         n_boot: int = 2000) -> dict[str, Any]:
+    """Does the uncertainty say where the model is wrong? Each image of `data` (a LabelledSet)
+    is predicted with its 8 symmetries by the fold model of the CV run folder `run_dir` that did
+    not train on it (the first repeat of `splits`); returns the Spearman correlation over images
+    of the error 1 - Jaccard with `image_uncertainty` ("spearman_band_std") and with the plain mean
+    pixel std, bootstrap 95 % intervals over images, the mean error of the 10 most uncertain and
+    of the 10 worst images, and the OOD flags (evaluate.ood) raised."""
+    import warnings
+
+    import scipy.stats
+
+    from grapheneseg.metrics import confusion, scores
+    from grapheneseg.preprocessing import preprocess
+    from train.inference import load_models
+
+    from .ood import OODWarning, check
+
+    index = {name: i for i, name in enumerate(data.names)}
+    rows = []
+    for split in (s for s in splits if s["repeat"] == 0):
+        models = load_models(Path(run_dir) / f"fold_{split['fold']}" / "model.ckpt", "cpu")
+        for name in split["test"]:
+            i = index[name]
+            prob, std = probability_and_std(models, preprocess(data.images[i]), cfg)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OODWarning)
+                flags = check(data.images[i], name)
+            rows.append({"name": name, "uncertainty": float(std.mean()),
+                         "band_uncertainty": image_uncertainty(std, prob),
+                         "error": 1.0 - scores(confusion(prob > cfg.threshold, data.masks[i]))["jaccard"],
+                         "ood": flags})
+    u, b, e = (np.array([r[k] for r in rows]) for k in ("uncertainty", "band_uncertainty", "error"))
+    rng = np.random.default_rng(0)
+    boot = [rng.integers(0, len(rows), len(rows)) for _ in range(n_boot)]
+    ci = {k: np.nanpercentile([scipy.stats.spearmanr(x[i], e[i])[0] for i in boot], [2.5, 97.5]).tolist()
+          for k, x in (("mean_std", u), ("band_std", b))}
+    top = min(10, len(rows))
+    return {"n_images": len(rows), "spearman_mean_std": float(scipy.stats.spearmanr(u, e)[0]),
+            "spearman_band_std": float(scipy.stats.spearmanr(b, e)[0]), "spearman_ci95": ci,
+            "error_top10_uncertain": float(e[np.argsort(-b)[:top]].mean()),
+            "error_top10_worst": float(np.sort(e)[-top:].mean()),
+            "n_ood": sum(bool(r["ood"]) for r in rows), "ood": {r["name"]: r["ood"] for r in rows if r["ood"]},
+            "mean_error": float(e.mean()), "mean_uncertainty": float(u.mean())}

@@ -107,3 +107,7 @@ def test_full_report_holds_the_active_labelling_table(tmp_path: Path, capsys) ->
                                                                            "suggest-K2"]
     assert active["by_k"]["2"]["suggest"] == arm_from_train_cv(folder / "suggest-K2", "s").pooled_all["jaccard"]
     assert "| 2 | " in (out / "report.md").read_text() and "Active labelling" in (out / "report.html").read_text()
+    # the uncertainty check: every image once, by the fold model of the fine-tuned arm that did not train on it
+    check = json.loads((out / "metrics.json").read_text())["uncertainty_vs_error"]
+    assert check["n_images"] == 8 and 0.0 <= check["mean_error"] <= 1.0
+    assert check["error_top10_worst"] >= check["mean_error"] and "mean pixel std" in (out / "report.md").read_text()
