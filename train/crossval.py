@@ -89,6 +89,11 @@ def given_train_names(path: Path, split: dict) -> list[str]:
     return list(names)
 
 
+def subset_seed(cv: Mapping[str, Any]) -> int:
+    """The seed of `real_subset`: `cv.subset_seed`, or `cv.split_seed` when that is null."""
+    return cv["split_seed"] if cv.get("subset_seed") is None else cv["subset_seed"]
+
+
 def fold_train_names(cv: Mapping[str, Any], split: dict) -> list[str]:
     """The images a CV fold trains on: those `cv.train_names` names for it (then `cv.n_real` must
     be null or their number), else `real_subset` of its training part with `cv.n_real` and
@@ -99,8 +104,7 @@ def fold_train_names(cv: Mapping[str, Any], split: dict) -> list[str]:
             raise ValueError(f"cv.n_real = {cv['n_real']} but {cv['train_names']} names {len(names)} images for "
                              f"repeat {split['repeat']} fold {split['fold']}")
         return names
-    seed = cv["split_seed"] if cv.get("subset_seed") is None else cv["subset_seed"]
-    return real_subset(split["train"], cv.get("n_real"), seed, split["repeat"], split["fold"])
+    return real_subset(split["train"], cv.get("n_real"), subset_seed(cv), split["repeat"], split["fold"])
 
 
 def check_compatible(payload: dict[str, Any], config: dict[str, Any], path: Path) -> None:
@@ -305,8 +309,7 @@ def train_all(cfg: DictConfig, real: Path, out: Path, resume: bool = False) -> d
         raise ValueError(f"cv.train_names ({config['cv']['train_names']}) names images per CV fold; with "
                          "cv.folds=0 use cv.n_real (and cv.subset_seed)")
     config, init = finetune_setup(config)
-    seed = config["cv"]["split_seed"] if config["cv"].get("subset_seed") is None else config["cv"]["subset_seed"]
-    names = real_subset(data.names, config["cv"].get("n_real"), seed)
+    names = real_subset(data.names, config["cv"].get("n_real"), subset_seed(config["cv"]))
     model, result, selection = fit_selected(config, data, names, init, work, resume=resume, desc="all images")
     metrics = {"train_loss": result["final"].get("loss"),
                "seconds": result["seconds"] + (selection or {}).get("inner_seconds", 0.0), "selection": selection}
