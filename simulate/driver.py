@@ -20,7 +20,7 @@ from tqdm import tqdm
 from grapheneseg.config import ConfigError
 
 from .dataset import DatasetError, DatasetWriter, rewrite
-from .imaging import configure_abtem, limit_threads
+from .imaging import band_limit, configure_abtem, limit_threads
 from .pipeline import STAGES, simulate_structure
 
 # Keys that change how a run executes, not what it produces (left out of the file's config).
@@ -76,6 +76,12 @@ def validate(cfg: DictConfig) -> None:
     span("optics.mtf_c3", 1e-3)
     span("optics.mtf_c4", 1e-3)
     check(o.semiangle_cutoff > 0, "optics.semiangle_cutoff", "must be > 0 mrad")
+    # abTEM's antialiasing keeps frequencies below 2/3 of the grid's Nyquist, 1 / (3 sampling): a
+    # coarser grid would cut into the objective aperture and blur every image without a sign
+    coarsest = 1 / (3 * band_limit(cfg.optics.energy, cfg.optics.semiangle_cutoff))
+    check(cfg.grid.potential_sampling <= coarsest, "grid.potential_sampling",
+          f"must be <= {coarsest:.3f} A at {cfg.optics.energy / 1e3:g} kV and {cfg.optics.semiangle_cutoff:g} mrad "
+          "(abTEM's antialiasing would cut into the objective aperture)")
     s = cfg.structure
     span("structure.grains", 1, 100)
     span("structure.holes.count", 0)

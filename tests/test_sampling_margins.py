@@ -66,3 +66,20 @@ def test_border_keeps_the_seam_out_of_the_image():
     in_view = contrast(line_image(p, margin, x=(margin + IMAGE_PX / 2) * p))
     assert contrast(line_image(p, margin, x=None)) < 0.03 * in_view
     assert contrast(line_image(p, 8, x=None)) > 0.3 * in_view  # the old fixed border leaked
+
+
+def test_potential_sampling_keeps_the_objective_aperture_inside_abtems_antialiasing():
+    """abTEM zeroes the wave beyond 2/3 of the grid's Nyquist: the default cap must pass the whole
+    aperture (soft edge included), and `validate` must refuse a cap that would not."""
+    from abtem.waves import _antialias_cutoff_gpts
+
+    from grapheneseg.config import ConfigError
+    from simulate.driver import validate
+
+    cfg = load_config("simulate", [])
+    validate(cfg)
+    cap, n = float(cfg.grid.potential_sampling), 600
+    kept = _antialias_cutoff_gpts((n, n), (cap, cap))[0] / 2 / (n * cap)  # 1/A, radius abTEM keeps
+    assert kept >= band_limit(cfg.optics.energy, cfg.optics.semiangle_cutoff)
+    with pytest.raises(ConfigError, match=r"grid\.potential_sampling = 0\.35: must be <= 0\.29"):
+        validate(load_config("simulate", ["grid.potential_sampling=0.35"]))
