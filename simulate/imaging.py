@@ -2,7 +2,7 @@
 
 The expensive part (potential + multislice, abTEM 1.0, projection='infinite') runs once per
 structure. Each variant then costs a few FFTs on a small grid: the exit wave is Fourier-cropped to
-the smallest grid that images without aliasing (`wave_px`), multiplied by an abTEM CTF (defocus, Cs, two-fold astigmatism,
+the smallest grid that images without aliasing (`wave_px`, rounded up to a fast FFT size), multiplied by an abTEM CTF (defocus, Cs, two-fold astigmatism,
 focal and angular spread, objective aperture), squared, Fourier-cropped to the output pixel size,
 multiplied by the detector MTF, lit by a smooth illumination gradient, given Poisson shot noise at
 the drawn dose (`poisson_counts`, one normal draw per pixel) and finally blurred (detector point
@@ -88,6 +88,20 @@ def wave_px(full_px: int, pixel_size: float, energy: float, semiangle_cutoff: fl
     """
     k = band_limit(energy, semiangle_cutoff)
     return 2 * int(np.ceil(full_px * (0.5 + 2 * k * pixel_size) / 2 - 1e-9))
+
+
+def fast_even_size(need: int, limit: int) -> int:
+    """Smallest even n >= need whose FFT is fast (scipy's `next_fast_len`), at most `limit`.
+
+    A larger wave grid than the alias-free minimum gives the same image up to rounding, and the
+    minimum is often a slow size (478 = 2 x 239: 21 ms per 2-D FFT against 2 ms at 480). Falls back
+    to `need` when no fast size fits under `limit` (the exit-wave grid)."""
+    n = need + need % 2
+    while n <= limit:
+        if scipy.fft.next_fast_len(n, real=True) == n:  # 2-3-5 smooth: fast for complex and real FFTs
+            return n
+        n += 2
+    return need
 
 
 def poisson_counts(mean: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -233,14 +247,15 @@ class VariantImager:
 
     def __init__(self, wave: np.ndarray, extent: float, energy: float, image_px: int, margin_px: int,
                  oversampling: float | None, semiangle_cutoff: float):
-        """`oversampling`: wave px per output px; None = the alias-free minimum (`wave_px`)."""
+        """`oversampling`: wave px per output px; None = the alias-free minimum (`wave_px`), rounded
+        up to a fast FFT size within the exit wave's grid."""
         from abtem.core.energy import energy2wavelength
 
         self.image_px, self.margin_px = image_px, margin_px
         self.full_px = image_px + 2 * margin_px  # output grid including the margin
         self.pixel_size = extent / self.full_px
         need = wave_px(self.full_px, self.pixel_size, energy, semiangle_cutoff)
-        self.wave_px = need if oversampling is None else 2 * int(np.ceil(oversampling * self.full_px / 2))
+        self.wave_px = fast_even_size(need, wave.shape[0]) if oversampling is None else 2 * int(np.ceil(oversampling * self.full_px / 2))
         if self.wave_px < need:
             raise ValueError(f"oversampling {oversampling} aliases at {self.pixel_size:.3f} A/px: needs {need / self.full_px:.3f}")
         self.energy, self.semiangle_cutoff = energy, semiangle_cutoff

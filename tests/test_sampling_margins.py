@@ -83,3 +83,17 @@ def test_potential_sampling_keeps_the_objective_aperture_inside_abtems_antialias
     assert kept >= band_limit(cfg.optics.energy, cfg.optics.semiangle_cutoff)
     with pytest.raises(ConfigError, match=r"grid\.potential_sampling = 0\.35: must be <= 0\.29"):
         validate(load_config("simulate", ["grid.potential_sampling=0.35"]))
+
+
+def test_wave_grid_is_rounded_up_to_a_fast_size_without_changing_the_image():
+    from simulate.imaging import fast_even_size
+
+    assert fast_even_size(478, 1000) == 480 and fast_even_size(475, 1000) == 480
+    assert fast_even_size(478, 479) == 478  # no fast size fits under the exit-wave grid: the minimum
+    p, margin = 0.40, 16
+    full = IMAGE_PX + 2 * margin
+    need = wave_px(full, p, ENERGY, CUTOFF)
+    assert need == 136  # 8 x 17: a slow size, rounded up to 144 = 2^4 x 3^2
+    minimum = line_image(p, margin, x=10.0, oversampling=need / full)
+    fast = line_image(p, margin, x=10.0)
+    assert np.abs(fast - minimum).max() < 1e-3 * contrast(minimum)
