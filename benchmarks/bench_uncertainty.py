@@ -1,14 +1,23 @@
 """Does the uncertainty tell where the model is wrong, and how many of the 105 get an OOD flag?
 
-Each labelled image is predicted by the fold model that did not train on it (a CV run folder with
-fold_*/model.ckpt and splits.json), with its uncertainty over the 8 symmetries (one member per
-image: its fold model). Prints the Spearman correlation over images between the error 1 - Jaccard
-(per image; an image whose label and prediction are both empty has Jaccard 1) and the per-image
-uncertainty (evaluate.uncertainty.image_uncertainty: mean std over 0.1 < p < 0.9) or the plain
-mean pixel std, with bootstrap 95 % intervals over images, and the
-number of images with an OOD flag (evaluate.ood.REFERENCE).
+Each labelled image is predicted, with the 8 symmetries, from a CV run folder (fold_*/model.ckpt
+and splits.json) in two set-ups, both honest under CV:
 
-    python benchmarks/bench_uncertainty.py --run /work/wt/i12/data/measure/ft_K10 --real DIR [--json]
+- fold model: by the one fold model that did not train on it (the figures before the ensemble);
+- held-out ensemble: by its own fold model and every other fold model whose checkpoint does not
+  list it among its training images (evaluate.uncertainty.held_out_members); the error is that of
+  the ensemble's mean, the prediction `predict --uncertainty` gives.
+
+Prints, per set-up, the Spearman correlation over images between the error 1 - Jaccard (per
+image; an image whose label and prediction are both empty has Jaccard 1) and each per-image
+score of evaluate.uncertainty.sample_scores: the Jaccard disagreement (the ensemble's score,
+defined before it was measured), the band std (mean std over 0.1 < p < 0.9), the mean pixel std,
+the mutual information, and the predicted coverage (a baseline with no uncertainty in it), with
+bootstrap 95 % intervals over images (2,000 resamples, seed 0) and the interval of each minus
+the disagreement's on the same resamples; and the number of images with an OOD flag
+(evaluate.ood.REFERENCE).
+
+    python benchmarks/bench_uncertainty.py --run /work/main/data/measure/ft_K20 --real DIR [--json] [--out FILE]
     python benchmarks/bench_uncertainty.py --reference --real DIR [--sim H5]  # the measures behind
                                           # ood.REFERENCE, and the 105 at 4x their noise
 """
@@ -36,7 +45,8 @@ def main() -> None:
     parser.add_argument("--real", type=Path, required=True, help="folder of NAME.png + NAME_LABEL.png")
     parser.add_argument("--reference", action="store_true", help="print the OOD measures of --real and stop")
     parser.add_argument("--sim", type=Path, help="with --reference: also a simulated HDF5 dataset")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="last stdout line: the figures as JSON (no per-image rows)")
+    parser.add_argument("--out", type=Path, help="with --run: also write the figures and per-image rows to this JSON")
     args = parser.parse_args()
     data = load_labelled(args.real)
     if args.reference:
@@ -87,8 +97,22 @@ def main() -> None:
           f"{result['error_top10_uncertain']:.3f}, the 10 worst {result['error_top10_worst']:.3f}")
     for name, flags in result["ood"].items():
         print(f"  ood {name}: {'; '.join(flags)}")
+    ens = result["ensemble"]
+    print(f"held-out fold ensemble ({ens['members_mean']:.2f} fold models per image on average) x 8 symmetries, "
+          f"mean error of its mean prediction {ens['mean_error']:.3f}; Spearman over images (bootstrap 95 %; "
+          "minus the disagreement's, same resamples):")
+    for title, key in (("  error of the ensemble's prediction", "by_ensemble_error"),
+                       ("  error of the fold model alone", "by_own_fold_error"), ("  fold model alone (8 "
+                       "symmetries), its own error", None)):
+        print(title)
+        table = ens[key] if key else result["fold_model"]
+        for score, v in table.items():
+            print(f"    {score:<19} {v['spearman']:+.3f} [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]  "
+                  f"minus disagreement [{v['minus_disagreement_ci95'][0]:+.2f}, {v['minus_disagreement_ci95'][1]:+.2f}]")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({k: v for k, v in result.items() if k != "images"}))
 
 
 if __name__ == "__main__":

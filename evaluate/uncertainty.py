@@ -14,6 +14,16 @@ by its held-out fold model, benchmarks/bench_uncertainty.py) it ranks the images
 1 - Jaccard with Spearman 0.54, where the plain mean pixel std, which grows with the amount of
 contamination edge rather than with doubt, gives 0.24 (both computed, this one chosen after
 seeing them). It needs no threshold, and does not favour heavily covered images.
+
+For a fold ensemble, a second score was defined before it was measured (`jaccard_disagreement`):
+the mean over the samples (members x symmetries) of 1 - Jaccard between the sample's mask and the
+mask of their mean, the prediction given. The error to predict is 1 - Jaccard of that prediction
+against the truth; if the truth lay among the samples like one more of them, the samples'
+Jaccard distance to the prediction would estimate it, in the same units, normalised by the
+predicted area as the error is, and with the same rule for empty masks (a clean image whose
+samples mark nothing scores 0; one where some mark a speck scores high, as its error would be).
+Under cross-validation the ensemble of an image is its own fold model and every other fold model
+that never trained on it (`held_out_members`).
 """
 from __future__ import annotations
 
@@ -95,47 +105,129 @@ def plot_uncertainty(seg: Any, path: Path) -> Path:
     return path
 
 
-def uncertainty_vs_error(run_dir: Path, data: Any, splits: Sequence[dict], cfg: Any,
-                         n_boot: int = 2000) -> dict[str, Any]:
-    """Does the uncertainty say where the model is wrong? Each image of `data` (a LabelledSet)
-    is predicted with its 8 symmetries by the fold model of the CV run folder `run_dir` that did
-    not train on it (the first repeat of `splits`); returns the Spearman correlation over images
-    of the error 1 - Jaccard with `image_uncertainty` ("spearman_band_std") and with the plain mean
-    pixel std, bootstrap 95 % intervals over images, the mean error of the 10 most uncertain and
-    of the 10 worst images, and the OOD flags (evaluate.ood) raised."""
+def jaccard_disagreement(masks: np.ndarray, consensus: np.ndarray) -> float:
+    """Mean over samples of 1 - Jaccard(sample mask, consensus mask), (S, H, W) and (H, W) booleans;
+    two empty masks agree (Jaccard 1), as in grapheneseg.metrics. The members' scatter around the
+    prediction, measured in the units of the error it stands in for (see module doc)."""
+    inter = (masks & consensus).sum(axis=(1, 2))
+    union = (masks | consensus).sum(axis=(1, 2))
+    return float(np.mean(np.where(union > 0, 1.0 - inter / np.maximum(union, 1), 0.0)))
+
+
+def mutual_information(samples: np.ndarray) -> float:
+    """Mean over pixels of H(mean p) - mean H(p) in bits over (S, H, W) probability samples (BALD):
+    the part of the predictive entropy that is disagreement between samples."""
+    def entropy(p: np.ndarray) -> np.ndarray:
+        p = np.clip(p, 1e-7, 1 - 1e-7)
+        return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    return float((entropy(samples.mean(0)) - entropy(samples).mean(0)).mean())
+
+
+def sample_scores(samples: np.ndarray, threshold: float) -> dict[str, float]:
+    """Per-image scores of (S, H, W) probability samples: `jaccard_disagreement` of the thresholded
+    samples with the thresholded mean (the held-out ensemble's score, chosen before measuring it),
+    `image_uncertainty` (band std), the mean pixel std, `mutual_information` and the predicted
+    coverage (the share of pixels in the mean's mask: a baseline with no uncertainty in it)."""
+    mean, std = samples.mean(0), samples.std(0)
+    mask = mean > threshold
+    return {"disagreement": jaccard_disagreement(samples > threshold, mask),
+            "band_std": image_uncertainty(std, mean), "mean_std": float(std.mean()),
+            "mutual_information": mutual_information(samples), "coverage": float(mask.mean())}
+
+
+def held_out_members(train_images: Sequence[set[str]], own: int, name: str) -> list[int]:
+    """Indices of the fold models an image of fold `own` may be judged by honestly: its own fold
+    model and every other whose recorded training images (`train_images`, one set per fold) do
+    not hold `name`."""
+    return [own] + [g for g, seen in enumerate(train_images) if g != own and name not in seen]
+
+
+def _spearman_table(rows: Sequence[dict[str, Any]], error: str, scores: Sequence[str], n_boot: int,
+                    primary: str) -> dict[str, Any]:
+    """Spearman over rows of rows[error] with each of rows[score], bootstrap 95 % intervals over
+    rows (seeded), and the interval of each score's Spearman minus `primary`'s on the same resamples."""
     import warnings
 
     import scipy.stats
 
+    e = np.array([r[error] for r in rows])
+    x = {k: np.array([r[k] for r in rows]) for k in scores}
+    rng = np.random.default_rng(0)
+    boot = [rng.integers(0, len(rows), len(rows)) for _ in range(n_boot)]
+    with warnings.catch_warnings():  # a resample of a few tiny images can be constant: nan, left out
+        warnings.simplefilter("ignore", scipy.stats.ConstantInputWarning)
+        rho = {k: np.array([scipy.stats.spearmanr(v[i], e[i])[0] for i in boot]) for k, v in x.items()}
+    return {k: {"spearman": float(scipy.stats.spearmanr(v, e)[0]),
+                "ci95": np.nanpercentile(rho[k], [2.5, 97.5]).tolist(),
+                f"minus_{primary}_ci95": np.nanpercentile(rho[k] - rho[primary], [2.5, 97.5]).tolist()}
+            for k, v in x.items()}
+
+
+def uncertainty_vs_error(run_dir: Path, data: Any, splits: Sequence[dict], cfg: Any,
+                         n_boot: int = 2000) -> dict[str, Any]:
+    """Does the uncertainty say where the model is wrong? Over the images of `data` (a LabelledSet)
+    under the first repeat of `splits` of the CV run folder `run_dir`, two set-ups, each giving the
+    Spearman correlation over images of the error 1 - Jaccard with each per-image score of
+    `sample_scores`, bootstrap 95 % intervals over images:
+
+    - fold model: each image by its own fold model x 8 symmetries (keys spearman_band_std,
+      spearman_mean_std, spearman_ci95, error_top10_*: the figures before the ensemble);
+    - "ensemble": by the held-out fold ensemble (`held_out_members`) x 8 symmetries; the error is
+      that of the ensemble's mean, the prediction the scores describe, as `predict --uncertainty`
+      gives it ("error_own_fold": the same scores against the fold model's error).
+
+    Also the OOD flags (evaluate.ood) raised."""
+    import warnings
+
     from grapheneseg.metrics import confusion, scores
     from grapheneseg.preprocessing import preprocess
+    from train.checkpoints import read_checkpoint
     from train.inference import load_models
 
     from .ood import OODWarning, check
 
+    def error(prob: np.ndarray, label: np.ndarray) -> float:
+        return 1.0 - scores(confusion(prob > cfg.threshold, label))["jaccard"]
+
+    first = sorted((s for s in splits if s["repeat"] == 0), key=lambda s: s["fold"])
+    paths = [Path(run_dir) / f"fold_{s['fold']}" / "model.ckpt" for s in first]
+    models = [load_models(p, "cpu")[0] for p in paths]
+    seen = [set(read_checkpoint(p).get("train_images", [])) for p in paths]
     index = {name: i for i, name in enumerate(data.names)}
     rows = []
-    for split in (s for s in splits if s["repeat"] == 0):
-        models = load_models(Path(run_dir) / f"fold_{split['fold']}" / "model.ckpt", "cpu")
+    for f, split in enumerate(first):
         for name in split["test"]:
             i = index[name]
-            prob, std = probability_and_std(models, preprocess(data.images[i]), cfg)
+            image = preprocess(data.images[i])
+            members = held_out_members(seen, f, name)
+            samples = {g: np.stack(list(probability_samples([models[g]], image, cfg))) for g in members}
+            own = samples[f]
+            both = np.concatenate([samples[g] for g in members])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OODWarning)
                 flags = check(data.images[i], name)
-            rows.append({"name": name, "uncertainty": float(std.mean()),
-                         "band_uncertainty": image_uncertainty(std, prob),
-                         "error": 1.0 - scores(confusion(prob > cfg.threshold, data.masks[i]))["jaccard"],
-                         "ood": flags})
-    u, b, e = (np.array([r[k] for r in rows]) for k in ("uncertainty", "band_uncertainty", "error"))
-    rng = np.random.default_rng(0)
-    boot = [rng.integers(0, len(rows), len(rows)) for _ in range(n_boot)]
-    ci = {k: np.nanpercentile([scipy.stats.spearmanr(x[i], e[i])[0] for i in boot], [2.5, 97.5]).tolist()
-          for k, x in (("mean_std", u), ("band_std", b))}
+            row = {"name": name, "fold": split["fold"], "members": [first[g]["fold"] for g in members],
+                   "error": error(own.mean(0), data.masks[i]), "ood": flags,
+                   **sample_scores(own, cfg.threshold),
+                   "ensemble": {"error": error(both.mean(0), data.masks[i]), **sample_scores(both, cfg.threshold)}}
+            rows.append(row)
+    names = ("disagreement", "band_std", "mean_std", "mutual_information", "coverage")
+    ensemble = [{**r["ensemble"], "error_own_fold": r["error"]} for r in rows]
+    e = np.array([r["error"] for r in rows])
+    b = np.array([r["band_std"] for r in rows])
+    fold = _spearman_table(rows, "error", names, n_boot, "disagreement")
     top = min(10, len(rows))
-    return {"n_images": len(rows), "spearman_mean_std": float(scipy.stats.spearmanr(u, e)[0]),
-            "spearman_band_std": float(scipy.stats.spearmanr(b, e)[0]), "spearman_ci95": ci,
+    return {"n_images": len(rows), "spearman_mean_std": fold["mean_std"]["spearman"],
+            "spearman_band_std": fold["band_std"]["spearman"],
+            "spearman_ci95": {"mean_std": fold["mean_std"]["ci95"], "band_std": fold["band_std"]["ci95"]},
+            "fold_model": fold,
             "error_top10_uncertain": float(e[np.argsort(-b)[:top]].mean()),
             "error_top10_worst": float(np.sort(e)[-top:].mean()),
+            "ensemble": {"members_mean": float(np.mean([len(r["members"]) for r in rows])),
+                         "by_ensemble_error": _spearman_table(ensemble, "error", names, n_boot, "disagreement"),
+                         "by_own_fold_error": _spearman_table(ensemble, "error_own_fold", names, n_boot,
+                                                              "disagreement"),
+                         "mean_error": float(np.mean([r["error"] for r in ensemble]))},
             "n_ood": sum(bool(r["ood"]) for r in rows), "ood": {r["name"]: r["ood"] for r in rows if r["ood"]},
-            "mean_error": float(e.mean()), "mean_uncertainty": float(u.mean())}
+            "mean_error": float(e.mean()), "mean_uncertainty": float(np.mean([r["mean_std"] for r in rows])),
+            "images": rows}
