@@ -141,18 +141,20 @@ def tiled_probability(models: Sequence[Any], image: np.ndarray, tile: int, overl
     return total / norm
 
 
-def model_scale(model_path: Path, cfg: Any) -> Any:
+def model_scale(model_path: Path | Sequence[Path], cfg: Any) -> Any:
     """A copy of the apply config `cfg` with `pixel_range` and `target_pixel_size` resolved for
-    the checkpoint or run folder `model_path`: null takes the pixel range its checkpoints record
-    (their intersection for an ensemble) and its middle, else `FALLBACK_RANGE`; an explicit range
-    reaching outside the recorded one warns, naming the model (the network would see scales it was
-    never trained on)."""
+    the checkpoint, run folder or several of them `model_path`: null takes the pixel range its
+    checkpoints record (their intersection for an ensemble) and its middle, else `FALLBACK_RANGE`;
+    an explicit range reaching outside the recorded one warns, naming the model (the network would
+    see scales it was never trained on)."""
     from omegaconf import OmegaConf
 
     from train.checkpoints import read_checkpoint
     from train.inference import checkpoint_paths
 
-    recorded = [read_checkpoint(p).get("pixel_range") for p in checkpoint_paths(Path(model_path))]
+    recorded = [read_checkpoint(p).get("pixel_range") for p in checkpoint_paths(model_path)]
+    if not isinstance(model_path, (str, Path)):
+        model_path = " + ".join(map(str, model_path))
     known = None
     if recorded and all(recorded):
         known = (max(r[0] for r in recorded), min(r[1] for r in recorded))
@@ -236,17 +238,18 @@ def input_files(inputs: Sequence[Path | str]) -> list[Path]:
     return files
 
 
-def segment_files(model_path: Path, inputs: Sequence[Path | str], cfg: Any, pixel_size: float | None = None,
-                  progress: bool = True, device: str = "auto", uncertainty: bool = False,
-                  files: Sequence[Path] | None = None) -> tuple[list[Segmentation], dict[str, str]]:
-    """Segment every input (or exactly `files`, when given) on `device` (auto, cpu or cuda);
-    unreadable files are collected in {path: reason} and skipped."""
+def segment_files(model_path: Path | Sequence[Path], inputs: Sequence[Path | str], cfg: Any,
+                  pixel_size: float | None = None, progress: bool = True, device: str = "auto",
+                  uncertainty: bool = False, files: Sequence[Path] | None = None) -> tuple[list[Segmentation], dict[str, str]]:
+    """Segment every input (or exactly `files`, when given) with the checkpoint, run folder or
+    several of them (one ensemble) `model_path` on `device` (auto, cpu or cuda); unreadable files
+    are collected in {path: reason} and skipped."""
     from tqdm import tqdm
 
     from train.inference import load_models
 
-    models = load_models(Path(model_path), device)
-    cfg = model_scale(Path(model_path), cfg)
+    models = load_models(model_path, device)
+    cfg = model_scale(model_path, cfg)
     done, failed = [], {}
     for path in tqdm(input_files(inputs) if files is None else files, desc="segment", unit="img",
                      disable=not progress):

@@ -27,6 +27,7 @@ EXAMPLES = """examples:
   evaluate predict --input scans/*.dm4 --out masks/  # the packaged simulation-only model
   evaluate predict --model model.ckpt --input scans/*.dm4 --out masks/ [--tta] [--device cuda]
   evaluate predict --model RUN_DIR --input scans/ --out masks/ --uncertainty  # + <stem>_uncertainty.png
+  evaluate predict --model a.ckpt b.ckpt --input scans/ --out masks/ --uncertainty  # ensemble of both
   evaluate suggest --model RUN_DIR --input scans/ --n 10 --out next/  # which micrographs to label next
   evaluate sort --model model.ckpt --input DIR --out sorted/ --best 20
   evaluate atoms --model model.ckpt --input image.png --out atoms/   # atom-map network (packaged default)
@@ -78,8 +79,10 @@ def _warn_overlap(model: Path, names: list[str], test: Path) -> None:
               f"its scores on them are optimistic: {shown}", file=sys.stderr)
 
 
-def _model(args: argparse.Namespace) -> Path:
-    """--model, else the packaged default model, said on stderr."""
+def _model(args: argparse.Namespace) -> Path | list[Path]:
+    """--model (several of them: one ensemble), else the packaged default model, said on stderr."""
+    if isinstance(args.model, list):
+        return [Path(m) for m in args.model] if len(args.model) > 1 else Path(args.model[0])
     if args.model:
         return Path(args.model)
     from .apply import default_model
@@ -299,8 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_apply(name: str, help_text: str) -> argparse.ArgumentParser:
         p = add(name, help_text, network=True)
-        p.add_argument("--model", help="U-Net checkpoint, or a CV run folder (fold ensemble); "
-                                       "default: the packaged simulation-only model (see its model card)")
+        p.add_argument("--model", nargs="+", metavar="CKPT_OR_RUN_DIR",
+                       help="U-Net checkpoint, or a CV run folder (fold ensemble), or several of them (one "
+                            "ensemble of all their models); default: the packaged simulation-only model "
+                            "(see its model card)")
         p.add_argument("--input", nargs="+", required=True, metavar="PATH",
                        help="micrographs (.dm3 .dm4 .emd .ser .tif .png) or folders of them")
         p.add_argument("--out", required=True, help="output folder")

@@ -75,3 +75,30 @@ def test_uncertainty_vs_error_uses_only_models_that_never_saw_the_image(tmp_path
     assert set(table) == {"disagreement", "band_std", "mean_std", "mutual_information", "coverage"}
     assert table["disagreement"]["minus_disagreement_ci95"] == [0.0, 0.0]
     assert result["n_images"] == 6 and result["ensemble"]["members_mean"] == pytest.approx(7 / 6)
+
+
+def _predict(tmp_path: Path, out: str, models: list[str], images: Path) -> dict[str, float]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["predict", "--model", *models, "--input", str(images), "--out", str(tmp_path / out),
+                     "--uncertainty", "--quiet", "--device", "cpu"]) == 0
+    return {Path(r["file"]).name: float(r["uncertainty"])
+            for r in csv.DictReader((tmp_path / out / "predictions.csv").open())}
+
+
+def test_predict_with_several_models_is_their_ensemble(tmp_path: Path, capsys) -> None:
+    """`--model a.ckpt b.ckpt` is the ensemble of both: the same as a run folder holding them as
+    its folds, and not the first model alone; a file given twice is an error naming it."""
+    images = write_labelled_folder(tmp_path / "in", n=3, size=64)
+    a, b = _checkpoint(tmp_path / "a.ckpt", 0), _checkpoint(tmp_path / "b.ckpt", 1)
+    run = tmp_path / "run"
+    for fold, ckpt in enumerate((a, b)):
+        (run / f"fold_{fold}").mkdir(parents=True)
+        (run / f"fold_{fold}" / "model.ckpt").write_bytes(ckpt.read_bytes())
+    both = _predict(tmp_path, "both", [str(a), str(b)], images)
+    assert both == pytest.approx(_predict(tmp_path, "run", [str(run)], images), abs=1e-5)
+    assert both != pytest.approx(_predict(tmp_path, "a", [str(a)], images), abs=1e-3)
+    capsys.readouterr()
+    assert main(["predict", "--model", str(a), str(a), "--input", str(images), "--out", str(tmp_path / "x"),
+                 "--quiet", "--device", "cpu"]) != 0
+    assert f"{a}: given more than once" in capsys.readouterr().err
