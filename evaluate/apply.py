@@ -84,6 +84,7 @@ class Segmentation:
     seconds: float
     uncertainty: np.ndarray | None = None  # per-pixel std (evaluate.uncertainty), when asked for
     ood: list[str] = field(default_factory=list)  # out-of-range measures (evaluate.ood)
+    disagreement: float | None = None  # per-image score (evaluate.uncertainty.jaccard_disagreement), when asked for
 
     @property
     def contamination_fraction(self) -> float:
@@ -199,11 +200,11 @@ def segment(models: Sequence[Any], micrograph: Micrograph, cfg: Any,
 
     start = time.perf_counter()
     image, size, source = network_scale(micrograph, cfg, pixel_size)
-    std = None
+    std = disagreement = None
     if uncertainty:
         from .uncertainty import probability_and_std
 
-        prob, std = probability_and_std(models, preprocess(image), cfg)
+        prob, std, disagreement = probability_and_std(models, preprocess(image), cfg)
         std = np.clip(_resample(std, micrograph.image.shape), 0.0, 0.5)
     else:
         prob = tiled_probability(models, preprocess(image), cfg.tile, cfg.overlap, cfg.batch_size,
@@ -212,7 +213,7 @@ def segment(models: Sequence[Any], micrograph: Micrograph, cfg: Any,
     ood = check(micrograph.image, str(micrograph.path), zoom=image.shape[0] / micrograph.image.shape[0],
                 lattice=True if source == "lattice" else None)
     return Segmentation(micrograph, prob, prob > cfg.threshold, size, source, time.perf_counter() - start,
-                        std, ood)
+                        std, ood, disagreement)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -262,9 +263,10 @@ def segment_files(model_path: Path | Sequence[Path], inputs: Sequence[Path | str
 
 def write_predictions(results: Sequence[Segmentation], out_dir: Path) -> Path:
     """<stem>_mask.png (255 = contamination), <stem>_overlay.png, <stem>_uncertainty.png (when
-    computed) and predictions.csv in `out_dir` (uncertainty: evaluate.uncertainty.image_uncertainty,
-    empty when not computed; ood: the out-of-range measures, `;`-separated, empty when none)."""
-    from .uncertainty import image_uncertainty, plot_uncertainty
+    computed) and predictions.csv in `out_dir` (uncertainty: the Jaccard disagreement of
+    evaluate.uncertainty, empty when not computed; ood: the out-of-range measures, `;`-separated,
+    empty when none)."""
+    from .uncertainty import plot_uncertainty
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for seg in results:
@@ -281,7 +283,6 @@ def write_predictions(results: Sequence[Segmentation], out_dir: Path) -> Path:
             writer.writerow([str(seg.micrograph.path), "" if seg.pixel_size is None else f"{seg.pixel_size:.4f}",
                              seg.pixel_size_source, *seg.mask.shape, f"{seg.contamination_fraction:.5f}",
                              f"{seg.graphene_fraction:.5f}", f"{seg.seconds:.3f}",
-                             "" if seg.uncertainty is None
-                             else f"{image_uncertainty(seg.uncertainty, seg.probability):.5f}",
+                             "" if seg.disagreement is None else f"{seg.disagreement:.5f}",
                              ";".join(seg.ood)])
     return table

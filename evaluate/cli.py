@@ -149,15 +149,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_suggest(args: argparse.Namespace) -> int:
     from grapheneseg.micrographs import DataError
 
-    from .suggest import choose, suggestion_sheet, unlabelled, write_suggestions
+    from .suggest import COVERAGE_EVERY, choose, suggestion_sheet, unlabelled, write_suggestions
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, not {args.n}")
+    if args.coverage_every is not None and (args.coverage_every == 1 or args.coverage_every < 0):
+        raise ConfigError(f"--coverage-every must be 0 (never) or at least 2, not {args.coverage_every}")
     files = unlabelled(args.input)
     if not files:
         raise DataError(f"every micrograph in {args.input} already has a NAME_LABEL.png: nothing to suggest")
     cfg, out_dir, results, failed = _segment(args, uncertainty=True, files=files)
-    chosen = choose(results, args.n)
+    chosen = choose(results, args.n, COVERAGE_EVERY if args.coverage_every is None else args.coverage_every)
     table = write_suggestions(chosen, out_dir / "suggestions.csv")
     if chosen:
         suggestion_sheet(chosen, out_dir / "suggestions.png")
@@ -324,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_apply("suggest", "Which unlabelled micrographs to label next (uncertainty with diversity): "
                              "suggestions.csv and suggestions.png. Files with a NAME_LABEL.png are skipped.")
     p.add_argument("--n", type=int, default=10, help="how many to suggest (default 10)")
+    p.add_argument("--coverage-every", type=int, default=None, metavar="N",
+                   help="every N-th pick by predicted coverage, so clean images are not all passed over "
+                        "(default 5; 0: never)")
     p.add_argument("--json", action="store_true", help="last stdout line: JSON list of {rank, file, score}")
     p.set_defaults(func=_cmd_suggest)
     p = add_apply("sort", "Rank micrographs by graphene fraction: ranking.csv and a contact sheet in rank order.")

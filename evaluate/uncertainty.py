@@ -7,23 +7,20 @@ mapped back: members x 8 samples per pixel. Their mean is the probability (the s
 With one checkpoint the std measures test-time-augmentation disagreement only; with a fold
 ensemble, also the disagreement of models trained on different images.
 
-The per-image score is the mean std over the pixels the model hesitates over (the band
-BAND[0] < p < BAND[1] of the mean probability, mostly the edges of the predicted contamination;
-0 when there are none): how unsure the model is where it is unsure. Measured on the 105 (each image
-by its held-out fold model, benchmarks/bench_uncertainty.py) it ranks the images' error
-1 - Jaccard with Spearman 0.54, where the plain mean pixel std, which grows with the amount of
-contamination edge rather than with doubt, gives 0.24 (both computed, this one chosen after
-seeing them). It needs no threshold, and does not favour heavily covered images.
+Two per-image scores summarise the maps. The Jaccard disagreement (`jaccard_disagreement`; the
+`uncertainty` column of `predict`) is the mean over the samples (members x symmetries) of
+1 - Jaccard between the sample's mask and the mask of their mean, the prediction given. It was
+defined before it was measured: the error to predict is 1 - Jaccard of that prediction against
+the truth; if the truth lay among the samples like one more of them, the samples' Jaccard
+distance to the prediction would estimate it, in the same units, normalised by the predicted
+area as the error is, and with the same rule for empty masks (a clean image whose samples mark
+nothing scores 0; one where some mark a speck scores high, as its error would be). The band std
+(`image_uncertainty`: the mean std over the pixels with BAND[0] < mean p < BAND[1]) is what
+`suggest` ranks by. On the 105 (benchmarks/bench_uncertainty.py, README) the disagreement ranks
+the error with Spearman 0.60-0.84, the band std with 0.26-0.49 (the same five set-ups).
 
-For a fold ensemble, a second score was defined before it was measured (`jaccard_disagreement`):
-the mean over the samples (members x symmetries) of 1 - Jaccard between the sample's mask and the
-mask of their mean, the prediction given. The error to predict is 1 - Jaccard of that prediction
-against the truth; if the truth lay among the samples like one more of them, the samples'
-Jaccard distance to the prediction would estimate it, in the same units, normalised by the
-predicted area as the error is, and with the same rule for empty masks (a clean image whose
-samples mark nothing scores 0; one where some mark a speck scores high, as its error would be).
-Under cross-validation the ensemble of an image is its own fold model and every other fold model
-that never trained on it (`held_out_members`).
+Under cross-validation (`uncertainty_vs_error`) the ensemble of an image is its own fold model
+and every other fold model that never trained on it (`held_out_members`).
 """
 from __future__ import annotations
 
@@ -57,18 +54,24 @@ def probability_samples(models: Sequence[Any], image: np.ndarray, cfg: Any) -> I
             yield np.rot90(p[:, ::-1] if flip else p, -k)
 
 
-def probability_and_std(models: Sequence[Any], image: np.ndarray, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) float32 over members x symmetries of a preprocessed `image` (see module doc),
-    accumulated as sums (two float64 maps, not members x 8 of them: a 2048 px image stays small)."""
+def probability_and_std(models: Sequence[Any], image: np.ndarray, cfg: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    """(mean, std, disagreement) over members x symmetries of a preprocessed `image` (see module
+    doc): float32 maps and the `jaccard_disagreement` of the samples' masks at `cfg.threshold`.
+    Accumulated as sums (two float64 maps) and bit-packed masks, not members x 8 float maps: a
+    2048 px image stays small."""
     total = np.zeros(image.shape, np.float64)
     squares = np.zeros(image.shape, np.float64)
-    n = 0
+    packed = []
     for p in probability_samples(models, image, cfg):
         total += p
         squares += np.square(p, dtype=np.float64)
-        n += 1
-    mean = total / n
-    return mean.astype(np.float32), np.sqrt(np.maximum(squares / n - mean**2, 0.0)).astype(np.float32)
+        packed.append(np.packbits(p > cfg.threshold))
+    mean = total / len(packed)
+    consensus = mean > cfg.threshold
+    disagreement = float(np.mean([jaccard_disagreement(
+        np.unpackbits(m, count=image.size).reshape(1, *image.shape).astype(bool), consensus) for m in packed]))
+    std = np.sqrt(np.maximum(squares / len(packed) - mean**2, 0.0))
+    return mean.astype(np.float32), std.astype(np.float32), disagreement
 
 
 def image_uncertainty(std: np.ndarray, probability: np.ndarray) -> float:
@@ -94,8 +97,8 @@ def plot_uncertainty(seg: Any, path: Path) -> Path:
     axes[0].imshow(uncertainty_rgb(seg.micrograph.image, seg.uncertainty), interpolation="lanczos")
     axes[0].set_title(seg.micrograph.path.name, fontsize=8)
     shown = axes[1].imshow(seg.uncertainty, cmap=CMAP, vmin=0, vmax=MAX_STD, interpolation="nearest")
-    score = image_uncertainty(seg.uncertainty, seg.probability)
-    axes[1].set_title(f"std of P(contamination); image score {score:.3f}", fontsize=8)
+    axes[1].set_title(f"std of P(contamination); Jaccard disagreement {seg.disagreement:.3f}, "
+                      f"band std {image_uncertainty(seg.uncertainty, seg.probability):.3f}", fontsize=8)
     for ax in axes:
         ax.axis("off")
     fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04, label="std over members x symmetries")
@@ -170,11 +173,12 @@ def uncertainty_vs_error(run_dir: Path, data: Any, splits: Sequence[dict], cfg: 
     Spearman correlation over images of the error 1 - Jaccard with each per-image score of
     `sample_scores`, bootstrap 95 % intervals over images:
 
-    - fold model: each image by its own fold model x 8 symmetries (keys spearman_band_std,
-      spearman_mean_std, spearman_ci95, error_top10_*: the figures before the ensemble);
+    - "fold_model": each image by its own fold model x 8 symmetries (also error_top10_*, the mean
+      error of the 10 images of highest band std and of the 10 worst: the figures before the ensemble);
     - "ensemble": by the held-out fold ensemble (`held_out_members`) x 8 symmetries; the error is
       that of the ensemble's mean, the prediction the scores describe, as `predict --uncertainty`
-      gives it ("error_own_fold": the same scores against the fold model's error).
+      gives it ("by_own_fold_error": the same scores against the fold model's error), and the mean
+      error of the 10 images of highest disagreement and of the 10 worst.
 
     Also the OOD flags (evaluate.ood) raised."""
     import warnings
@@ -215,15 +219,15 @@ def uncertainty_vs_error(run_dir: Path, data: Any, splits: Sequence[dict], cfg: 
     ensemble = [{**r["ensemble"], "error_own_fold": r["error"]} for r in rows]
     e = np.array([r["error"] for r in rows])
     b = np.array([r["band_std"] for r in rows])
+    ens_e, ens_d = (np.array([r[k] for r in ensemble]) for k in ("error", "disagreement"))
     fold = _spearman_table(rows, "error", names, n_boot, "disagreement")
     top = min(10, len(rows))
-    return {"n_images": len(rows), "spearman_mean_std": fold["mean_std"]["spearman"],
-            "spearman_band_std": fold["band_std"]["spearman"],
-            "spearman_ci95": {"mean_std": fold["mean_std"]["ci95"], "band_std": fold["band_std"]["ci95"]},
-            "fold_model": fold,
+    return {"n_images": len(rows), "fold_model": fold,
             "error_top10_uncertain": float(e[np.argsort(-b)[:top]].mean()),
             "error_top10_worst": float(np.sort(e)[-top:].mean()),
             "ensemble": {"members_mean": float(np.mean([len(r["members"]) for r in rows])),
+                         "error_top10_uncertain": float(ens_e[np.argsort(-ens_d)[:top]].mean()),
+                         "error_top10_worst": float(np.sort(ens_e)[-top:].mean()),
                          "by_ensemble_error": _spearman_table(ensemble, "error", names, n_boot, "disagreement"),
                          "by_own_fold_error": _spearman_table(ensemble, "error_own_fold", names, n_boot,
                                                               "disagreement"),
