@@ -84,6 +84,7 @@ class Segmentation:
     seconds: float
     uncertainty: np.ndarray | None = None  # per-pixel std (evaluate.uncertainty), when asked for
     ood: list[str] = field(default_factory=list)  # out-of-range measures (evaluate.ood)
+    disagreement: float | None = None  # per-image score (evaluate.uncertainty.jaccard_disagreement), when asked for
 
     @property
     def contamination_fraction(self) -> float:
@@ -141,18 +142,20 @@ def tiled_probability(models: Sequence[Any], image: np.ndarray, tile: int, overl
     return total / norm
 
 
-def model_scale(model_path: Path, cfg: Any) -> Any:
+def model_scale(model_path: Path | Sequence[Path], cfg: Any) -> Any:
     """A copy of the apply config `cfg` with `pixel_range` and `target_pixel_size` resolved for
-    the checkpoint or run folder `model_path`: null takes the pixel range its checkpoints record
-    (their intersection for an ensemble) and its middle, else `FALLBACK_RANGE`; an explicit range
-    reaching outside the recorded one warns, naming the model (the network would see scales it was
-    never trained on)."""
+    the checkpoint, run folder or several of them `model_path`: null takes the pixel range its
+    checkpoints record (their intersection for an ensemble) and its middle, else `FALLBACK_RANGE`;
+    an explicit range reaching outside the recorded one warns, naming the model (the network would
+    see scales it was never trained on)."""
     from omegaconf import OmegaConf
 
     from train.checkpoints import read_checkpoint
     from train.inference import checkpoint_paths
 
-    recorded = [read_checkpoint(p).get("pixel_range") for p in checkpoint_paths(Path(model_path))]
+    recorded = [read_checkpoint(p).get("pixel_range") for p in checkpoint_paths(model_path)]
+    if not isinstance(model_path, (str, Path)):
+        model_path = " + ".join(map(str, model_path))
     known = None
     if recorded and all(recorded):
         known = (max(r[0] for r in recorded), min(r[1] for r in recorded))
@@ -197,11 +200,11 @@ def segment(models: Sequence[Any], micrograph: Micrograph, cfg: Any,
 
     start = time.perf_counter()
     image, size, source = network_scale(micrograph, cfg, pixel_size)
-    std = None
+    std = disagreement = None
     if uncertainty:
         from .uncertainty import probability_and_std
 
-        prob, std = probability_and_std(models, preprocess(image), cfg)
+        prob, std, disagreement = probability_and_std(models, preprocess(image), cfg)
         std = np.clip(_resample(std, micrograph.image.shape), 0.0, 0.5)
     else:
         prob = tiled_probability(models, preprocess(image), cfg.tile, cfg.overlap, cfg.batch_size,
@@ -210,7 +213,7 @@ def segment(models: Sequence[Any], micrograph: Micrograph, cfg: Any,
     ood = check(micrograph.image, str(micrograph.path), zoom=image.shape[0] / micrograph.image.shape[0],
                 lattice=True if source == "lattice" else None)
     return Segmentation(micrograph, prob, prob > cfg.threshold, size, source, time.perf_counter() - start,
-                        std, ood)
+                        std, ood, disagreement)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -236,17 +239,18 @@ def input_files(inputs: Sequence[Path | str]) -> list[Path]:
     return files
 
 
-def segment_files(model_path: Path, inputs: Sequence[Path | str], cfg: Any, pixel_size: float | None = None,
-                  progress: bool = True, device: str = "auto", uncertainty: bool = False,
-                  files: Sequence[Path] | None = None) -> tuple[list[Segmentation], dict[str, str]]:
-    """Segment every input (or exactly `files`, when given) on `device` (auto, cpu or cuda);
-    unreadable files are collected in {path: reason} and skipped."""
+def segment_files(model_path: Path | Sequence[Path], inputs: Sequence[Path | str], cfg: Any,
+                  pixel_size: float | None = None, progress: bool = True, device: str = "auto",
+                  uncertainty: bool = False, files: Sequence[Path] | None = None) -> tuple[list[Segmentation], dict[str, str]]:
+    """Segment every input (or exactly `files`, when given) with the checkpoint, run folder or
+    several of them (one ensemble) `model_path` on `device` (auto, cpu or cuda); unreadable files
+    are collected in {path: reason} and skipped."""
     from tqdm import tqdm
 
     from train.inference import load_models
 
-    models = load_models(Path(model_path), device)
-    cfg = model_scale(Path(model_path), cfg)
+    models = load_models(model_path, device)
+    cfg = model_scale(model_path, cfg)
     done, failed = [], {}
     for path in tqdm(input_files(inputs) if files is None else files, desc="segment", unit="img",
                      disable=not progress):
@@ -259,9 +263,10 @@ def segment_files(model_path: Path, inputs: Sequence[Path | str], cfg: Any, pixe
 
 def write_predictions(results: Sequence[Segmentation], out_dir: Path) -> Path:
     """<stem>_mask.png (255 = contamination), <stem>_overlay.png, <stem>_uncertainty.png (when
-    computed) and predictions.csv in `out_dir` (uncertainty: evaluate.uncertainty.image_uncertainty,
-    empty when not computed; ood: the out-of-range measures, `;`-separated, empty when none)."""
-    from .uncertainty import image_uncertainty, plot_uncertainty
+    computed) and predictions.csv in `out_dir` (uncertainty: the Jaccard disagreement of
+    evaluate.uncertainty, empty when not computed; ood: the out-of-range measures, `;`-separated,
+    empty when none)."""
+    from .uncertainty import plot_uncertainty
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for seg in results:
@@ -278,7 +283,6 @@ def write_predictions(results: Sequence[Segmentation], out_dir: Path) -> Path:
             writer.writerow([str(seg.micrograph.path), "" if seg.pixel_size is None else f"{seg.pixel_size:.4f}",
                              seg.pixel_size_source, *seg.mask.shape, f"{seg.contamination_fraction:.5f}",
                              f"{seg.graphene_fraction:.5f}", f"{seg.seconds:.3f}",
-                             "" if seg.uncertainty is None
-                             else f"{image_uncertainty(seg.uncertainty, seg.probability):.5f}",
+                             "" if seg.disagreement is None else f"{seg.disagreement:.5f}",
                              ";".join(seg.ood)])
     return table

@@ -27,6 +27,7 @@ EXAMPLES = """examples:
   evaluate predict --input scans/*.dm4 --out masks/  # the packaged simulation-only model
   evaluate predict --model model.ckpt --input scans/*.dm4 --out masks/ [--tta] [--device cuda]
   evaluate predict --model RUN_DIR --input scans/ --out masks/ --uncertainty  # + <stem>_uncertainty.png
+  evaluate predict --model a.ckpt b.ckpt --input scans/ --out masks/ --uncertainty  # ensemble of both
   evaluate suggest --model RUN_DIR --input scans/ --n 10 --out next/  # which micrographs to label next
   evaluate sort --model model.ckpt --input DIR --out sorted/ --best 20
   evaluate atoms --model model.ckpt --input image.png --out atoms/   # atom-map network (packaged default)
@@ -78,8 +79,10 @@ def _warn_overlap(model: Path, names: list[str], test: Path) -> None:
               f"its scores on them are optimistic: {shown}", file=sys.stderr)
 
 
-def _model(args: argparse.Namespace) -> Path:
-    """--model, else the packaged default model, said on stderr."""
+def _model(args: argparse.Namespace) -> Path | list[Path]:
+    """--model (several of them: one ensemble), else the packaged default model, said on stderr."""
+    if isinstance(args.model, list):
+        return [Path(m) for m in args.model] if len(args.model) > 1 else Path(args.model[0])
     if args.model:
         return Path(args.model)
     from .apply import default_model
@@ -146,15 +149,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_suggest(args: argparse.Namespace) -> int:
     from grapheneseg.micrographs import DataError
 
-    from .suggest import choose, suggestion_sheet, unlabelled, write_suggestions
+    from .suggest import COVERAGE_EVERY, choose, suggestion_sheet, unlabelled, write_suggestions
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, not {args.n}")
+    if args.coverage_every is not None and (args.coverage_every == 1 or args.coverage_every < 0):
+        raise ConfigError(f"--coverage-every must be 0 (never) or at least 2, not {args.coverage_every}")
     files = unlabelled(args.input)
     if not files:
         raise DataError(f"every micrograph in {args.input} already has a NAME_LABEL.png: nothing to suggest")
     cfg, out_dir, results, failed = _segment(args, uncertainty=True, files=files)
-    chosen = choose(results, args.n)
+    chosen = choose(results, args.n, COVERAGE_EVERY if args.coverage_every is None else args.coverage_every)
     table = write_suggestions(chosen, out_dir / "suggestions.csv")
     if chosen:
         suggestion_sheet(chosen, out_dir / "suggestions.png")
@@ -299,8 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_apply(name: str, help_text: str) -> argparse.ArgumentParser:
         p = add(name, help_text, network=True)
-        p.add_argument("--model", help="U-Net checkpoint, or a CV run folder (fold ensemble); "
-                                       "default: the packaged simulation-only model (see its model card)")
+        p.add_argument("--model", nargs="+", metavar="CKPT_OR_RUN_DIR",
+                       help="U-Net checkpoint, or a CV run folder (fold ensemble), or several of them (one "
+                            "ensemble of all their models); default: the packaged simulation-only model "
+                            "(see its model card)")
         p.add_argument("--input", nargs="+", required=True, metavar="PATH",
                        help="micrographs (.dm3 .dm4 .emd .ser .tif .png) or folders of them")
         p.add_argument("--out", required=True, help="output folder")
@@ -319,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_apply("suggest", "Which unlabelled micrographs to label next (uncertainty with diversity): "
                              "suggestions.csv and suggestions.png. Files with a NAME_LABEL.png are skipped.")
     p.add_argument("--n", type=int, default=10, help="how many to suggest (default 10)")
+    p.add_argument("--coverage-every", type=int, default=None, metavar="N",
+                   help="every N-th pick by predicted coverage, so clean images are not all passed over "
+                        "(default 5; 0: never)")
     p.add_argument("--json", action="store_true", help="last stdout line: JSON list of {rank, file, score}")
     p.set_defaults(func=_cmd_suggest)
     p = add_apply("sort", "Rank micrographs by graphene fraction: ranking.csv and a contact sheet in rank order.")

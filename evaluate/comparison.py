@@ -113,22 +113,29 @@ ACTIVE_CAPTION = ("Per fold of the first repeat ({folds} folds), the fold's trai
                   "bootstrap 95 % interval.")
 
 
-UNCERTAINTY_CAPTION = ("Each image is predicted by the fine-tuned arm's fold model (all labels) that did not "
-                       "train on it, under the 8 symmetries of the square (first repeat). Spearman correlation "
-                       "over images of the error 1 - Jaccard with the per-image uncertainty of `evaluate predict "
-                       "--uncertainty` (mean std over 0.1 < p < 0.9) and with the plain mean pixel std; "
-                       "bootstrap 95 % intervals over images.")
+UNCERTAINTY_CAPTION = ("Each image is predicted under the 8 symmetries of the square (first repeat) by the "
+                       "fine-tuned arm's (all labels) held-out fold ensemble: its own fold model and every other "
+                       "fold model that did not train on it (evaluate.uncertainty.held_out_members), and by its "
+                       "fold model alone. Spearman correlation over images of the error 1 - Jaccard of that "
+                       "prediction with each per-image score: the Jaccard disagreement (the uncertainty column "
+                       "of `evaluate predict --uncertainty`), the band std (mean std over 0.1 < p < 0.9, the "
+                       "score `evaluate suggest` ranks by) and the plain mean pixel std; bootstrap 95 % "
+                       "intervals over images.")
 
 
 def uncertainty_markdown(check: dict[str, Any]) -> str:
     """The uncertainty-vs-error table of the report (evaluate.uncertainty.uncertainty_vs_error)."""
-    ci = check["spearman_ci95"]
-    return "\n".join([
-        "| per-image score | Spearman with 1 - Jaccard | 95 % interval |", "|---|---|---|",
-        f"| uncertainty (band std) | {check['spearman_band_std']:.3f} | {ci['band_std'][0]:.2f} to {ci['band_std'][1]:.2f} |",
-        f"| mean pixel std | {check['spearman_mean_std']:.3f} | {ci['mean_std'][0]:.2f} to {ci['mean_std'][1]:.2f} |",
-        "", f"Mean error over the {check['n_images']} images {check['mean_error']:.3f}; of the 10 most uncertain "
-        f"{check['error_top10_uncertain']:.3f}; of the 10 worst {check['error_top10_worst']:.3f}. "
+    ens = check["ensemble"]
+    lines = ["| prediction | per-image score | Spearman with 1 - Jaccard | 95 % interval |", "|---|---|---|---|"]
+    for title, table in ((f"held-out ensemble ({ens['members_mean']:.1f} models)", ens["by_ensemble_error"]),
+                         ("fold model alone", check["fold_model"])):
+        lines += [f"| {title} | {name} | {table[key]['spearman']:.3f} | {table[key]['ci95'][0]:.2f} to "
+                  f"{table[key]['ci95'][1]:.2f} |" for key, name in (("disagreement", "Jaccard disagreement"),
+                                                                   ("band_std", "band std"),
+                                                                   ("mean_std", "mean pixel std"))]
+    return "\n".join(lines + [
+        "", f"Held-out ensemble: mean error over the {check['n_images']} images {ens['mean_error']:.3f}; of the 10 "
+        f"highest in disagreement {ens['error_top10_uncertain']:.3f}; of the 10 worst {ens['error_top10_worst']:.3f}. "
         f"Out-of-distribution flags: {check['n_ood']} image(s)."])
 
 

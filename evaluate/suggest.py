@@ -6,11 +6,22 @@ greedy: at each step take the candidate with the highest
 
     score = uncertainty x (1 - max similarity to those already chosen),
 
-where the similarity of two images is exp(-d^2 / median d^2), d the Euclidean distance of their
+the uncertainty being the band std (evaluate.uncertainty.image_uncertainty), the score the active
+labelling study measured (evaluate.active), not the Jaccard disagreement of `predict`'s
+uncertainty column, which ranks the error better but was not tried as a choice of what to label;
+and the similarity of two images is exp(-d^2 / median d^2), d the Euclidean distance of their
 standardised feature vectors (log radial power spectrum of the preprocessed image in 11 of 12
 bands up to Nyquist, the innermost left out,
 and the 8-bin histogram of the contamination probability). So ten frames of one series, which
 share spectrum and coverage, are not all chosen: after the first the rest score near zero.
+
+Every COVERAGE_EVERY-th pick (5th, 10th, ...) is made by predicted coverage instead: the
+candidate whose coverage quantile (its rank among the candidates' contamination fractions) lies
+farthest from those already chosen. The uncertain images are mostly the contaminated ones: a
+clean image has few hesitant pixels and a band std near 0, so the greedy rule hardly ever picks
+one (in the active-labelling study it never did, and the models fine-tuned on its picks marked
+contamination on clean test images, README). The picks stay nested (the first 10 of 20 are the
+choice for 10).
 """
 from __future__ import annotations
 
@@ -20,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 
 from grapheneseg.micrographs import LABEL_SUFFIX
 from grapheneseg.preprocessing import preprocess
@@ -30,6 +42,7 @@ from .uncertainty import image_uncertainty, uncertainty_rgb
 
 SPECTRUM_BANDS = 12
 HISTOGRAM_BINS = 8
+COVERAGE_EVERY = 5  # every 5th pick by predicted coverage (coverage_pick), so clean images are not all passed over
 
 
 @dataclass
@@ -75,12 +88,25 @@ def similarity(feats: np.ndarray) -> np.ndarray:
     return np.exp(-d2 / scale)
 
 
-def choose(results: Sequence[Segmentation], n: int) -> list[Suggestion]:
-    """Greedy uncertainty x diversity choice of up to `n` distinct micrographs (see module doc)."""
+def coverage_pick(quantile: np.ndarray, taken: Sequence[int], score: np.ndarray) -> int:
+    """The untaken candidate whose predicted-coverage quantile lies farthest from every taken
+    one's (ties: the highest greedy `score`)."""
+    gap = np.abs(quantile[:, None] - quantile[list(taken)][None]).min(axis=1)
+    gap[list(taken)] = -np.inf
+    return int(np.argmax(np.where(gap == gap.max(), score, -np.inf)))
+
+
+def choose(results: Sequence[Segmentation], n: int, coverage_every: int = COVERAGE_EVERY) -> list[Suggestion]:
+    """Greedy uncertainty x diversity choice of up to `n` distinct micrographs, every
+    `coverage_every`-th by `coverage_pick` (0: none; see module doc)."""
+    if coverage_every == 1 or coverage_every < 0:
+        raise ValueError(f"coverage_every must be 0 (never) or at least 2, not {coverage_every}")
     if not results:
         return []
     u = np.array([image_uncertainty(s.uncertainty, s.probability) for s in results])
     sim = similarity(np.stack([features(s) for s in results]))
+    coverage = np.array([s.contamination_fraction for s in results])
+    quantile = (scipy.stats.rankdata(coverage) - 1) / max(len(results) - 1, 1)
     by_u = {i: r for r, i in enumerate(np.argsort(-u, kind="stable"), 1)}
     chosen: list[Suggestion] = []
     taken: list[int] = []
@@ -89,10 +115,13 @@ def choose(results: Sequence[Segmentation], n: int) -> list[Suggestion]:
     for rank in range(1, min(n, len(results)) + 1):
         score = u * (1 - nearest)
         score[taken] = -np.inf
-        i = int(np.argmax(score))
+        by_coverage = bool(coverage_every) and rank % coverage_every == 0
+        i = coverage_pick(quantile, taken, score) if by_coverage else int(np.argmax(score))
         taken.append(i)
         seg = results[i]
-        why = (f"uncertainty {u[i]:.4f} (#{by_u[i]} of {len(results)})"
+        why = ((f"coverage pick: predicted coverage {coverage[i]:.4f} (quantile {quantile[i]:.2f}), the farthest "
+                "from those chosen; " if by_coverage else "")
+               + f"band std {u[i]:.4f} (#{by_u[i]} of {len(results)})"
                + (f"; most like {nearest_of[i]} (similarity {nearest[i]:.2f})" if chosen else "")
                + (f"; out of distribution: {', '.join(seg.ood)}" if seg.ood else ""))
         chosen.append(Suggestion(rank, seg, float(score[i]), why))
@@ -103,15 +132,16 @@ def choose(results: Sequence[Segmentation], n: int) -> list[Suggestion]:
 
 
 def write_suggestions(chosen: Sequence[Suggestion], path: Path) -> Path:
-    """suggestions.csv: rank, file, score, uncertainty, contamination_fraction, ood, why."""
+    """suggestions.csv: rank, file, score, band_std (the uncertainty ranked by), disagreement (the
+    Jaccard disagreement, as `predict`'s uncertainty column), contamination_fraction, ood, why."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["rank", "file", "score", "uncertainty", "contamination_fraction", "ood", "why"])
+        writer.writerow(["rank", "file", "score", "band_std", "disagreement", "contamination_fraction", "ood", "why"])
         for c in chosen:
             seg = c.segmentation
             writer.writerow([c.rank, str(seg.micrograph.path), f"{c.score:.5f}",
-                             f"{image_uncertainty(seg.uncertainty, seg.probability):.5f}",
+                             f"{image_uncertainty(seg.uncertainty, seg.probability):.5f}", f"{seg.disagreement:.5f}",
                              f"{seg.contamination_fraction:.5f}",
                              ";".join(seg.ood), c.why])
     return path

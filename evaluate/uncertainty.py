@@ -7,13 +7,20 @@ mapped back: members x 8 samples per pixel. Their mean is the probability (the s
 With one checkpoint the std measures test-time-augmentation disagreement only; with a fold
 ensemble, also the disagreement of models trained on different images.
 
-The per-image score is the mean std over the pixels the model hesitates over (the band
-BAND[0] < p < BAND[1] of the mean probability, mostly the edges of the predicted contamination;
-0 when there are none): how unsure the model is where it is unsure. Measured on the 105 (each image
-by its held-out fold model, benchmarks/bench_uncertainty.py) it ranks the images' error
-1 - Jaccard with Spearman 0.54, where the plain mean pixel std, which grows with the amount of
-contamination edge rather than with doubt, gives 0.24 (both computed, this one chosen after
-seeing them). It needs no threshold, and does not favour heavily covered images.
+Two per-image scores summarise the maps. The Jaccard disagreement (`jaccard_disagreement`; the
+`uncertainty` column of `predict`) is the mean over the samples (members x symmetries) of
+1 - Jaccard between the sample's mask and the mask of their mean, the prediction given. It was
+defined before it was measured: the error to predict is 1 - Jaccard of that prediction against
+the truth; if the truth lay among the samples like one more of them, the samples' Jaccard
+distance to the prediction would estimate it, in the same units, normalised by the predicted
+area as the error is, and with the same rule for empty masks (a clean image whose samples mark
+nothing scores 0; one where some mark a speck scores high, as its error would be). The band std
+(`image_uncertainty`: the mean std over the pixels with BAND[0] < mean p < BAND[1]) is what
+`suggest` ranks by. On the 105 (benchmarks/bench_uncertainty.py, README) the disagreement ranks
+the error with Spearman 0.60-0.84, the band std with 0.26-0.49 (the same five set-ups).
+
+Under cross-validation (`uncertainty_vs_error`) the ensemble of an image is its own fold model
+and every other fold model that never trained on it (`held_out_members`).
 """
 from __future__ import annotations
 
@@ -47,18 +54,24 @@ def probability_samples(models: Sequence[Any], image: np.ndarray, cfg: Any) -> I
             yield np.rot90(p[:, ::-1] if flip else p, -k)
 
 
-def probability_and_std(models: Sequence[Any], image: np.ndarray, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) float32 over members x symmetries of a preprocessed `image` (see module doc),
-    accumulated as sums (two float64 maps, not members x 8 of them: a 2048 px image stays small)."""
+def probability_and_std(models: Sequence[Any], image: np.ndarray, cfg: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    """(mean, std, disagreement) over members x symmetries of a preprocessed `image` (see module
+    doc): float32 maps and the `jaccard_disagreement` of the samples' masks at `cfg.threshold`.
+    Accumulated as sums (two float64 maps) and bit-packed masks, not members x 8 float maps: a
+    2048 px image stays small."""
     total = np.zeros(image.shape, np.float64)
     squares = np.zeros(image.shape, np.float64)
-    n = 0
+    packed = []
     for p in probability_samples(models, image, cfg):
         total += p
         squares += np.square(p, dtype=np.float64)
-        n += 1
-    mean = total / n
-    return mean.astype(np.float32), np.sqrt(np.maximum(squares / n - mean**2, 0.0)).astype(np.float32)
+        packed.append(np.packbits(p > cfg.threshold))
+    mean = total / len(packed)
+    consensus = mean > cfg.threshold
+    disagreement = float(np.mean([jaccard_disagreement(
+        np.unpackbits(m, count=image.size).reshape(1, *image.shape).astype(bool), consensus) for m in packed]))
+    std = np.sqrt(np.maximum(squares / len(packed) - mean**2, 0.0))
+    return mean.astype(np.float32), std.astype(np.float32), disagreement
 
 
 def image_uncertainty(std: np.ndarray, probability: np.ndarray) -> float:
@@ -84,8 +97,8 @@ def plot_uncertainty(seg: Any, path: Path) -> Path:
     axes[0].imshow(uncertainty_rgb(seg.micrograph.image, seg.uncertainty), interpolation="lanczos")
     axes[0].set_title(seg.micrograph.path.name, fontsize=8)
     shown = axes[1].imshow(seg.uncertainty, cmap=CMAP, vmin=0, vmax=MAX_STD, interpolation="nearest")
-    score = image_uncertainty(seg.uncertainty, seg.probability)
-    axes[1].set_title(f"std of P(contamination); image score {score:.3f}", fontsize=8)
+    axes[1].set_title(f"std of P(contamination); Jaccard disagreement {seg.disagreement:.3f}, "
+                      f"band std {image_uncertainty(seg.uncertainty, seg.probability):.3f}", fontsize=8)
     for ax in axes:
         ax.axis("off")
     fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04, label="std over members x symmetries")
@@ -95,47 +108,130 @@ def plot_uncertainty(seg: Any, path: Path) -> Path:
     return path
 
 
-def uncertainty_vs_error(run_dir: Path, data: Any, splits: Sequence[dict], cfg: Any,
-                         n_boot: int = 2000) -> dict[str, Any]:
-    """Does the uncertainty say where the model is wrong? Each image of `data` (a LabelledSet)
-    is predicted with its 8 symmetries by the fold model of the CV run folder `run_dir` that did
-    not train on it (the first repeat of `splits`); returns the Spearman correlation over images
-    of the error 1 - Jaccard with `image_uncertainty` ("spearman_band_std") and with the plain mean
-    pixel std, bootstrap 95 % intervals over images, the mean error of the 10 most uncertain and
-    of the 10 worst images, and the OOD flags (evaluate.ood) raised."""
+def jaccard_disagreement(masks: np.ndarray, consensus: np.ndarray) -> float:
+    """Mean over samples of 1 - Jaccard(sample mask, consensus mask), (S, H, W) and (H, W) booleans;
+    two empty masks agree (Jaccard 1), as in grapheneseg.metrics. The members' scatter around the
+    prediction, measured in the units of the error it stands in for (see module doc)."""
+    inter = (masks & consensus).sum(axis=(1, 2))
+    union = (masks | consensus).sum(axis=(1, 2))
+    return float(np.mean(np.where(union > 0, 1.0 - inter / np.maximum(union, 1), 0.0)))
+
+
+def mutual_information(samples: np.ndarray) -> float:
+    """Mean over pixels of H(mean p) - mean H(p) in bits over (S, H, W) probability samples (BALD):
+    the part of the predictive entropy that is disagreement between samples."""
+    def entropy(p: np.ndarray) -> np.ndarray:
+        p = np.clip(p, 1e-7, 1 - 1e-7)
+        return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    return float((entropy(samples.mean(0)) - entropy(samples).mean(0)).mean())
+
+
+def sample_scores(samples: np.ndarray, threshold: float) -> dict[str, float]:
+    """Per-image scores of (S, H, W) probability samples: `jaccard_disagreement` of the thresholded
+    samples with the thresholded mean (the held-out ensemble's score, chosen before measuring it),
+    `image_uncertainty` (band std), the mean pixel std, `mutual_information` and the predicted
+    coverage (the share of pixels in the mean's mask: a baseline with no uncertainty in it)."""
+    mean, std = samples.mean(0), samples.std(0)
+    mask = mean > threshold
+    return {"disagreement": jaccard_disagreement(samples > threshold, mask),
+            "band_std": image_uncertainty(std, mean), "mean_std": float(std.mean()),
+            "mutual_information": mutual_information(samples), "coverage": float(mask.mean())}
+
+
+def held_out_members(train_images: Sequence[set[str]], own: int, name: str) -> list[int]:
+    """Indices of the fold models an image of fold `own` may be judged by honestly: its own fold
+    model and every other whose recorded training images (`train_images`, one set per fold) do
+    not hold `name`."""
+    return [own] + [g for g, seen in enumerate(train_images) if g != own and name not in seen]
+
+
+def _spearman_table(rows: Sequence[dict[str, Any]], error: str, scores: Sequence[str], n_boot: int,
+                    primary: str) -> dict[str, Any]:
+    """Spearman over rows of rows[error] with each of rows[score], bootstrap 95 % intervals over
+    rows (seeded), and the interval of each score's Spearman minus `primary`'s on the same resamples."""
     import warnings
 
     import scipy.stats
 
+    e = np.array([r[error] for r in rows])
+    x = {k: np.array([r[k] for r in rows]) for k in scores}
+    rng = np.random.default_rng(0)
+    boot = [rng.integers(0, len(rows), len(rows)) for _ in range(n_boot)]
+    with warnings.catch_warnings():  # a resample of a few tiny images can be constant: nan, left out
+        warnings.simplefilter("ignore", scipy.stats.ConstantInputWarning)
+        rho = {k: np.array([scipy.stats.spearmanr(v[i], e[i])[0] for i in boot]) for k, v in x.items()}
+    return {k: {"spearman": float(scipy.stats.spearmanr(v, e)[0]),
+                "ci95": np.nanpercentile(rho[k], [2.5, 97.5]).tolist(),
+                f"minus_{primary}_ci95": np.nanpercentile(rho[k] - rho[primary], [2.5, 97.5]).tolist()}
+            for k, v in x.items()}
+
+
+def uncertainty_vs_error(run_dir: Path, data: Any, splits: Sequence[dict], cfg: Any,
+                         n_boot: int = 2000) -> dict[str, Any]:
+    """Does the uncertainty say where the model is wrong? Over the images of `data` (a LabelledSet)
+    under the first repeat of `splits` of the CV run folder `run_dir`, two set-ups, each giving the
+    Spearman correlation over images of the error 1 - Jaccard with each per-image score of
+    `sample_scores`, bootstrap 95 % intervals over images:
+
+    - "fold_model": each image by its own fold model x 8 symmetries (also error_top10_*, the mean
+      error of the 10 images of highest band std and of the 10 worst: the figures before the ensemble);
+    - "ensemble": by the held-out fold ensemble (`held_out_members`) x 8 symmetries; the error is
+      that of the ensemble's mean, the prediction the scores describe, as `predict --uncertainty`
+      gives it ("by_own_fold_error": the same scores against the fold model's error), and the mean
+      error of the 10 images of highest disagreement and of the 10 worst.
+
+    Also the OOD flags (evaluate.ood) raised."""
+    import warnings
+
     from grapheneseg.metrics import confusion, scores
     from grapheneseg.preprocessing import preprocess
+    from train.checkpoints import read_checkpoint
     from train.inference import load_models
 
     from .ood import OODWarning, check
 
+    def error(prob: np.ndarray, label: np.ndarray) -> float:
+        return 1.0 - scores(confusion(prob > cfg.threshold, label))["jaccard"]
+
+    first = sorted((s for s in splits if s["repeat"] == 0), key=lambda s: s["fold"])
+    paths = [Path(run_dir) / f"fold_{s['fold']}" / "model.ckpt" for s in first]
+    models = [load_models(p, "cpu")[0] for p in paths]
+    seen = [set(read_checkpoint(p).get("train_images", [])) for p in paths]
     index = {name: i for i, name in enumerate(data.names)}
     rows = []
-    for split in (s for s in splits if s["repeat"] == 0):
-        models = load_models(Path(run_dir) / f"fold_{split['fold']}" / "model.ckpt", "cpu")
+    for f, split in enumerate(first):
         for name in split["test"]:
             i = index[name]
-            prob, std = probability_and_std(models, preprocess(data.images[i]), cfg)
+            image = preprocess(data.images[i])
+            members = held_out_members(seen, f, name)
+            samples = {g: np.stack(list(probability_samples([models[g]], image, cfg))) for g in members}
+            own = samples[f]
+            both = np.concatenate([samples[g] for g in members])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OODWarning)
                 flags = check(data.images[i], name)
-            rows.append({"name": name, "uncertainty": float(std.mean()),
-                         "band_uncertainty": image_uncertainty(std, prob),
-                         "error": 1.0 - scores(confusion(prob > cfg.threshold, data.masks[i]))["jaccard"],
-                         "ood": flags})
-    u, b, e = (np.array([r[k] for r in rows]) for k in ("uncertainty", "band_uncertainty", "error"))
-    rng = np.random.default_rng(0)
-    boot = [rng.integers(0, len(rows), len(rows)) for _ in range(n_boot)]
-    ci = {k: np.nanpercentile([scipy.stats.spearmanr(x[i], e[i])[0] for i in boot], [2.5, 97.5]).tolist()
-          for k, x in (("mean_std", u), ("band_std", b))}
+            row = {"name": name, "fold": split["fold"], "members": [first[g]["fold"] for g in members],
+                   "error": error(own.mean(0), data.masks[i]), "ood": flags,
+                   **sample_scores(own, cfg.threshold),
+                   "ensemble": {"error": error(both.mean(0), data.masks[i]), **sample_scores(both, cfg.threshold)}}
+            rows.append(row)
+    names = ("disagreement", "band_std", "mean_std", "mutual_information", "coverage")
+    ensemble = [{**r["ensemble"], "error_own_fold": r["error"]} for r in rows]
+    e = np.array([r["error"] for r in rows])
+    b = np.array([r["band_std"] for r in rows])
+    ens_e, ens_d = (np.array([r[k] for r in ensemble]) for k in ("error", "disagreement"))
+    fold = _spearman_table(rows, "error", names, n_boot, "disagreement")
     top = min(10, len(rows))
-    return {"n_images": len(rows), "spearman_mean_std": float(scipy.stats.spearmanr(u, e)[0]),
-            "spearman_band_std": float(scipy.stats.spearmanr(b, e)[0]), "spearman_ci95": ci,
+    return {"n_images": len(rows), "fold_model": fold,
             "error_top10_uncertain": float(e[np.argsort(-b)[:top]].mean()),
             "error_top10_worst": float(np.sort(e)[-top:].mean()),
+            "ensemble": {"members_mean": float(np.mean([len(r["members"]) for r in rows])),
+                         "error_top10_uncertain": float(ens_e[np.argsort(-ens_d)[:top]].mean()),
+                         "error_top10_worst": float(np.sort(ens_e)[-top:].mean()),
+                         "by_ensemble_error": _spearman_table(ensemble, "error", names, n_boot, "disagreement"),
+                         "by_own_fold_error": _spearman_table(ensemble, "error_own_fold", names, n_boot,
+                                                              "disagreement"),
+                         "mean_error": float(np.mean([r["error"] for r in ensemble]))},
             "n_ood": sum(bool(r["ood"]) for r in rows), "ood": {r["name"]: r["ood"] for r in rows if r["ood"]},
-            "mean_error": float(e.mean()), "mean_uncertainty": float(u.mean())}
+            "mean_error": float(e.mean()), "mean_uncertainty": float(np.mean([r["mean_std"] for r in rows])),
+            "images": rows}

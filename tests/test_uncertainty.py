@@ -51,10 +51,10 @@ class Shifted(torch.nn.Module):
 
 def test_std_is_over_members_and_symmetries() -> None:
     """A planted bug (std over one symmetry only, or samples not mapped back) changes these values."""
-    cfg = {"tile": 256, "overlap": 0, "batch_size": 2}
+    cfg = {"tile": 256, "overlap": 0, "batch_size": 2, "threshold": 0.5}
     cfg = type("Cfg", (), cfg)
     image = np.random.default_rng(0).normal(size=(32, 32)).astype(np.float32)
-    prob, std = probability_and_std([Shifted()], image, cfg)
+    prob, std, disagreement = probability_and_std([Shifted()], image, cfg)
     from train.inference import DIHEDRAL
 
     expected = []
@@ -66,6 +66,9 @@ def test_std_is_over_members_and_symmetries() -> None:
     np.testing.assert_allclose(prob, np.mean(expected, 0), atol=1e-5)
     np.testing.assert_allclose(std, np.std(expected, 0), atol=1e-5)
     assert std.mean() > 0.05
+    masks, consensus = np.array(expected) > 0.5, np.mean(expected, 0) > 0.5
+    jaccard = (masks & consensus).sum((1, 2)) / (masks | consensus).sum((1, 2))
+    assert disagreement == pytest.approx(np.mean(1 - jaccard), abs=1e-6) and disagreement > 0.05
 
 
 def test_predict_uncertainty_outputs(tmp_path: Path) -> None:

@@ -37,9 +37,16 @@ def inference_device(name: str = "auto") -> torch.device:
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
-def checkpoint_paths(model_path: Path) -> list[Path]:
+def checkpoint_paths(model_path: Path | Sequence[Path]) -> list[Path]:
     """The checkpoint files a model path stands for: the file itself, a folder's model.ckpt, or
-    every fold_*/model.ckpt of a cross-validation run folder."""
+    every fold_*/model.ckpt of a cross-validation run folder; for several paths (an ensemble of
+    them), all of theirs in order, each file once (a CheckpointError names one given twice)."""
+    if not isinstance(model_path, (str, Path)):
+        paths = [p for one in model_path for p in checkpoint_paths(one)]
+        twice = sorted({str(p) for p in paths if paths.count(p) > 1})
+        if twice:
+            raise CheckpointError(f"{', '.join(twice)}: given more than once, it would count twice in the ensemble")
+        return paths
     model_path = Path(model_path)
     if model_path.is_file():
         return [model_path]
@@ -82,8 +89,9 @@ def for_device(model: torch.nn.Module, device: torch.device) -> InferenceModel:
     return InferenceModel(model.eval().to(device, memory_format=torch.channels_last), model.depth, device)
 
 
-def load_models(model_path: Path, device: str = "auto", task: str = "contamination") -> list[InferenceModel]:
-    """The inference-ready models of a checkpoint or run folder (see `checkpoint_paths`): frozen
+def load_models(model_path: Path | Sequence[Path], device: str = "auto",
+                task: str = "contamination") -> list[InferenceModel]:
+    """The inference-ready models of a checkpoint, run folder or several (see `checkpoint_paths`): frozen
     TorchScript on the CPU, eager on a GPU (see `inference_device`); a CheckpointError when one
     is not of `task` (contamination or atoms)."""
     target = inference_device(device)
