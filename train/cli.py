@@ -52,7 +52,8 @@ def _cmd_real(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.out or Path(cfg.out_dir) / f"{args.command}_cv")
     summary = cross_validate(cfg, real, out, resume=args.resume)
-    print(f"{cfg.cv.folds}-fold CV x {cfg.cv.repeats} on {summary['n_images']} images of {real} "
+    only = "" if summary["only_folds"] is None else f", folds {summary['only_folds']} only: {summary['test_images']} tested"
+    print(f"{cfg.cv.folds}-fold CV x {cfg.cv.repeats} on {summary['n_images']} images of {real}{only} "
           f"({summary['train_seconds']:.0f} s training):")
     for metric in METRICS:
         spread = summary["fold_mean_std"][metric]

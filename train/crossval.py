@@ -14,6 +14,8 @@ Two config sections turn the same protocol into the other arms of the comparison
   `cv.subset_seed` draws other random subsets from the same folds (null: `cv.split_seed`), and
   `cv.train_names` names each fold's training images in a JSON file instead (`fold_train_names`:
   e.g. the images `evaluate suggest` chose, for the active-labelling comparison).
+- `cv.only_folds: [0, 1]` trains and tests only those folds of the saved splits (`chosen_folds`):
+  a costly preset measured on part of the same folds.
 - `finetune.pretrained: sim.ckpt` initialises every model from the pretrained weights (after
   checking that architecture and preprocessing match) and trains with the fine-tuning options:
   its own learning rate, warm-up and epochs, the encoder frozen for the first epochs, and
@@ -105,6 +107,19 @@ def fold_train_names(cv: Mapping[str, Any], split: dict) -> list[str]:
                              f"repeat {split['repeat']} fold {split['fold']}")
         return names
     return real_subset(split["train"], cv.get("n_real"), subset_seed(cv), split["repeat"], split["fold"])
+
+
+def chosen_folds(splits: list[dict], only: list[int] | None) -> list[dict]:
+    """The splits whose fold number is in `only` (`cv.only_folds`; None: all); ValueError naming
+    the folds that do not exist, so that a typo never trains a silently smaller comparison."""
+    if only is None:
+        return splits
+    wanted = {int(f) for f in only}
+    missing = sorted(wanted - {s["fold"] for s in splits})
+    if not wanted or missing:
+        raise ValueError(f"cv.only_folds = {list(only)}: folds {missing or '(none given)'} do not exist; "
+                         f"the folds are {sorted({s['fold'] for s in splits})}")
+    return [s for s in splits if s["fold"] in wanted]
 
 
 def check_compatible(payload: dict[str, Any], config: dict[str, Any], path: Path) -> None:
@@ -277,7 +292,8 @@ def cross_validate(cfg: DictConfig, real: Path, run_dir: Path, resume: bool = Fa
         splits = adopt_splits(run_dir / "splits.json", splits, data.names)
     save_config(cfg, run_dir)
     t0 = time.perf_counter()
-    folds = [train_fold(config, data, split, run_dir, resume) for split in splits]
+    folds = [train_fold(config, data, split, run_dir, resume)
+             for split in chosen_folds(splits, cfg.cv.get("only_folds"))]
     counts = {(f["repeat"], name): np.array(c) for f in folds for name, c in f["counts"].items()}
     summary = {
         "pooled": pooled(counts.values()),
@@ -287,9 +303,10 @@ def cross_validate(cfg: DictConfig, real: Path, run_dir: Path, resume: bool = Fa
                       for (r, name), c in counts.items()},
         "train_seconds": round(sum(f["seconds"] for f in folds), 1),
         "wall_seconds": round(time.perf_counter() - t0, 1),
-        "n_images": len(data), "folds": int(cfg.cv.folds), "repeats": int(cfg.cv.repeats),
+        "n_images": len(data), "test_images": len(counts), "folds": int(cfg.cv.folds), "repeats": int(cfg.cv.repeats),
         "n_real": cfg.cv.get("n_real"), "subset_seed": cfg.cv.get("subset_seed"),
-        "train_names": cfg.cv.get("train_names"), "pretrained": cfg.get("finetune", {}).get("pretrained"),
+        "train_names": cfg.cv.get("train_names"), "only_folds": config["cv"].get("only_folds"),
+        "pretrained": cfg.get("finetune", {}).get("pretrained"),
         "selection": [{"repeat": f["repeat"], "fold": f["fold"], **(f.get("selection") or {})} for f in folds],
     }
     write_json(run_dir / "cv_metrics.json", summary)
@@ -308,6 +325,9 @@ def train_all(cfg: DictConfig, real: Path, out: Path, resume: bool = False) -> d
     if config["cv"].get("train_names"):
         raise ValueError(f"cv.train_names ({config['cv']['train_names']}) names images per CV fold; with "
                          "cv.folds=0 use cv.n_real (and cv.subset_seed)")
+    if config["cv"].get("only_folds") is not None:
+        raise ValueError(f"cv.only_folds ({config['cv']['only_folds']}) chooses CV folds; with cv.folds=0 "
+                         "there are none")
     config, init = finetune_setup(config)
     names = real_subset(data.names, config["cv"].get("n_real"), subset_seed(config["cv"]))
     model, result, selection = fit_selected(config, data, names, init, work, resume=resume, desc="all images")
