@@ -33,7 +33,8 @@ V(g) by -1 at two of the three {100} reflection pairs (and two of the three {110
 third. Two-fold astigmatism varies chi around the {100} ring (by up to +-pi lambda k^2 C12 = +-1.16
 rad at 40 A), so it can give the three {100} pairs CTFs of different signs: such an image is, spot
 by spot, the image of the sheet translated by half a lattice vector under a CTF of one sign on the
-{100} ring, the common case. Nothing in a lattice crop says which; only the aberrations do. Each
+{100} ring, the common case. Only the aberrations tell the two apart (their consistency across
+the rings, or an estimate from elsewhere in the image), which a lattice crop barely shows. Each
 simulated image is classed by the measured signs of its strongest grain's three {100} pairs
 (`ring_signs`: sign of Re I(g)/V(g) against the true atoms; "uniform" or "mixed"), and precision
 and recall are printed per class. `--ctf-draws N` prints, per defocus bin, the CTF at the {100}
@@ -52,8 +53,8 @@ import numpy as np
 import scipy.ndimage
 from evaluate.apply import DEFAULT_ATOM_MODEL, default_model, segment
 from evaluate.atoms import (bond_statistics, draw_graph, find_atoms, find_atoms_network, match_atoms)
-from grapheneseg.config import load_config
 from grapheneseg import GRAPHENE_D100
+from grapheneseg.config import load_config
 from grapheneseg.formats import Micrograph, read_micrograph
 from grapheneseg.preprocessing import preprocess
 from simulate.imaging import draw_optics
