@@ -24,6 +24,23 @@ Threshold (`--val FILE.h5`, the atom model's training file): precision and recal
 method at peak thresholds 0.1-0.7 on the held-out structures of that file (the validation part
 of `train pretrain`, never trained on; not the test structures above), pooled over their atoms,
 true atoms = the peaks of the stored atom map: how `atoms.threshold` was chosen.
+
+Registration (why the network fails where it does). In the weak-phase approximation an image's
+Fourier coefficient at a lattice spot g is I(g) = c(g) V(g), V(g) = sum over the atoms of
+exp(-2 pi i g.r) and c(g) the real CTF (2 sin chi times the envelopes; chi(g) = chi(-g) for
+defocus, Cs and two-fold astigmatism). Translating the sheet by half a lattice vector multiplies
+V(g) by -1 at two of the three {100} reflection pairs (and two of the three {110}), by +1 at the
+third. Two-fold astigmatism varies chi around the {100} ring (by up to +-pi lambda k^2 C12 = +-1.16
+rad at 40 A), so it can give the three {100} pairs CTFs of different signs: such an image is, spot
+by spot, the image of the sheet translated by half a lattice vector under a CTF of one sign on the
+{100} ring, the common case. Only the aberrations tell the two apart (their consistency across
+the rings, or an estimate from elsewhere in the image), which a lattice crop barely shows. Each
+simulated image is classed by the measured signs of its strongest grain's three {100} pairs
+(`ring_signs`: sign of Re I(g)/V(g) against the true atoms; "uniform" or "mixed"), and precision
+and recall are printed per class. `--ctf-draws N` prints, per defocus bin, the CTF at the {100}
+ring (q = 1/2.13 A = 0.47 1/A) over N optics drawn as the simulator draws them, each at a random
+grain orientation: the median of |sin chi| (azimuthal mean), the share with a pair within 0.2 of
+a zero of sin chi, and the share with mixed signs.
 """
 from __future__ import annotations
 
@@ -33,16 +50,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.ndimage
 from evaluate.apply import DEFAULT_ATOM_MODEL, default_model, segment
 from evaluate.atoms import (bond_statistics, draw_graph, find_atoms, find_atoms_network, match_atoms)
+from grapheneseg import GRAPHENE_D100
 from grapheneseg.config import load_config
 from grapheneseg.formats import Micrograph, read_micrograph
+from grapheneseg.preprocessing import preprocess
+from simulate.imaging import draw_optics
 from simulate.labels import VACUUM
 from simulate.pipeline import simulate_structure, structure_for
 from train.inference import load_models
 
 BORDER = 4  # px ignored at the image edge (extrema there are truncated)
 METHODS = ("network", "extrema")
+RING_CLASSES = ("uniform", "mixed")
 MIN_ATOMS = 20  # real images with fewer interior atoms are left out of the medians
 
 
@@ -52,6 +74,62 @@ def true_atoms(cfg, seed: int, s: int) -> tuple[np.ndarray, float]:
     keep = ~structure.amorphous & (structure.atoms.numbers == 6)
     xy = np.mod(structure.atoms.positions[keep, :2], structure.extent)
     return xy / pixel_size - margin, pixel_size
+
+
+def ring_signs(image: np.ndarray, truth: np.ndarray, pixel_size: float) -> str | None:
+    """"uniform" or "mixed": the CTF signs at the three {100} reflection pairs of the image's
+    strongest grain, each the sign of Re I(g) / V(g) (module doc; image and atoms under the same
+    Hann window); None when the image shows fewer than three pairs of that grain."""
+    n = image.shape[0]
+    window = np.outer(np.hanning(n), np.hanning(image.shape[1]))
+    spectrum = np.fft.fft2(preprocess(image) * window)
+    fy, fx = np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(image.shape[1]), indexing="ij")
+    power = scipy.ndimage.gaussian_filter(np.abs(spectrum) ** 2, 1.0, mode="wrap")
+    band = np.abs(np.hypot(fy, fx) / pixel_size * GRAPHENE_D100 - 1.0) < 0.1
+    rows, cols = np.nonzero(band & (power == scipy.ndimage.maximum_filter(power, size=5, mode="wrap")))
+    if len(rows) < 3 or len(truth) == 0:
+        return None
+    spots = np.stack([fy[rows, cols], fx[rows, cols]], axis=1)
+    first = spots[np.argmax(power[rows, cols])]
+    weights = np.hanning(n)[np.clip(np.round(truth[:, 0]).astype(int), 0, n - 1)] \
+        * np.hanning(image.shape[1])[np.clip(np.round(truth[:, 1]).astype(int), 0, image.shape[1] - 1)]
+    signs = []
+    for turn in np.radians([0.0, 60.0, 120.0]):
+        target = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]]) @ first
+        miss = np.minimum(np.linalg.norm(spots - target, axis=1), np.linalg.norm(spots + target, axis=1))
+        j = int(np.argmin(miss))
+        if miss[j] > 0.1 * np.linalg.norm(first):
+            return None
+        structure = (weights * np.exp(-2j * np.pi * truth @ spots[j])).sum()
+        signs.append(np.sign((spectrum[rows[j], cols[j]] / structure).real))
+    return "uniform" if len(set(signs)) == 1 else "mixed"
+
+
+def ctf_table(cfg, draws: int, seed: int = 0) -> list[dict]:
+    """Per defocus bin: the simulator's CTF at the {100} ring (module doc) over `draws` optics."""
+    from abtem.core.energy import energy2wavelength
+
+    rng = np.random.default_rng(seed)
+    wavelength = energy2wavelength(cfg.optics.energy)
+    alpha = wavelength / GRAPHENE_D100
+    out = []
+    for _ in range(draws):
+        o = draw_optics(rng, cfg.optics)
+        phi = rng.uniform(0, np.pi / 3) + np.array([0.0, np.pi / 3, 2 * np.pi / 3])  # a grain's three pairs
+        c10 = -o.defocus + o.astigmatism * np.cos(2 * (phi - o.astigmatism_angle))
+        out.append((o.defocus, np.sin(2 * np.pi / wavelength * (0.5 * alpha ** 2 * c10 + 0.25 * o.cs * alpha ** 4))))
+    defocus = np.array([d for d, _ in out])
+    sines = np.array([s for _, s in out])
+    edges = np.linspace(*cfg.optics.defocus, 7)
+    table = []
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        inside = (defocus >= lo) & ((defocus < hi) | (k == len(edges) - 2))
+        s = sines[inside]
+        table.append({"defocus_A": [float(lo), float(hi)], "draws": int(inside.sum()),
+                      "median_abs_sin_chi": float(np.median(np.abs(s).mean(axis=1))),
+                      "near_zero_share": float(np.mean(np.abs(s).min(axis=1) < 0.2)),
+                      "mixed_share": float(np.mean(np.abs(np.sign(s).sum(axis=1)) < 3))})
+    return table
 
 
 def simulated(args, cfg, models, apply_cfg, atoms_cfg) -> dict:
@@ -68,7 +146,8 @@ def simulated(args, cfg, models, apply_cfg, atoms_cfg) -> dict:
             r, c = np.clip(np.round(truth).astype(int), 0, size - 1).T
             truth = truth[~excluded[r, c]]
             row = {"structure": s, "variant": int(sample.meta["variant"]), "pixel_size": pixel_size,
-                   "defocus_A": float(sample.meta["defocus"]), "true": len(truth)}
+                   "defocus_A": float(sample.meta["defocus"]), "astigmatism_A": float(sample.meta["astigmatism"]),
+                   "true": len(truth), "ring": ring_signs(sample.image, truth, pixel_size)}
             for method in METHODS:
                 if method == "network":
                     micrograph = Micrograph(Path(f"sim_{sample.index}"), sample.image, pixel_size)
@@ -83,13 +162,21 @@ def simulated(args, cfg, models, apply_cfg, atoms_cfg) -> dict:
             rows.append(row)
             print(f"structure {s} variant {row['variant']}: {pixel_size:.3f} A/px, defocus {row['defocus_A']:+.0f} A, "
                   + ", ".join(f"{m} P {row[m]['precision']:.3f} R {row[m]['recall']:.3f}" for m in METHODS)
-                  + f" ({len(truth)} true atoms)", flush=True)
+                  + f" ({len(truth)} true atoms, {{100}} CTF signs {row['ring']})", flush=True)
     bins = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = [r for r in rows if lo <= r["defocus_A"] < hi or (hi == edges[-1] and r["defocus_A"] == hi)]
         bins.append({"defocus_A": [float(lo), float(hi)], "images": len(inside),
-                     **{m: pooled(inside, m) for m in METHODS}})
-    return {"images": rows, "bins": bins, "pooled": {m: pooled(rows, m) for m in METHODS}}
+                     **{m: pooled(inside, m) for m in METHODS},
+                     "network_by_ring": {c: by_ring(inside, c) for c in RING_CLASSES}})
+    return {"images": rows, "bins": bins, "pooled": {m: pooled(rows, m) for m in METHODS},
+            "network_by_ring": {c: by_ring(rows, c) for c in RING_CLASSES}}
+
+
+def by_ring(rows: list[dict], ring: str) -> dict:
+    """Network precision/recall pooled over the images of one {100} CTF sign class."""
+    chosen = [r for r in rows if r["ring"] == ring]
+    return {"images": len(chosen), **pooled(chosen, "network")}
 
 
 def threshold_sweep(path: Path, models, atoms_cfg) -> list[dict]:
@@ -210,6 +297,8 @@ def main() -> None:
     parser.add_argument("--n-real", dest="n_real", type=int, default=105)
     parser.add_argument("--figure", help="PNG of the best, median and worst real bond maps")
     parser.add_argument("--val", help="the atom model's training file: sweep the peak threshold on its held-out structures")
+    parser.add_argument("--ctf-draws", dest="ctf_draws", type=int, default=0,
+                        help="optics draws for the {100} CTF table per defocus bin (0: none)")
     parser.add_argument("--json", action="store_true", help="last line: JSON of every figure")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -224,12 +313,21 @@ def main() -> None:
         print(f"threshold sweep on the {sweep[0]['images']} held-out images of {args.val} (pooled over their atoms):")
         for t in sweep:
             print(f"  threshold {t['threshold']:.1f}: precision {t['precision']:.3f}, recall {t['recall']:.3f}")
+    if args.ctf_draws:
+        result["ctf_100"] = table = ctf_table(cfg, args.ctf_draws)
+        print(f"CTF at the {{100}} ring (0.47 1/A), {args.ctf_draws} optics draws at random grain orientations:")
+        for t in table:
+            print(f"  defocus {t['defocus_A']}: median |sin chi| {t['median_abs_sin_chi']:.2f}, a pair near a zero "
+                  f"(|sin chi| < 0.2) {t['near_zero_share']:.2f}, mixed signs {t['mixed_share']:.2f} ({t['draws']} draws)")
     if args.n:
         result["simulated"] = sim = simulated(args, cfg, models, apply_cfg, atoms_cfg)
         print("simulated, pooled over the atoms of each defocus bin (precision / recall within 0.5 A):")
-        for b in sim["bins"] + [{"defocus_A": "all", "images": len(sim["images"]), **sim["pooled"]}]:
+        for b in sim["bins"] + [{"defocus_A": "all", "images": len(sim["images"]), **sim["pooled"],
+                                 "network_by_ring": sim["network_by_ring"]}]:
             print(f"  defocus {b['defocus_A']}: {b['images']} images, " + ", ".join(
-                f"{m} {b[m]['precision']:.3f} / {b[m]['recall']:.3f}" for m in METHODS))
+                f"{m} {b[m]['precision']:.3f} / {b[m]['recall']:.3f}" for m in METHODS) + "; network by {100} CTF signs: "
+                + ", ".join(f"{c} {v['images']} images {v['precision']:.3f} / {v['recall']:.3f}"
+                            for c, v in b["network_by_ring"].items()))
     if args.real:
         seg_models = load_models(Path(args.model) if args.model else default_model(), "cpu")
         result["real"] = rl = real(args, models, seg_models, apply_cfg, atoms_cfg)

@@ -210,9 +210,10 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
                   f"only; model card {path.with_suffix('.md')})", file=sys.stderr)
         atom_models = load_models(path, args.device, task="atoms")
         atom_apply = model_scale(path, cfg.apply)
-        print("note: at some defocus values the network's atom map is a clean honeycomb registered a fraction of a "
-              "C-C bond off the true atoms; the bond directions looked right in such cases (measured: the model card "
-              f"{path.with_suffix('.md').name})", file=sys.stderr)
+        print("note: where two-fold astigmatism gives the three {100} reflection pairs CTFs of different signs, the "
+              "lattice image is also that of the sheet shifted by half a lattice vector, and the network's honeycomb "
+              "can be that shifted one (atoms ~0.7 A off, bond directions unchanged); measured in the model card "
+              f"{path.with_suffix('.md').name}", file=sys.stderr)
     for seg in results:
         stem = seg.micrograph.path.stem
         try:
