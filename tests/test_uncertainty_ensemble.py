@@ -3,7 +3,6 @@ judge an image under CV, and `--model` given several times."""
 from __future__ import annotations
 
 import csv
-import json
 import warnings
 from pathlib import Path
 
