@@ -59,6 +59,7 @@ def test_two_ranks_split_each_epoch_and_match_one_process(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["world_size"] == 2 and summary["train_images"] == 12
+    assert summary["samples"] == 2 * 16  # 2 epochs of 16 samples, over both ranks
 
     seen = {r: np.loadtxt(tmp_path / f"rank{r}.log", dtype=int).reshape(-1, 2) for r in (0, 1)}
     for epoch in (0, 1):

@@ -99,6 +99,7 @@ def test_pretrain_then_finetune_round_trip(sim_file, tmp_path, capsys):
     assert set(summary["sim_val"]) >= {"jaccard", "precision"} and "jaccard" in summary["real_val"]
     # throughput = samples / seconds: 2 epochs x 8 samples (seconds rounded to 0.1 in the summary)
     ips, seconds = summary["images_per_second"], summary["seconds"]
+    assert summary["samples"] == 16  # what was seen (2 epochs x 8), not the size of the training part
     assert 16 / (seconds + 0.05) - 0.05 <= ips <= 16 / max(seconds - 0.05, 1e-9) + 0.05
     payload = read_checkpoint(ckpt)
     assert payload["architecture"]["features"] == 4 and (tmp_path / "sim.yaml").exists()

@@ -80,8 +80,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     summary = pretrain(cfg, [Path(p) for p in args.data], out, Path(args.real_val) if args.real_val else None,
                        resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"pretrained on {summary['train_images']} simulated images ({summary['seconds']:.0f} s, "
-              f"{summary['images_per_second']:.1f} images/s, {summary['world_size']} process(es)) -> {out}")
+        print(f"pretrained on {summary['samples']} samples drawn from {summary['train_images']} simulated training "
+              f"images ({summary['seconds']:.0f} s, {summary['images_per_second']:.1f} samples/s, "
+              f"{summary['world_size']} process(es)) -> {out}")
         for name in ("sim_val", "real_val"):
             if summary[name]:
                 print(f"  {name}: " + "  ".join(f"{k} {v:.3f}" for k, v in summary[name].items()))

@@ -112,7 +112,7 @@ def pretrain(cfg: DictConfig, data: list[Path], out: Path, real_val: Path | None
     resolved config `out.yaml` beside it and the per-epoch history `out.history.json`.
 
     Work files (last.ckpt for `resume`) go to `<out stem>.training/`. Returns
-    {"out", "train_images", "val_images", "seconds", "images_per_second", "world_size",
+    {"out", "train_images", "val_images", "seconds", "samples", "images_per_second", "world_size",
     "sim_val": pooled metrics on the held-out simulations, "real_val": on `real_val` or None}.
     """
     init_distributed()
@@ -143,6 +143,7 @@ def pretrain(cfg: DictConfig, data: list[Path], out: Path, real_val: Path | None
     summary = {
         "out": str(out), "train_images": int(len(train_rows)), "val_images": int(len(val_rows)),
         "seconds": round(result["seconds"], 1), "wall_seconds": round(time.perf_counter() - t0, 1),
+        "samples": int(result["samples"]),  # crops or images drawn over all epochs and processes
         "images_per_second": round(result["samples"] / max(result["seconds"], 1e-9), 1),
         "world_size": size,
         "task": task, "sim_val": {k: v for k, v in final.items() if k in (ATOM_METRICS if task == "atoms" else METRICS)},
