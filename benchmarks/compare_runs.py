@@ -15,6 +15,7 @@ from pathlib import Path
 
 from evaluate.report import Arm, arm_from_train_cv, paired_bootstrap
 from grapheneseg.config import default_real_dir
+from grapheneseg.metrics import pooled
 
 
 def main() -> None:
@@ -33,8 +34,9 @@ def main() -> None:
         from train.inference import score_model
 
         scored = score_model(Path(args.model), Path(args.real) if args.real else default_real_dir())
-        arms.append(Arm(args.model, [{"repeat": 0, "fold": 0, **scored["pooled"]}],
-                        {n: scored["counts"][n.split("@")[0]] for n in a.counts}, args.model))
+        counts = {n: scored["counts"][n.split("@")[0]] for n in a.counts}  # the runs' test images only
+        # one "fold": pooled over the same images as the runs (a run of some folds tests fewer than scored)
+        arms.append(Arm(args.model, [{"repeat": 0, "fold": 0, **pooled(counts.values())}], counts, args.model))
     result = {"arms": {}, "intervals": {}}
     for arm in arms:
         choices = []
