@@ -10,12 +10,12 @@ Prints one JSON line last.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
-from evaluate.report import Arm, arm_from_train_cv, paired_bootstrap
+from evaluate.report import arm_from_train_cv, paired_bootstrap
 from grapheneseg.config import default_real_dir
-from grapheneseg.metrics import pooled
 
 
 def main() -> None:
@@ -31,12 +31,12 @@ def main() -> None:
         raise SystemExit("the two runs scored different test images (different splits?)")
     arms = [a, b]
     if args.model:
-        from train.inference import score_model
+        from evaluate.comparison import sim_only_arm
 
-        scored = score_model(Path(args.model), Path(args.real) if args.real else default_real_dir())
-        counts = {n: scored["counts"][n.split("@")[0]] for n in a.counts}  # the runs' test images only
-        # one "fold": pooled over the same images as the runs (a run of some folds tests fewer than scored)
-        arms.append(Arm(args.model, [{"repeat": 0, "fold": 0, **pooled(counts.values())}], counts, args.model))
+        ran = {(f["repeat"], f["fold"]) for f in a.per_fold}  # a run of some folds (cv.only_folds) tests fewer
+        splits = [s for s in json.loads((Path(args.a) / "splits.json").read_text()) if (s["repeat"], s["fold"]) in ran]
+        arm = sim_only_arm(Path(args.model), Path(args.real) if args.real else default_real_dir(), splits)
+        arms.append(dataclasses.replace(arm, name=args.model))
     result = {"arms": {}, "intervals": {}}
     for arm in arms:
         choices = []

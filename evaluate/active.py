@@ -67,12 +67,13 @@ def _by_label_area(suggest: Any, randoms: Sequence[Any]) -> list[dict[str, Any]]
     groups = [("empty label", np.flatnonzero(area == 0))]
     groups += [(f"label area third {i + 1}", g) for i, g in
                enumerate(np.array_split(np.flatnonzero(area > 0)[np.argsort(area[area > 0], kind="stable")], 3))]
+    mine, theirs = suggest.image_scores(), [a.image_scores() for a in randoms]
     rows = []
     for label, idx in groups:
         chosen = [names[i] for i in idx]
         if not chosen:
             continue
-        diff = [suggest.image_scores()[n] - np.mean([a.image_scores()[n] for a in randoms]) for n in chosen]
+        diff = [mine[n] - np.mean([t[n] for t in theirs]) for n in chosen]
         rows.append({"group": label, "images": len(chosen), "label_pixels_mean": float(area[idx].mean()),
                      "per_image_suggest_minus_random": float(np.mean(diff)),
                      "suggest_pooled": pooled(np.array(suggest.counts[n]) for n in chosen)["jaccard"],

@@ -40,6 +40,11 @@ class AtomGraph:
     contrast: str  # "white" or "black" (extrema method), "network" (network method)
     bond_px: float
 
+    @property
+    def how(self) -> str:
+        """How the atoms were found, for titles and messages."""
+        return "network atom map" if self.contrast == "network" else f"{self.contrast}-atom contrast"
+
 
 def bond_length_px(image: np.ndarray, pixel_size: float | None = None) -> float:
     """C-C bond length in pixels of a raw micrograph: from the pixel size if given, else read from
@@ -248,8 +253,7 @@ def plot_graph(image: np.ndarray, graph: AtomGraph, mask: np.ndarray | None, pat
     lines = draw_graph(ax, image, graph, mask)
     if lines is not None:
         fig.colorbar(lines, ax=ax, fraction=0.046, label="bond angle mod 60 (degrees)")
-    how = "network atom map" if graph.contrast == "network" else f"{graph.contrast}-atom contrast"
-    ax.set_title(f"{len(graph.atoms)} atoms, {len(graph.bonds)} bonds ({how})")
+    ax.set_title(f"{len(graph.atoms)} atoms, {len(graph.bonds)} bonds ({graph.how})")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -149,12 +149,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_suggest(args: argparse.Namespace) -> int:
     from grapheneseg.micrographs import DataError
 
-    from .suggest import COVERAGE_EVERY, choose, suggestion_sheet, unlabelled, write_suggestions
+    from .suggest import COVERAGE_EVERY, check_coverage_every, choose, suggestion_sheet, unlabelled, write_suggestions
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, not {args.n}")
-    if args.coverage_every is not None and (args.coverage_every == 1 or args.coverage_every < 0):
-        raise ConfigError(f"--coverage-every must be 0 (never) or at least 2, not {args.coverage_every}")
+    if args.coverage_every is not None:  # before the segmentation, not after it
+        check_coverage_every(args.coverage_every, "--coverage-every")
     files = unlabelled(args.input)
     if not files:
         raise DataError(f"every micrograph in {args.input} already has a NAME_LABEL.png: nothing to suggest")
@@ -228,9 +228,8 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
             continue
         write_graph(graph, out_dir, stem)
         plot_graph(seg.micrograph.image, graph, seg.mask, out_dir / f"{stem}_bonds.png")
-        how = "network atom map" if graph.contrast == "network" else f"{graph.contrast}-atom contrast"
         print(f"{seg.micrograph.path.name}: {len(graph.atoms)} atoms outside contamination, "
-              f"{len(graph.bonds)} bonds, {how}")
+              f"{len(graph.bonds)} bonds, {graph.how}")
     save_config(cfg, out_dir)
     return _report_failures(failed)
 

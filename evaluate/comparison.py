@@ -154,8 +154,9 @@ def _active(real: Path, out: Path, budget: Any, splits: list[dict], pretrained: 
     return result
 
 
-def _sim_only_arm(ckpt: Path, real: Path, splits: list[dict], device: str = "auto") -> Arm:
-    """The simulation-only model scored on every fold's test images (it never saw real labels)."""
+def sim_only_arm(ckpt: Path, real: Path, splits: list[dict], device: str = "auto") -> Arm:
+    """The simulation-only model scored on every fold's test images (it never saw real labels),
+    pooled per fold of `splits` as the trained arms are."""
     from train.inference import score_model
 
     counts = score_model(ckpt, real, device=device)["counts"]
@@ -305,7 +306,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     provenance["runs"][BRAGG] = {"folder": str(bragg_dir), "key": key}
 
     pretrained, pretrained_sha = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
-    arms[SIM_ONLY] = _sim_only_arm(pretrained, real, splits, device)
+    arms[SIM_ONLY] = sim_only_arm(pretrained, real, splits, device)
 
     curves: dict[str, dict[int, float]] = {REAL_ONLY: {}, FINETUNED: {}}
     by_k: dict[int, dict[str, Arm]] = {}

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import scipy.stats
 
+from grapheneseg.config import ConfigError
 from grapheneseg.micrographs import LABEL_SUFFIX
 from grapheneseg.preprocessing import preprocess
 
@@ -96,11 +97,16 @@ def coverage_pick(quantile: np.ndarray, taken: Sequence[int], score: np.ndarray)
     return int(np.argmax(np.where(gap == gap.max(), score, -np.inf)))
 
 
+def check_coverage_every(value: int, name: str = "coverage_every") -> None:
+    """ConfigError (a ValueError) naming `name` unless `value` is 0 (no coverage picks) or >= 2."""
+    if value == 1 or value < 0:
+        raise ConfigError(f"{name} must be 0 (never) or at least 2, not {value}")
+
+
 def choose(results: Sequence[Segmentation], n: int, coverage_every: int = COVERAGE_EVERY) -> list[Suggestion]:
     """Greedy uncertainty x diversity choice of up to `n` distinct micrographs, every
     `coverage_every`-th by `coverage_pick` (0: none; see module doc)."""
-    if coverage_every == 1 or coverage_every < 0:
-        raise ValueError(f"coverage_every must be 0 (never) or at least 2, not {coverage_every}")
+    check_coverage_every(coverage_every)
     if not results:
         return []
     u = np.array([image_uncertainty(s.uncertainty, s.probability) for s in results])

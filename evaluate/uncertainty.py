@@ -231,7 +231,7 @@ def uncertainty_vs_error(run_dir: Path, data: Any, splits: Sequence[dict], cfg: 
                          "by_ensemble_error": _spearman_table(ensemble, "error", names, n_boot, "disagreement"),
                          "by_own_fold_error": _spearman_table(ensemble, "error_own_fold", names, n_boot,
                                                               "disagreement"),
-                         "mean_error": float(np.mean([r["error"] for r in ensemble]))},
+                         "mean_error": float(ens_e.mean())},
             "n_ood": sum(bool(r["ood"]) for r in rows), "ood": {r["name"]: r["ood"] for r in rows if r["ood"]},
             "mean_error": float(e.mean()), "mean_uncertainty": float(np.mean([r["mean_std"] for r in rows])),
             "images": rows}

@@ -15,7 +15,7 @@ def test_every_preset_fine_tunes_at_or_below_its_own_rate(preset, tmp_path):
     arch = architecture(cfg["model"])
     ckpt = save_checkpoint(tmp_path / "sim.ckpt", build_model(arch), arch, {}, epoch=0)
     cfg["finetune"]["pretrained"] = str(ckpt)
-    tuned, init = finetune_setup(cfg)
+    tuned, init, _ = finetune_setup(cfg)
     assert init is not None
     assert tuned["optim"]["lr"] == cfg["finetune"]["lr"] <= cfg["optim"]["lr"]
     assert tuned["optim"]["name"] == cfg["optim"]["name"] and tuned["optim"]["schedule"] == cfg["optim"]["schedule"]

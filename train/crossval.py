@@ -135,13 +135,14 @@ def check_compatible(payload: dict[str, Any], config: dict[str, Any], path: Path
                               f"pretrained checkpoint but {PREPROCESSING!r} here")
 
 
-def finetune_setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
-    """The effective training config and initial weights: unchanged with `finetune.pretrained`
-    null; else the fine-tuning learning rate, warm-up, epochs and encoder freezing applied and
-    the pretrained weights (checked against the config) returned."""
+def finetune_setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None, list[float] | None]:
+    """The effective training config, initial weights and inherited pixel range: unchanged, None and
+    None with `finetune.pretrained` null; else the fine-tuning learning rate, warm-up, epochs and
+    encoder freezing applied, the pretrained weights (checked against the config) and the
+    simulated pixel range the pretrained model recorded (a fine-tuned model keeps its scale)."""
     tune = config.get("finetune") or {}
     if not tune.get("pretrained"):
-        return config, None
+        return config, None, None
     path = Path(tune["pretrained"])
     payload = read_checkpoint(path)
     check_compatible(payload, config, path)
@@ -153,14 +154,7 @@ def finetune_setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, to
     config["optim"]["pct_start"] = tune["warmup"]
     config["loop"]["epochs"] = tune.get("epochs") or config["loop"]["epochs"]
     config["loop"]["freeze_encoder_epochs"] = tune.get("freeze_encoder_epochs", 0)
-    return config, payload["state_dict"]
-
-
-def inherited_pixel_range(config: dict[str, Any]) -> list[float] | None:
-    """The simulated pixel range recorded in `finetune.pretrained` (None without one): a fine-tuned
-    model keeps its pretrained model's scale."""
-    tune = config.get("finetune") or {}
-    return read_checkpoint(Path(tune["pretrained"])).get("pixel_range") if tune.get("pretrained") else None
+    return config, payload["state_dict"], payload.get("pixel_range")
 
 
 def _train_sets(config: dict[str, Any], data: LabelledSet, train: list[str], test: list[str] | None):
@@ -254,7 +248,7 @@ def train_fold(config: dict[str, Any], data: LabelledSet, split: dict, run_dir: 
     metrics_path = out / "metrics.json"
     if resume and metrics_path.exists() and (out / "model.ckpt").exists():
         return json.loads(metrics_path.read_text())
-    config, init = finetune_setup(config)
+    config, init, pixel_range = finetune_setup(config)
     train_names = fold_train_names(config["cv"], split)
     # the test fold is only scored once, after training: never a validation set
     model, result, selection = fit_selected(
@@ -272,7 +266,7 @@ def train_fold(config: dict[str, Any], data: LabelledSet, split: dict, run_dir: 
               "history": result["history"], "selection": selection}
     save_checkpoint(out / "model.ckpt", model, architecture(config["model"]), config,
                     len(result["history"]), test_metrics, train_images=train_names, selection=selection,
-                    pixel_range=inherited_pixel_range(config))
+                    pixel_range=pixel_range)
     write_json(metrics_path, record)
     (out / "last.ckpt").unlink(missing_ok=True)
     return record
@@ -328,12 +322,12 @@ def train_all(cfg: DictConfig, real: Path, out: Path, resume: bool = False) -> d
     if config["cv"].get("only_folds") is not None:
         raise ValueError(f"cv.only_folds ({config['cv']['only_folds']}) chooses CV folds; with cv.folds=0 "
                          "there are none")
-    config, init = finetune_setup(config)
+    config, init, pixel_range = finetune_setup(config)
     names = real_subset(data.names, config["cv"].get("n_real"), subset_seed(config["cv"]))
     model, result, selection = fit_selected(config, data, names, init, work, resume=resume, desc="all images")
     metrics = {"train_loss": result["final"].get("loss"),
                "seconds": result["seconds"] + (selection or {}).get("inner_seconds", 0.0), "selection": selection}
     save_checkpoint(out, model, architecture(config["model"]), config, len(result["history"]), metrics,
-                    train_images=names, selection=selection, pixel_range=inherited_pixel_range(config))
+                    train_images=names, selection=selection, pixel_range=pixel_range)
     shutil.rmtree(work, ignore_errors=True)  # last.ckpt and inner runs: the checkpoint holds the choice
     return {"out": str(out), **metrics}
