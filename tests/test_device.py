@@ -12,6 +12,7 @@ from evaluate.cli import main
 from tests.conftest import write_labelled_folder
 from train.checkpoints import load_model, save_checkpoint
 from train.inference import for_device, inference_device, load_models, predict_probability
+from train.loops import choose_device
 from train.model import architecture, build_model
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="tests the error raised without CUDA")
@@ -59,3 +60,23 @@ def test_report_checks_the_device_first(tmp_path: Path, capsys) -> None:
     assert main(["report", "--real", str(real), "--pretrained", "x.ckpt", "--out", str(tmp_path / "r"),
                  "--device", "cuda", "--quiet"]) == 1
     assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch) -> None:
+    """torchrun with more processes per node than GPUs: named, not a CUDA 'invalid device ordinal'."""
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="needs CUDA device 1, but torch sees 1.*--device cpu"):
+        choose_device("auto")
+    assert choose_device("cpu").type == "cpu"  # and training on the CPU stays possible (Gloo)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert choose_device("auto") == torch.device("cuda", 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_path_agrees_with_the_cpu_within_bfloat16(checkpoint: Path) -> None:
+    images = np.random.default_rng(0).normal(size=(5, 64, 64)).astype(np.float32)
+    cpu = predict_probability(load_models(checkpoint, "cpu"), images)
+    gpu = predict_probability(load_models(checkpoint, "cuda"), images)
+    assert np.abs(gpu - cpu).max() < 2e-2 and ((gpu > 0.5) == (cpu > 0.5)).mean() > 0.99

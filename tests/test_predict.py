@@ -29,7 +29,7 @@ def test_inference_model_matches_training_model(tmp_path):
     with torch.no_grad():
         reference = torch.softmax(model(torch.from_numpy(x)[:, None]), 1)[:, 1].numpy()
     for batch in (1, 2, 8):
-        prob = predict_probability(load_models(path), x, batch_size=batch)
+        prob = predict_probability(load_models(path, "cpu"), x, batch_size=batch)  # exact on the CPU
         assert prob.shape == (3, 64, 64) and np.allclose(prob, reference, atol=1e-5)
     # sizes not divisible by the pooling are reflect-padded and cropped back
     assert predict_probability([for_inference(model)], x[:, :50, :60]).shape == (3, 50, 60)
@@ -39,8 +39,8 @@ def test_run_folder_is_an_ensemble_of_folds(tmp_path):
     paths = [save_model(tmp_path / "run" / f"fold_{k}" / "model.ckpt", k)[0] for k in range(2)]
     assert checkpoint_paths(tmp_path / "run") == paths
     x = np.random.default_rng(0).normal(size=(2, 64, 64)).astype(np.float32)
-    single = [predict_probability(load_models(p), x) for p in paths]
-    assert np.allclose(predict_probability(load_models(tmp_path / "run"), x), np.mean(single, 0), atol=1e-6)
+    single = [predict_probability(load_models(p, "cpu"), x) for p in paths]
+    assert np.allclose(predict_probability(load_models(tmp_path / "run", "cpu"), x), np.mean(single, 0), atol=1e-6)
     with pytest.raises(CheckpointError, match="empty"):
         checkpoint_paths((tmp_path / "empty").mkdir() or tmp_path / "empty")
 

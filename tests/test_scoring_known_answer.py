@@ -3,7 +3,8 @@
 A depth-1, 1-feature U-Net with centre-only 3x3 kernels computes relu(relu(x)) = relu(x) of the
 preprocessed image x; a head with class-1 weight w and bias -w t makes its contamination
 probability sigmoid(w (relu(x) - t)), so its mask is exactly `preprocess(image) > t`. Every count
-`score_model` and `evaluate score --model` report can then be checked pixel by pixel.
+`score_model` and `evaluate score --model` report can then be checked pixel by pixel (on the CPU:
+CUDA's bfloat16 autocast moves pixels within about 1e-2 of the threshold; tests/test_device.py).
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def expected_counts(folder: Path, t: float) -> dict[str, list[int]]:
 
 def test_score_model_counts_every_pixel(tmp_path: Path) -> None:
     test = write_labelled_folder(tmp_path / "test", n=4)
-    result = score_model(threshold_checkpoint(tmp_path / "t.ckpt", 0.7), test)
+    result = score_model(threshold_checkpoint(tmp_path / "t.ckpt", 0.7), test, device="cpu")
     expected = expected_counts(test, 0.7)
     assert result["counts"] == expected
     assert result["pooled"] == pooled(np.array(c) for c in expected.values())
@@ -60,7 +61,7 @@ def test_fold_ensemble_is_the_mean_softmax(tmp_path: Path) -> None:
     test = write_labelled_folder(tmp_path / "test", n=3, seed=4)
     threshold_checkpoint(tmp_path / "run" / "fold_0" / "model.ckpt", 0.5)
     threshold_checkpoint(tmp_path / "run" / "fold_1" / "model.ckpt", 1.0, w=4.0)
-    result = score_model(tmp_path / "run", test)
+    result = score_model(tmp_path / "run", test, device="cpu")
     assert result["n_models"] == 2 and result["counts"] == expected_counts(test, 0.9)
 
 
@@ -68,7 +69,7 @@ def test_evaluate_score_model_cli(tmp_path: Path, capsys) -> None:
     test = write_labelled_folder(tmp_path / "my test=1", n=3, seed=2)
     ckpt = threshold_checkpoint(tmp_path / "t.ckpt", 0.7)
     out = tmp_path / "scores" / "t.json"
-    assert main(["score", "--model", str(ckpt), "--test", str(test), "--json", "--out", str(out)]) == 0
+    assert main(["score", "--model", str(ckpt), "--test", str(test), "--json", "--out", str(out), "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     expected = expected_counts(test, 0.7)
     assert printed == pooled(np.array(c) for c in expected.values())

@@ -40,11 +40,16 @@ from train.model import UNet, architecture, build_model
 
 
 def choose_device(name: str = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU; or an explicit torch device name."""
+    """"auto" -> CUDA when available, else CPU; "cuda" -> this process's GPU (LOCAL_RANK under
+    torchrun), a clear error when there is none; or any other torch device name."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        rank, count = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        if rank >= count:
+            raise ValueError(f"process {rank} of this node needs CUDA device {rank}, but torch sees {count}: "
+                             "start at most one process per GPU (torchrun --nproc-per-node) or use --device cpu")
+        return torch.device("cuda", rank)
     return torch.device(name)
 
 

@@ -29,7 +29,7 @@ from grapheneseg.metrics import METRICS
 from simulate.dataset import open_dataset, require_atoms
 from train.checkpoints import save_checkpoint
 from train.datasets import real_pairs, sim_pairs
-from train.loops import ATOM_METRICS, fit, world
+from train.loops import ATOM_METRICS, choose_device, fit, world
 from train.model import architecture
 
 
@@ -95,15 +95,16 @@ def configure_task(cfg: DictConfig, paths: Sequence[Path], real_val: Path | None
     return task
 
 
-def init_distributed() -> None:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+def init_distributed(device: str = "auto") -> None:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL when the run trains
+    on CUDA (one GPU per process), else Gloo (also on a GPU machine with `device` cpu)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         import torch
 
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend)
+        target = choose_device(device)
+        if target.type == "cuda":
+            torch.cuda.set_device(target)
+        dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
 
 
 def pretrain(cfg: DictConfig, data: list[Path], out: Path, real_val: Path | None = None,
@@ -115,7 +116,7 @@ def pretrain(cfg: DictConfig, data: list[Path], out: Path, real_val: Path | None
     {"out", "train_images", "val_images", "seconds", "samples", "images_per_second", "world_size",
     "sim_val": pooled metrics on the held-out simulations, "real_val": on `real_val` or None}.
     """
-    init_distributed()
+    init_distributed(str(cfg.get("device", "auto")))
     rank, size = world()
     out, paths = Path(out), [Path(p) for p in data]
     history = out.with_name(f"{out.stem}.history.json")
