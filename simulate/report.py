@@ -3,8 +3,9 @@
 `compare` puts simulated and real micrographs through the same preprocessing
 (grapheneseg.preprocessing.preprocess) and compares what the segmentation network sees: radially
 averaged power spectra, the radius of the graphene {100} lattice spots (sets the pixel size; real
-images sit at 36-56 in 1/256 px^-1 units), intensity histograms, contamination fractions and the
-contamination-to-lattice contrast (std inside / outside the mask).
+images sit at 36-56 in 1/256 px^-1 units), intensity histograms, contamination fractions, the
+contamination-to-lattice contrast (std inside / outside the mask) and the ellipticity of the
+amorphous carbon's Thon rings (two-fold astigmatism).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from omegaconf import DictConfig  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from grapheneseg import GRAPHENE_D100  # noqa: E402
+from grapheneseg.lattice import read_pixel_size  # noqa: E402
 from grapheneseg.micrographs import load_labelled  # noqa: E402
 from grapheneseg.preprocessing import preprocess  # noqa: E402
 
@@ -174,8 +176,9 @@ def thon_anisotropy(image: np.ndarray, mask: np.ndarray, pixel_size: float) -> f
     return float(np.mean(np.abs(harmonics[:, 1]) / np.abs(harmonics[:, 0])))
 
 
-def _set_stats(images: list[np.ndarray], masks: list[np.ndarray]) -> dict:
+def _set_stats(images: list[np.ndarray], masks: list[np.ndarray], pixel_sizes: np.ndarray) -> dict:
     pre = [preprocess(im) for im in images]
+    thon = [thon_anisotropy(p, m.astype(bool), a) if np.isfinite(a) else np.nan for p, m, a in zip(pre, masks, pixel_sizes)]
     spectra = np.array([radial_spectrum(p) for p in pre])
     hist = np.histogram(np.concatenate([p.ravel() for p in pre]), HIST_BINS, density=True)[0]
     return {
@@ -184,6 +187,7 @@ def _set_stats(images: list[np.ndarray], masks: list[np.ndarray]) -> dict:
         "hist": hist,
         "fractions": np.array([m.mean() for m in masks]),
         "contrast": np.array([contrast_ratio(p, m.astype(bool)) for p, m in zip(pre, masks)]),
+        "thon": np.array(thon),
     }
 
 
@@ -198,7 +202,9 @@ def compare(sim: Path, real: Path, out: Path, max_sim: int = 500) -> dict:
         sim_images, sim_masks, meta = list(f["images"][take]), list(f["masks"][take]), f["meta"][take]
     if sim_images[0].shape != real_set.images[0].shape:
         raise ValueError(f"{sim}: image size {sim_images[0].shape} differs from the real {real_set.images[0].shape}")
-    s, r = _set_stats(sim_images, sim_masks), _set_stats(real_set.images, real_set.masks)
+    real_pixel_sizes = np.array([read_pixel_size(im) or np.nan for im in real_set.images])
+    s = _set_stats(sim_images, sim_masks, meta["pixel_size"])
+    r = _set_stats(real_set.images, real_set.masks, real_pixel_sizes)
     radii = np.arange(s["spectra"].shape[1])
     band = (radii >= 5) & (radii <= 120)
     mean_s, mean_r = s["spectra"].mean(0), r["spectra"].mean(0)
@@ -216,6 +222,11 @@ def compare(sim: Path, real: Path, out: Path, max_sim: int = 500) -> dict:
         "contamination_fraction": {"sim": _distribution(s["fractions"]), "real": _distribution(r["fractions"])},
         "contrast_ratio": {"sim": _distribution(s["contrast"][np.isfinite(s["contrast"])]),
                            "real": _distribution(r["contrast"][np.isfinite(r["contrast"])])},
+        # Thon-ring ellipticity inside the labelled contamination (images with >= 5 %; real ones need a
+        # readable lattice for their scale): real above simulated = more two-fold astigmatism than
+        # `optics.astigmatism` draws (benchmarks/bench_astigmatism.py fits the range)
+        "thon_anisotropy": {"sim": _distribution(s["thon"][np.isfinite(s["thon"])]),
+                            "real": _distribution(r["thon"][np.isfinite(r["thon"])])},
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(result, indent=2))
