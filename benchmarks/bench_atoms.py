@@ -52,7 +52,8 @@ from pathlib import Path
 import numpy as np
 import scipy.ndimage
 from evaluate.apply import DEFAULT_ATOM_MODEL, default_model, segment
-from evaluate.atoms import (bond_statistics, draw_graph, find_atoms, find_atoms_network, match_atoms)
+from evaluate.atoms import (bond_statistics, draw_graph, find_atoms, find_atoms_network, match_atoms,
+                            registration)
 from grapheneseg import GRAPHENE_D100
 from grapheneseg.config import load_config
 from grapheneseg.formats import Micrograph, read_micrograph
@@ -147,7 +148,8 @@ def simulated(args, cfg, models, apply_cfg, atoms_cfg) -> dict:
             truth = truth[~excluded[r, c]]
             row = {"structure": s, "variant": int(sample.meta["variant"]), "pixel_size": pixel_size,
                    "defocus_A": float(sample.meta["defocus"]), "astigmatism_A": float(sample.meta["astigmatism"]),
-                   "true": len(truth), "ring": ring_signs(sample.image, truth, pixel_size)}
+                   "true": len(truth), "ring": ring_signs(sample.image, truth, pixel_size),
+                   **registration(sample.image, pixel_size, atoms_cfg.min_reflection_balance)}
             for method in METHODS:
                 if method == "network":
                     micrograph = Micrograph(Path(f"sim_{sample.index}"), sample.image, pixel_size)
@@ -168,9 +170,21 @@ def simulated(args, cfg, models, apply_cfg, atoms_cfg) -> dict:
         inside = [r for r in rows if lo <= r["defocus_A"] < hi or (hi == edges[-1] and r["defocus_A"] == hi)]
         bins.append({"defocus_A": [float(lo), float(hi)], "images": len(inside),
                      **{m: pooled(inside, m) for m in METHODS},
-                     "network_by_ring": {c: by_ring(inside, c) for c in RING_CLASSES}})
+                     "network_by_ring": {c: by_ring(inside, c) for c in RING_CLASSES},
+                     "network_by_registration": by_registration(inside)})
     return {"images": rows, "bins": bins, "pooled": {m: pooled(rows, m) for m in METHODS},
-            "network_by_ring": {c: by_ring(rows, c) for c in RING_CLASSES}}
+            "network_by_ring": {c: by_ring(rows, c) for c in RING_CLASSES},
+            "network_by_registration": by_registration(rows)}
+
+
+def by_registration(rows: list[dict]) -> dict:
+    """Network precision/recall pooled over the images `evaluate atoms` passes ("ok") and flags
+    ("uncertain"/"unknown"), with how many of each are mixed-sign images."""
+    out = {}
+    for name, chosen in (("ok", [r for r in rows if r["registration"] == "ok"]),
+                         ("flagged", [r for r in rows if r["registration"] != "ok"])):
+        out[name] = {"images": len(chosen), "mixed": sum(r["ring"] == "mixed" for r in chosen), **pooled(chosen, "network")}
+    return out
 
 
 def by_ring(rows: list[dict], ring: str) -> dict:
@@ -323,11 +337,14 @@ def main() -> None:
         result["simulated"] = sim = simulated(args, cfg, models, apply_cfg, atoms_cfg)
         print("simulated, pooled over the atoms of each defocus bin (precision / recall within 0.5 A):")
         for b in sim["bins"] + [{"defocus_A": "all", "images": len(sim["images"]), **sim["pooled"],
-                                 "network_by_ring": sim["network_by_ring"]}]:
+                                 "network_by_ring": sim["network_by_ring"],
+                                 "network_by_registration": sim["network_by_registration"]}]:
             print(f"  defocus {b['defocus_A']}: {b['images']} images, " + ", ".join(
                 f"{m} {b[m]['precision']:.3f} / {b[m]['recall']:.3f}" for m in METHODS) + "; network by {100} CTF signs: "
                 + ", ".join(f"{c} {v['images']} images {v['precision']:.3f} / {v['recall']:.3f}"
-                            for c, v in b["network_by_ring"].items()))
+                            for c, v in b["network_by_ring"].items()) + "; network by registration flag: "
+                + ", ".join(f"{c} {v['images']} images ({v['mixed']} mixed) {v['precision']:.3f} / {v['recall']:.3f}"
+                            for c, v in b["network_by_registration"].items()))
     if args.real:
         seg_models = load_models(Path(args.model) if args.model else default_model(), "cpu")
         result["real"] = rl = real(args, models, seg_models, apply_cfg, atoms_cfg)

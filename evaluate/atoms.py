@@ -24,7 +24,7 @@ import scipy.ndimage
 from scipy.spatial import cKDTree
 
 from grapheneseg.formats import Micrograph
-from grapheneseg.lattice import read_pixel_size
+from grapheneseg.lattice import read_pixel_size, reflection_balance
 from grapheneseg.preprocessing import preprocess
 
 BOND = 1.42  # C-C bond length, A
@@ -206,8 +206,18 @@ def match_atoms(found: np.ndarray, truth: np.ndarray, tolerance: float) -> tuple
     return matched / len(found), matched / len(truth)
 
 
-def write_graph(graph: AtomGraph, out_dir: Path, stem: str) -> tuple[Path, Path, Path]:
-    """<stem>_atoms.csv (row, col), <stem>_bonds.csv (i, j, length_px, angle_mod60_deg), summary JSON."""
+def registration(image: np.ndarray, pixel_size: float | None, min_balance: float) -> dict:
+    """Whether the atoms found in `image` may be the honeycomb shifted by half a lattice vector:
+    {"reflection_balance": weakest / strongest {100} pair amplitude (None: no {100} spot or no
+    scale), "registration": "uncertain" below `min_balance`, "unknown" without a reading, else "ok"}."""
+    balance = reflection_balance(image, pixel_size) if pixel_size else None
+    verdict = "unknown" if balance is None else ("uncertain" if balance < min_balance else "ok")
+    return {"reflection_balance": balance, "registration": verdict}
+
+
+def write_graph(graph: AtomGraph, out_dir: Path, stem: str, extra: dict | None = None) -> tuple[Path, Path, Path]:
+    """<stem>_atoms.csv (row, col), <stem>_bonds.csv (i, j, length_px, angle_mod60_deg), summary
+    JSON (with `extra`, e.g. `registration`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     atoms_csv, bonds_csv = out_dir / f"{stem}_atoms.csv", out_dir / f"{stem}_bonds.csv"
     np.savetxt(atoms_csv, graph.atoms, fmt="%.3f", delimiter=",", header="row,col", comments="")
@@ -219,7 +229,8 @@ def write_graph(graph: AtomGraph, out_dir: Path, stem: str) -> tuple[Path, Path,
     summary = out_dir / f"{stem}_atoms.json"
     summary.write_text(json.dumps({"atoms": len(graph.atoms), "bonds": len(graph.bonds), "contrast": graph.contrast,
                                    "bond_px": graph.bond_px,
-                                   "mean_bond_px": float(lengths.mean()) if len(lengths) else None}, indent=1))
+                                   "mean_bond_px": float(lengths.mean()) if len(lengths) else None,
+                                   **(extra or {})}, indent=1))
     return atoms_csv, bonds_csv, summary
 
 

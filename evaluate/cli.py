@@ -192,7 +192,7 @@ def _cmd_sort(args: argparse.Namespace) -> int:
 
 
 def _cmd_atoms(args: argparse.Namespace) -> int:
-    from .atoms import find_atoms, find_atoms_network, plot_graph, write_graph
+    from .atoms import find_atoms, find_atoms_network, plot_graph, registration, write_graph
 
     if args.method == "extrema" and args.atom_model:
         raise ConfigError("--atom-model is the network method's; --method extrema finds atoms without one")
@@ -212,8 +212,9 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
         atom_apply = model_scale(path, cfg.apply)
         print("note: where two-fold astigmatism gives the three {100} reflection pairs CTFs of different signs, the "
               "lattice image is also that of the sheet shifted by half a lattice vector, and the network's honeycomb "
-              "can be that shifted one (atoms ~0.7 A off, bond directions unchanged); measured in the model card "
-              f"{path.with_suffix('.md').name}", file=sys.stderr)
+              "can be that shifted one (atoms ~0.7 A off, bond directions unchanged); images where it is likely are "
+              f"flagged 'registration uncertain'; measured in the model card {path.with_suffix('.md').name}",
+              file=sys.stderr)
     for seg in results:
         stem = seg.micrograph.path.stem
         try:
@@ -226,10 +227,16 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
         except ValueError as err:
             failed[str(seg.micrograph.path)] = f"{seg.micrograph.path}: {err}"
             continue
-        write_graph(graph, out_dir, stem)
+        check = registration(seg.micrograph.image, seg.pixel_size, atoms_cfg.min_reflection_balance)
+        write_graph(graph, out_dir, stem, check)
         plot_graph(seg.micrograph.image, graph, seg.mask, out_dir / f"{stem}_bonds.png")
         print(f"{seg.micrograph.path.name}: {len(graph.atoms)} atoms outside contamination, "
-              f"{len(graph.bonds)} bonds, {graph.how}")
+              f"{len(graph.bonds)} bonds, {graph.how}, registration {check['registration']}")
+        if check["registration"] == "uncertain":
+            print(f"warning: {seg.micrograph.path}: registration uncertain: the weakest {{100}} reflection pair has "
+                  f"{check['reflection_balance']:.2f} of the strongest's amplitude (< atoms.min_reflection_balance "
+                  f"{atoms_cfg.min_reflection_balance}); the atoms may all be half a C-C bond (0.7 A) off",
+                  file=sys.stderr)
     save_config(cfg, out_dir)
     return _report_failures(failed)
 

@@ -46,21 +46,29 @@ MAX_SPOTS = 200
 FAINT_DECADES = 3.0  # rings this many decades of power below the strongest are ignored
 
 
-def _spots(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(radius in 1/px, angle in degrees mod 180, log10 strength, log10 power relative to the
-    strongest background level of the searched spectrum) of the spectrum's spots."""
+def _spectrum(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(power, local background, fy, fx) of the preprocessed, windowed image: half-plane spectrum
+    (rows qy from -1/2 up, columns qx >= 0, 1/px), smoothed by 1 px."""
     from grapheneseg.preprocessing import preprocess
 
     h, w = image.shape
     window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
     power = np.abs(scipy.fft.rfft2(preprocess(image) * window, workers=-1)) ** 2
-    power = np.fft.fftshift(power, axes=0)  # rows: qy from -1/2 up; columns: qx >= 0
+    power = np.fft.fftshift(power, axes=0)
     power = scipy.ndimage.gaussian_filter(power, 1.0, mode=("wrap", "nearest"))
     fy = (np.arange(h) - h // 2)[:, None] / h
     fx = np.arange(power.shape[1])[None, :] / w
-    q = np.hypot(fy, fx)
     log_power = np.log(np.maximum(power, 1e-30))
     background = np.exp(scipy.ndimage.gaussian_filter(log_power, BACKGROUND_PX, mode=("wrap", "nearest")))
+    return power, background, fy, fx
+
+
+def _spots(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(radius in 1/px, angle in degrees mod 180, log10 strength, log10 power relative to the
+    strongest background level of the searched spectrum) of the spectrum's spots."""
+    h, w = image.shape
+    power, background, fy, fx = _spectrum(image)
+    q = np.hypot(fy, fx)
     ratio = power / background
     peak = (power == scipy.ndimage.maximum_filter(power, size=5, mode=("wrap", "nearest")))
     peak &= (ratio > SPOT_RATIO) & (q * min(h, w) >= MIN_Q_PX) & (np.abs(fy) < 0.5) & (fx < 0.5)
@@ -136,3 +144,33 @@ def read_pixel_size(image: np.ndarray) -> float | None:
                 ratios = radii[explained] / np.array(ORDERS)[near[explained].argmax(axis=1)]
                 best, best_key = D100 * float(np.average(ratios, weights=strength[explained])), key
     return best
+
+
+def reflection_balance(image: np.ndarray, pixel_size: float) -> float | None:
+    """Amplitude of the weakest of the three {100} reflection pairs of the strongest grain over
+    the strongest one's (peak power over the {100} ring's median, square root), 0-1; None without
+    a {100} spot.
+
+    Where two-fold astigmatism gives those pairs CTFs of different signs, the lattice image is
+    also that of the sheet shifted by half a lattice vector (README, "Atoms by a network trained
+    on simulation"); such images nearly always have one weak pair, so a low balance marks an
+    atom registration that may be half a bond off."""
+    image = np.asarray(image, dtype=np.float32)
+    radius, angle, strength, _ = _spots(image)
+    q100 = pixel_size / D100
+    on = np.abs(radius - q100) <= RING_TOL * q100 + 0.75 / min(image.shape)
+    if not on.any():
+        return None
+    power, _, fy, fx = _spectrum(image)
+    h = image.shape[0]
+    ring = np.abs(np.hypot(fy, fx) - q100) < 2.0 / h
+    excess = np.maximum(power - np.median(power[ring]), 0.0)  # over the ring's background (spots are few)
+    theta = np.radians(angle[on][np.argmax(strength[on])] + np.array([0.0, 60.0, 120.0]))
+    amplitudes = []
+    for qy, qx in zip(q100 * np.sin(theta), q100 * np.cos(theta)):
+        if qx < 0:  # the half plane holds the symmetric mate
+            qy, qx = -qy, -qx
+        row, col = int(round(qy * h)) + h // 2, int(round(qx * image.shape[1]))
+        patch = excess[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2]
+        amplitudes.append(np.sqrt(patch.max()) if patch.size else 0.0)
+    return float(min(amplitudes) / max(amplitudes)) if max(amplitudes) > 0 else None

@@ -85,3 +85,31 @@ def test_ctf_table_mixed_share_needs_astigmatism() -> None:
     assert all(t["mixed_share"] == 0.0 for t in none)
     assert max(t["mixed_share"] for t in some) > 0.2
     assert all(0.0 <= t["median_abs_sin_chi"] <= 1.0 for t in some)
+
+
+def hundred_ring(amplitudes: tuple[float, float, float], pixel: float = 0.4, size: int = 256,
+                 theta: float = 0.2, noise: float = 0.3) -> np.ndarray:
+    """Cosines at the three {100} reciprocal vectors with the given amplitudes, plus noise."""
+    y, x = np.mgrid[:size, :size].astype(np.float64)
+    q = pixel / 2.13  # cycles/px
+    image = sum(a * np.cos(2 * np.pi * q * (x * np.cos(theta + k * np.pi / 3) + y * np.sin(theta + k * np.pi / 3)))
+                for k, a in enumerate(amplitudes))
+    return 100 + 10 * (image + np.random.default_rng(0).normal(0, noise, image.shape))
+
+
+@pytest.mark.parametrize("weak", [1.0, 0.6, 0.3])
+def test_reflection_balance_reads_the_weakest_pair(weak: float) -> None:
+    from grapheneseg.lattice import reflection_balance
+
+    assert reflection_balance(hundred_ring((1.0, weak, 1.0)), 0.4) == pytest.approx(weak, abs=0.1)
+
+
+def test_registration_flag() -> None:
+    from evaluate.atoms import registration
+
+    assert registration(hundred_ring((1.0, 1.0, 1.0)), 0.4, 0.7)["registration"] == "ok"
+    weak = registration(hundred_ring((1.0, 0.3, 1.0)), 0.4, 0.7)
+    assert weak["registration"] == "uncertain" and weak["reflection_balance"] < 0.5
+    assert registration(hundred_ring((1.0, 1.0, 1.0)), None, 0.7) == {"reflection_balance": None, "registration": "unknown"}
+    flat = 100 + np.random.default_rng(1).normal(0, 1, (256, 256))
+    assert registration(flat, 0.4, 0.7)["registration"] == "unknown"  # no {100} spot

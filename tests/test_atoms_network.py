@@ -2,6 +2,8 @@
 of `train pretrain`, task-checked checkpoints, peaks of the map and the label-free bond measure."""
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import h5py
@@ -147,6 +149,8 @@ def test_pretrain_atom_task_writes_a_task_checked_checkpoint(tmp_path: Path, cap
     assert evaluate_main(["atoms", "--atom-model", str(ckpt), "--input", str(tmp_path / "g.png"),
                           "--out", str(out), "--quiet", "--pixel-size", str(PIXEL)]) == 0
     assert "network atom map" in capsys.readouterr().out and (out / "g_bonds.png").exists()
+    summary = json.loads((out / "g_atoms.json").read_text())
+    assert summary["registration"] in ("ok", "uncertain", "unknown") and "reflection_balance" in summary
 
 
 def test_network_atoms_come_back_on_the_micrograph_grid(monkeypatch) -> None:
