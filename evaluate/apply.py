@@ -36,7 +36,7 @@ DEFAULT_ATOM_MODEL = "atoms_default.ckpt"  # the atom-map network of `evaluate a
 CSV_COLUMNS = ["file", "pixel_size_A", "pixel_size_source", "height", "width",
                "contamination_fraction", "graphene_fraction", "seconds", "uncertainty", "ood"]
 # Models that record no pixel range (real-only, or trained before it was recorded, such as the
-# shipped sim_default.ckpt at 0.30-0.47 A/px): the 105 public images' 0.30-0.47 A/px, widened.
+# former shipped sim_default.ckpt v1 at 0.30-0.47 A/px): the 105 public images' 0.30-0.47 A/px, widened.
 FALLBACK_RANGE, FALLBACK_TARGET = (0.28, 0.50), 0.385
 OVERLAY_RGB = np.array([255, 40, 40])
 OVERLAY_ALPHA = 0.4
