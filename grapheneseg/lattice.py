@@ -63,11 +63,12 @@ def _spectrum(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return power, background, fy, fx
 
 
-def _spots(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _spots(image: np.ndarray, spectrum: tuple | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(radius in 1/px, angle in degrees mod 180, log10 strength, log10 power relative to the
-    strongest background level of the searched spectrum) of the spectrum's spots."""
+    strongest background level of the searched spectrum) of the spectrum's spots (`spectrum`:
+    `_spectrum(image)` when already computed)."""
     h, w = image.shape
-    power, background, fy, fx = _spectrum(image)
+    power, background, fy, fx = spectrum if spectrum is not None else _spectrum(image)
     q = np.hypot(fy, fx)
     ratio = power / background
     peak = (power == scipy.ndimage.maximum_filter(power, size=5, mode=("wrap", "nearest")))
@@ -156,12 +157,13 @@ def reflection_balance(image: np.ndarray, pixel_size: float) -> float | None:
     on simulation"); such images nearly always have one weak pair, so a low balance marks an
     atom registration that may be half a bond off."""
     image = np.asarray(image, dtype=np.float32)
-    radius, angle, strength, _ = _spots(image)
+    spectrum = _spectrum(image)
+    radius, angle, strength, _ = _spots(image, spectrum)
     q100 = pixel_size / D100
     on = np.abs(radius - q100) <= RING_TOL * q100 + 0.75 / min(image.shape)
     if not on.any():
         return None
-    power, _, fy, fx = _spectrum(image)
+    power, _, fy, fx = spectrum
     h = image.shape[0]
     ring = np.abs(np.hypot(fy, fx) - q100) < 2.0 / h
     excess = np.maximum(power - np.median(power[ring]), 0.0)  # over the ring's background (spots are few)
