@@ -178,7 +178,8 @@ def thon_anisotropy(image: np.ndarray, mask: np.ndarray, pixel_size: float) -> f
 
 def _set_stats(images: list[np.ndarray], masks: list[np.ndarray], pixel_sizes: np.ndarray) -> dict:
     pre = [preprocess(im) for im in images]
-    thon = [thon_anisotropy(p, m.astype(bool), a) if np.isfinite(a) else np.nan for p, m, a in zip(pre, masks, pixel_sizes)]
+    thon = [thon_anisotropy(im, m.astype(bool), a) if np.isfinite(a) else np.nan  # raw, as bench_astigmatism
+            for im, m, a in zip(images, masks, pixel_sizes)]
     spectra = np.array([radial_spectrum(p) for p in pre])
     hist = np.histogram(np.concatenate([p.ravel() for p in pre]), HIST_BINS, density=True)[0]
     return {
