@@ -33,24 +33,26 @@ from tqdm import tqdm
 
 from grapheneseg.metrics import confusion, pooled
 from train.datasets import ATOM_IGNORE, ATOM_PEAK
-from train.inference import predict_probability
+from train.inference import DEVICES, inference_device, predict_probability
 from train.checkpoints import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from torch.utils.data import Dataset
 from train.model import UNet, architecture, build_model
 
 
 def choose_device(name: str = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU; "cuda" -> this process's GPU (LOCAL_RANK under
-    torchrun), a clear error when there is none; or any other torch device name."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        rank, count = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
-        if rank >= count:
-            raise ValueError(f"process {rank} of this node needs CUDA device {rank}, but torch sees {count}: "
-                             "start at most one process per GPU (torchrun --nproc-per-node) or use --device cpu")
-        return torch.device("cuda", rank)
-    return torch.device(name)
+    """The training device: "auto", "cpu" or "cuda" resolved as for inference (`inference_device`:
+    a clear error for cuda without CUDA), the GPU being this process's (LOCAL_RANK under torchrun;
+    a clear error when the node has fewer GPUs than processes); any other torch device name as given."""
+    if name not in DEVICES:
+        return torch.device(name)
+    target = inference_device(name)
+    if target.type != "cuda":
+        return target
+    rank, count = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+    if rank >= count:
+        raise ValueError(f"process {rank} of this node needs CUDA device {rank}, but torch sees {count}: "
+                         "start at most one process per GPU (torchrun --nproc-per-node) or use --device cpu")
+    return torch.device("cuda", rank)
 
 
 def set_threads(threads: int | None) -> int:
