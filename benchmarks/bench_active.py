@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluate.active import active_markdown, run_active  # noqa: E402
-from evaluate.apply import default_model  # noqa: E402
+from evaluate.benchmark.active import active_markdown, run_active  # noqa: E402
+from evaluate.apply.segment import default_model  # noqa: E402
 from grapheneseg.config import load_config  # noqa: E402
 from grapheneseg.micrographs import find_pairs  # noqa: E402
 from grapheneseg.splits import kfold_splits  # noqa: E402

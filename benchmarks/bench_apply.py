@@ -23,12 +23,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np  # noqa: E402
 import scipy.ndimage  # noqa: E402
 
-from evaluate.apply import segment, tiled_probability, write_predictions  # noqa: E402
+from evaluate.apply.segment import segment, write_predictions  # noqa: E402
 from grapheneseg.config import default_real_dir, load_config  # noqa: E402
 from grapheneseg.formats import read_micrograph  # noqa: E402
 from grapheneseg.metrics import confusion, pooled  # noqa: E402
 from grapheneseg.micrographs import load_labelled  # noqa: E402
-from train.inference import load_models  # noqa: E402
+from train.inference import load_models, tiled_probability  # noqa: E402
 from grapheneseg.preprocessing import preprocess  # noqa: E402
 
 

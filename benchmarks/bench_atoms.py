@@ -51,8 +51,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.ndimage
-from evaluate.apply import DEFAULT_ATOM_MODEL, default_model, segment
-from evaluate.atoms import (bond_statistics, draw_graph, find_atoms, find_atoms_network, match_atoms,
+from evaluate.apply.segment import DEFAULT_ATOM_MODEL, default_model, segment
+from evaluate.apply.atoms import (bond_statistics, draw_graph, find_atoms, find_atoms_network, match_atoms,
                             registration)
 from grapheneseg import GRAPHENE_D100
 from grapheneseg.config import load_config
@@ -196,7 +196,7 @@ def by_ring(rows: list[dict], ring: str) -> dict:
 def threshold_sweep(path: Path, models, atoms_cfg) -> list[dict]:
     """Network precision/recall per peak threshold on the validation structures of `path`."""
     import h5py
-    from evaluate.atoms import bond_length_px, map_peaks
+    from evaluate.apply.atoms import bond_length_px, map_peaks
     from grapheneseg.preprocessing import preprocess
     from train.inference import predict_probability
     from train.pretrain import split_by_structure

@@ -16,7 +16,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from evaluate.bragg import BraggParams, segment  # noqa: E402
+from evaluate.benchmark.bragg import BraggParams, segment  # noqa: E402
 from grapheneseg.config import default_real_dir  # noqa: E402
 from grapheneseg.micrographs import load_labelled  # noqa: E402
 

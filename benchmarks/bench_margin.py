@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import scipy.ndimage
 
-from evaluate.report import paired_bootstrap
+from evaluate.benchmark.report import paired_bootstrap
 from grapheneseg.config import default_real_dir
 from grapheneseg.metrics import confusion, scores
 from grapheneseg.micrographs import load_labelled
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--versus-shift", type=float, default=-2.5, help="px shift of the --versus masks")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    from evaluate.apply import default_model
+    from evaluate.apply.segment import default_model
     from train.inference import predict_masks
 
     shifts = sorted(set(args.shifts) | {0.0})

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import scipy.ndimage  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from evaluate.apply import _resample, default_model, segment_files  # noqa: E402
+from evaluate.apply.segment import _resample, default_model, segment_files  # noqa: E402
 from grapheneseg.lattice import read_pixel_size  # noqa: E402
 from grapheneseg.config import default_real_dir, load_config  # noqa: E402
 from grapheneseg.formats import read_micrograph  # noqa: E402

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from evaluate.apply import segment_files
+from evaluate.apply.segment import segment_files
 from grapheneseg.config import load_config, real_dir
 from grapheneseg.micrographs import load_labelled
 

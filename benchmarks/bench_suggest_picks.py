@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluate.apply import default_model, segment_files  # noqa: E402
-from evaluate.suggest import choose  # noqa: E402
+from evaluate.apply.segment import default_model, segment_files  # noqa: E402
+from evaluate.apply.suggest import choose  # noqa: E402
 from grapheneseg.config import load_config  # noqa: E402
 from grapheneseg.micrographs import find_pairs, load_labelled  # noqa: E402
 from grapheneseg.splits import kfold_splits  # noqa: E402

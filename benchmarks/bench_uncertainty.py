@@ -5,12 +5,12 @@ and splits.json) in two set-ups, both honest under CV:
 
 - fold model: by the one fold model that did not train on it (the figures before the ensemble);
 - held-out ensemble: by its own fold model and every other fold model whose checkpoint does not
-  list it among its training images (evaluate.uncertainty.held_out_members); the error is that of
+  list it among its training images (evaluate.benchmark.uncertainty_study.held_out_members); the error is that of
   the ensemble's mean, the prediction `predict --uncertainty` gives.
 
 Prints, per set-up, the Spearman correlation over images between the error 1 - Jaccard (per
 image; an image whose label and prediction are both empty has Jaccard 1) and each per-image
-score of evaluate.uncertainty.sample_scores: the Jaccard disagreement (the ensemble's score,
+score of evaluate.benchmark.uncertainty_study.sample_scores: the Jaccard disagreement (the ensemble's score,
 defined before it was measured), the band std (mean std over 0.1 < p < 0.9), the mean pixel std,
 the mutual information, and the predicted coverage (a baseline with no uncertainty in it), with
 bootstrap 95 % intervals over images (2,000 resamples, seed 0) and the interval of each minus
@@ -34,8 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluate.ood import MARGIN, REFERENCE, OODWarning, check, measures, out_of_range  # noqa: E402
-from evaluate.uncertainty import uncertainty_vs_error  # noqa: E402
+from evaluate.apply.ood import MARGIN, REFERENCE, OODWarning, check, measures, out_of_range  # noqa: E402
+from evaluate.benchmark.uncertainty_study import uncertainty_vs_error  # noqa: E402
 from grapheneseg.config import load_config  # noqa: E402
 from grapheneseg.micrographs import load_labelled  # noqa: E402
 

@@ -14,7 +14,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from evaluate.report import arm_from_train_cv, paired_bootstrap
+from evaluate.benchmark.report import arm_from_train_cv, paired_bootstrap
 from grapheneseg.config import default_real_dir
 
 
@@ -31,7 +31,7 @@ def main() -> None:
         raise SystemExit("the two runs scored different test images (different splits?)")
     arms = [a, b]
     if args.model:
-        from evaluate.comparison import sim_only_arm
+        from evaluate.benchmark.comparison import sim_only_arm
 
         ran = {(f["repeat"], f["fold"]) for f in a.per_fold}  # a run of some folds (cv.only_folds) tests fewer
         splits = [s for s in json.loads((Path(args.a) / "splits.json").read_text()) if (s["repeat"], s["fold"]) in ran]

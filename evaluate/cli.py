@@ -12,8 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from . import bragg
-from .bragg import fit_bragg, load_bragg_params, run_bragg_cv, score_bragg
+from .benchmark import bragg
+from .benchmark.bragg import fit_bragg, load_bragg_params, run_bragg_cv, score_bragg
 from grapheneseg.config import (DEFAULT_REAL_DIR, ConfigError, flag_overrides, load_config, real_dir, run_command,
                                 save_config, write_json)
 from grapheneseg.metrics import METRICS
@@ -85,7 +85,7 @@ def _model(args: argparse.Namespace) -> Path | list[Path]:
         return [Path(m) for m in args.model] if len(args.model) > 1 else Path(args.model[0])
     if args.model:
         return Path(args.model)
-    from .apply import default_model
+    from .apply.segment import default_model
 
     path = default_model()
     print(f"no --model given: using the default simulation-only model {path} (zero human labels; "
@@ -119,7 +119,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def _segment(args: argparse.Namespace, uncertainty: bool = False, files: list[Path] | None = None
              ) -> tuple[Any, Path, list, dict[str, str]]:
     """Config, output folder, segmentations and {path: reason} of failures for predict/sort/atoms/suggest."""
-    from .apply import segment_files
+    from .apply.segment import segment_files
 
     cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold", "tta": "apply.tta"}))
     results, failed = segment_files(_model(args), args.input, cfg.apply, args.pixel_size,
@@ -137,7 +137,7 @@ def _report_failures(failed: dict[str, str]) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .apply import write_predictions
+    from .apply.segment import write_predictions
 
     cfg, out_dir, results, failed = _segment(args, uncertainty=args.uncertainty)
     table = write_predictions(results, out_dir)
@@ -149,7 +149,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_suggest(args: argparse.Namespace) -> int:
     from grapheneseg.micrographs import DataError
 
-    from .suggest import COVERAGE_EVERY, check_coverage_every, choose, suggestion_sheet, unlabelled, write_suggestions
+    from .apply.suggest import COVERAGE_EVERY, check_coverage_every, choose, suggestion_sheet, unlabelled, write_suggestions
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, not {args.n}")
@@ -175,7 +175,7 @@ def _cmd_suggest(args: argparse.Namespace) -> int:
 
 
 def _cmd_sort(args: argparse.Namespace) -> int:
-    from .sorting import contact_sheet, export_best, rank, write_ranking
+    from .apply.sorting import contact_sheet, export_best, rank, write_ranking
 
     cfg, out_dir, results, failed = _segment(args)
     ranked = rank(results)
@@ -192,7 +192,7 @@ def _cmd_sort(args: argparse.Namespace) -> int:
 
 
 def _cmd_atoms(args: argparse.Namespace) -> int:
-    from .atoms import find_atoms, find_atoms_network, plot_graph, registration, write_graph
+    from .apply.atoms import find_atoms, find_atoms_network, plot_graph, registration, write_graph
 
     if args.method == "extrema" and args.atom_model:
         raise ConfigError("--atom-model is the network method's; --method extrema finds atoms without one")
@@ -201,7 +201,7 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
     cfg, out_dir, results, failed = _segment(args)
     atoms_cfg = cfg.atoms
     if args.method == "network":
-        from .apply import DEFAULT_ATOM_MODEL, default_model, model_scale
+        from .apply.segment import DEFAULT_ATOM_MODEL, default_model, model_scale
         from train.inference import load_models
 
         path = Path(args.atom_model) if args.atom_model else default_model(DEFAULT_ATOM_MODEL)
@@ -252,7 +252,7 @@ def _cmd_fetch_real(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .comparison import run_report
+    from .benchmark.comparison import run_report
     from train.inference import inference_device
 
     inference_device(args.device)  # fail now, not after an hour of training, when CUDA is absent

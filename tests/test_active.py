@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluate.active import active_markdown, run_active
-from evaluate.report import arm_from_train_cv
+from evaluate.benchmark.active import active_markdown, run_active
+from evaluate.benchmark.report import arm_from_train_cv
 from grapheneseg.config import load_config, to_plain
 from grapheneseg.metrics import pooled
 from grapheneseg.splits import kfold_splits

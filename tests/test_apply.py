@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluate.apply import _resample, tiled_probability
+from evaluate.apply.segment import _resample
+from train.inference import tiled_probability
 from grapheneseg.lattice import read_pixel_size
 from evaluate.cli import main
 from grapheneseg.formats import read_micrograph

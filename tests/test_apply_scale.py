@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluate.apply import ScaleWarning
+from evaluate.apply.segment import ScaleWarning
 from evaluate.cli import main
 from tests.test_lattice import graphene
 from train.checkpoints import save_checkpoint

@@ -105,7 +105,7 @@ def test_reflection_balance_reads_the_weakest_pair(weak: float) -> None:
 
 
 def test_registration_flag() -> None:
-    from evaluate.atoms import registration
+    from evaluate.apply.atoms import registration
 
     assert registration(hundred_ring((1.0, 1.0, 1.0)), 0.4, 0.7)["registration"] == "ok"
     weak = registration(hundred_ring((1.0, 0.3, 1.0)), 0.4, 0.7)

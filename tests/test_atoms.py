@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from evaluate.atoms import find_atoms, match_atoms
+from evaluate.apply.atoms import find_atoms, match_atoms
 
 PIXEL = 0.35  # A/px
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 from ase import Atoms
 
-from evaluate import atoms as atoms_module
-from evaluate.atoms import bond_statistics, find_atoms, find_atoms_network, map_peaks, match_atoms
+from evaluate.apply import atoms as atoms_module
+from evaluate.apply.atoms import bond_statistics, find_atoms, find_atoms_network, map_peaks, match_atoms
+from evaluate.apply.segment import default_model
 from grapheneseg.config import load_config
 from grapheneseg.formats import Micrograph
 from simulate.dataset import DatasetError, DatasetWriter, open_dataset, require_atoms
@@ -134,7 +135,7 @@ def test_pretrain_atom_task_writes_a_task_checked_checkpoint(tmp_path: Path, cap
     with pytest.raises(CheckpointError, match=r"atoms\.ckpt: an 'atoms' checkpoint"):  # fine-tuning from it
         check_compatible(read_checkpoint(ckpt), {"model": payload["architecture"]}, ckpt)
     with pytest.raises(CheckpointError, match="an atom-map model .* is needed"):
-        load_models(Path(atoms_module.__file__).parents[1] / "grapheneseg/models/sim_default.ckpt", "cpu",
+        load_models(default_model(), "cpu",
                     task="atoms")
     from evaluate.cli import main as evaluate_main
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluate import bragg
+from evaluate.benchmark import bragg
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
 from grapheneseg.splits import kfold_splits

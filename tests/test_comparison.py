@@ -46,7 +46,7 @@ def test_tiny_report_end_to_end(tmp_path: Path, capsys) -> None:
     assert page.count("data:image/png;base64,") == 3
     assert metrics["provenance"]["sim_checkpoint"]["sha256"]
     # a second run reuses every finished arm: nothing is trained or fitted again
-    import evaluate.bragg
+    import evaluate.benchmark.bragg
     import train.crossval
 
     def refuse(*args, **kwargs):
@@ -54,7 +54,7 @@ def test_tiny_report_end_to_end(tmp_path: Path, capsys) -> None:
     models = {p: p.stat().st_mtime_ns for p in (out / "arms").rglob("*.ckpt")}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train.crossval, "fit", refuse)
-        patch.setattr(evaluate.bragg, "run_bragg_cv", refuse)
+        patch.setattr(evaluate.benchmark.bragg, "run_bragg_cv", refuse)
         assert main(args) == 0, capsys.readouterr().err
         assert json.loads((out / "metrics.json").read_text())["table1"] == metrics["table1"]
         assert {p: p.stat().st_mtime_ns for p in (out / "arms").rglob("*.ckpt")} == models

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluate.report import arm_from_train_cv
+from evaluate.benchmark.report import arm_from_train_cv
 from grapheneseg.config import load_config
 from grapheneseg.metrics import pooled
 from tests.conftest import write_labelled_folder

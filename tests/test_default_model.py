@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-import evaluate.apply
-from evaluate.apply import default_model
+import evaluate.apply.segment
+from evaluate.apply.segment import default_model
 from evaluate.cli import main
 from tests.conftest import write_labelled_folder
 from tests.test_lattice import graphene
@@ -40,6 +40,6 @@ def test_commands_use_the_default_model_and_say_so(tmp_path: Path, capsys) -> No
 
 
 def test_missing_default_model_is_a_clear_error(tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(evaluate.apply, "DEFAULT_MODEL", "absent.ckpt")
+    monkeypatch.setattr(evaluate.apply.segment, "DEFAULT_MODEL", "absent.ckpt")
     assert main(["sort", "--input", str(tmp_path), "--out", str(tmp_path / "s"), "--quiet"]) == 1
     assert "default model is missing from this installation; give --model" in capsys.readouterr().err

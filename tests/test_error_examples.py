@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from evaluate.report import Arm, error_example_names
+from evaluate.benchmark.report import Arm, error_example_names
 
 
 def test_examples_skip_images_without_contamination() -> None:

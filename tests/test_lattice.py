@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from evaluate.atoms import BOND, bond_length_px
+from evaluate.apply.atoms import BOND, bond_length_px
 from grapheneseg.lattice import read_pixel_size
 
 

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from evaluate.apply import FALLBACK_RANGE, FALLBACK_TARGET, model_scale, network_scale
+from evaluate.apply.segment import FALLBACK_RANGE, FALLBACK_TARGET, model_scale, network_scale
 from grapheneseg.config import load_config
 from grapheneseg.formats import Micrograph
 from tests.conftest import write_labelled_folder

@@ -1,4 +1,5 @@
-"""The installed (non-editable) wheel carries every config YAML, the core and all three stage packages."""
+"""The installed (non-editable) wheel carries every config YAML, every packaged model with its card,
+and every Python file of the core and the three stage packages (their subpackages included)."""
 import subprocess
 import sys
 import zipfile
@@ -14,7 +15,10 @@ def test_wheel_ships_configs_and_packages(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     yamls = {f"grapheneseg_configs/{p.relative_to(REPO / 'configs')}" for p in (REPO / "configs").rglob("*.yaml")}
     assert yamls and yamls <= names, f"missing from wheel: {sorted(yamls - names)}"
-    assert "grapheneseg/__init__.py" in names and "grapheneseg/config.py" in names
-    assert {"grapheneseg/models/sim_default.ckpt", "grapheneseg/models/sim_default.md"} <= names  # default model
-    for package in ("simulate", "train", "evaluate"):
-        assert f"{package}/__init__.py" in names and f"{package}/cli.py" in names
+    sources = {str(p.relative_to(REPO)) for package in ("grapheneseg", "simulate", "train", "evaluate")
+               for p in (REPO / package).rglob("*.py")}
+    assert "evaluate/apply/segment.py" in sources and sources <= names, f"missing from wheel: {sorted(sources - names)}"
+    models = {f"grapheneseg/models/{p.name}" for p in (REPO / "grapheneseg" / "models").iterdir()
+              if p.suffix in (".ckpt", ".md")}
+    assert {"grapheneseg/models/sim_default.ckpt", "grapheneseg/models/atoms_default.ckpt",
+            "grapheneseg/models/atoms_default.md"} <= models <= names, f"missing from wheel: {sorted(models - names)}"

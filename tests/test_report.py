@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluate.report import (Arm, error_overlay, plot_data_efficiency, plot_error_examples, plot_per_image,
+from evaluate.benchmark.report import (Arm, error_overlay, plot_data_efficiency, plot_error_examples, plot_per_image,
                              table1, write_report)
 
 

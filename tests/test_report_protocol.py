@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluate import comparison
+from evaluate.benchmark import comparison
 from evaluate.cli import main
-from evaluate.report import paired_bootstrap
+from evaluate.benchmark.report import paired_bootstrap
 from grapheneseg.config import load_config
 from tests.conftest import write_labelled_folder
 from train.checkpoints import save_checkpoint

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluate.apply import segment
+from evaluate.apply.segment import segment
 from grapheneseg.config import load_config
 from grapheneseg.formats import Micrograph
 

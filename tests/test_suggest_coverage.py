@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluate.apply import Segmentation
+from evaluate.apply.segment import Segmentation
 from evaluate.cli import main
-from evaluate.suggest import choose
+from evaluate.apply.suggest import choose
 from grapheneseg.formats import Micrograph
 
 SIZE = 64

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from evaluate.cli import main
-from evaluate.ood import OODWarning, check, measures, reference_ranges
-from evaluate.suggest import choose, unlabelled
-from evaluate.uncertainty import probability_and_std
+from evaluate.apply.ood import OODWarning, check, measures, reference_ranges
+from evaluate.apply.suggest import choose, unlabelled
+from evaluate.apply.uncertainty import probability_and_std
 from tests.conftest import synthetic_micrograph, write_labelled_folder
 
 SIZE = 128
@@ -111,7 +111,7 @@ def test_suggest_skips_labelled_distinct_and_ranks_blend_above_clean(tmp_path: P
 def test_suggest_diversity_skips_a_near_duplicate() -> None:
     """Two near-identical uncertain frames and a different, slightly less uncertain one: the
     second pick is the different one, not the duplicate."""
-    from evaluate.apply import Segmentation
+    from evaluate.apply.segment import Segmentation
     from grapheneseg.formats import Micrograph
 
     rng = np.random.default_rng(0)

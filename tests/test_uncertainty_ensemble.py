@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from evaluate.cli import main
-from evaluate.uncertainty import held_out_members, jaccard_disagreement, mutual_information, uncertainty_vs_error
+from evaluate.apply.uncertainty import jaccard_disagreement
+from evaluate.benchmark.uncertainty_study import held_out_members, mutual_information, uncertainty_vs_error
 from grapheneseg.micrographs import load_labelled
 from tests.conftest import write_labelled_folder
 from train.checkpoints import save_checkpoint

@@ -9,7 +9,7 @@ bfloat16/float16 autocast, in batches of at least `CUDA_BATCH`.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,23 @@ def _pad_to(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int
 DIHEDRAL = [(k, flip) for k in range(4) for flip in (False, True)]
 
 
+def seen_under(x: Any, k: int, flip: bool) -> Any:
+    """`x` (NumPy array or tensor) under the symmetry (k, flip) of DIHEDRAL: rotated by k x 90
+    degrees in its last two axes, then mirrored left-right."""
+    if isinstance(x, torch.Tensor):
+        x = torch.rot90(x, k, (-2, -1))
+        return x.flip(-1) if flip else x
+    x = np.rot90(x, k, (-2, -1))
+    return np.ascontiguousarray(x[..., ::-1] if flip else x)
+
+
+def mapped_back(p: Any, k: int, flip: bool) -> Any:
+    """The inverse of `seen_under`: a prediction made on the transformed view, on the original grid."""
+    if isinstance(p, torch.Tensor):
+        return torch.rot90(p.flip(-1) if flip else p, -k, (-2, -1))
+    return np.rot90(p[..., ::-1] if flip else p, -k, (-2, -1))
+
+
 def probability(logits: torch.Tensor) -> torch.Tensor:
     """(N, H, W) from (N, C, H, W) logits: the class-1 softmax of a 2-class (contamination)
     network, the sigmoid of a 1-channel (atom-map) network."""
@@ -153,14 +170,54 @@ def predict_probability(models: Sequence[torch.nn.Module], images: np.ndarray, b
             if not tta:
                 prob = _ensemble(models, x, multiple)
             else:
-                prob = 0
-                for k, flip in DIHEDRAL:
-                    seen = torch.rot90(x, k, (2, 3))
-                    p = _ensemble(models, seen.flip(3) if flip else seen, multiple)
-                    prob = prob + torch.rot90(p.flip(2) if flip else p, -k, (1, 2))
-                prob = prob / len(DIHEDRAL)
+                prob = sum(mapped_back(_ensemble(models, seen_under(x, k, flip), multiple), k, flip)
+                           for k, flip in DIHEDRAL) / len(DIHEDRAL)
         out[start:start + batch_size] = prob.cpu().numpy()
     return out
+
+
+def _ramp(n: int, overlap: int) -> np.ndarray:
+    """1-D blending weight: linear ramps of `overlap` px at both ends, 1 in the middle."""
+    w = np.ones(n, dtype=np.float32)
+    if overlap > 0:
+        ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        w[:overlap], w[-overlap:] = np.minimum(w[:overlap], ramp), np.minimum(w[-overlap:], ramp[::-1])
+    return w
+
+
+def _starts(n: int, tile: int, step: int) -> list[int]:
+    return sorted(set(list(range(0, max(n - tile, 0) + 1, step)) + [max(n - tile, 0)]))
+
+
+def tiled_probability(models: Sequence[Any], image: np.ndarray, tile: int, overlap: int,
+                      batch_size: int, tta: bool = False) -> np.ndarray:
+    """Probability of a preprocessed image: whole when it fits one tile, else blended tiles
+    (`tta`: each averaged over the 8 dihedral symmetries)."""
+    if max(image.shape) <= tile:
+        return predict_probability(models, image[None], batch_size, tta=tta)[0]
+    rows, cols = _starts(image.shape[0], tile, tile - overlap), _starts(image.shape[1], tile, tile - overlap)
+    th, tw = min(tile, image.shape[0]), min(tile, image.shape[1])
+    boxes = [(r, c) for r in rows for c in cols]
+    probs = predict_probability(models, np.stack([image[r:r + th, c:c + tw] for r, c in boxes]), batch_size,
+                                tta=tta)
+    weight = np.outer(_ramp(th, overlap), _ramp(tw, overlap))
+    total = np.zeros(image.shape, np.float32)
+    norm = np.zeros(image.shape, np.float32)
+    for (r, c), prob in zip(boxes, probs):
+        total[r:r + th, c:c + tw] += weight * prob
+        norm[r:r + th, c:c + tw] += weight
+    return total / norm
+
+
+def probability_samples(models: Sequence[torch.nn.Module], image: np.ndarray, tile: int, overlap: int,
+                        batch_size: int) -> Iterator[np.ndarray]:
+    """The (H, W) probabilities of a preprocessed `image`, one per (member, symmetry of DIHEDRAL),
+    each tiled as in `tiled_probability` and mapped back onto the image's grid: the samples whose
+    mean is `tta` inference and whose spread is the uncertainty (evaluate.apply.uncertainty)."""
+    for model in models:
+        for k, flip in DIHEDRAL:
+            p = tiled_probability([model], seen_under(image, k, flip), tile, overlap, batch_size, tta=False)
+            yield mapped_back(p, k, flip)
 
 
 def predict_masks(model_path: Path, images: Sequence[np.ndarray], batch_size: int = 2,

@@ -30,6 +30,7 @@ from grapheneseg.lattice import read_pixel_size
 from grapheneseg.formats import SUPPORTED, Micrograph, read_micrograph
 from grapheneseg.micrographs import LABEL_SUFFIX, DataError
 from grapheneseg.preprocessing import preprocess
+from train.inference import tiled_probability
 
 DEFAULT_MODEL = "sim_default.ckpt"  # shipped in grapheneseg/models/ with its model card (sim_default.md)
 DEFAULT_ATOM_MODEL = "atoms_default.ckpt"  # the atom-map network of `evaluate atoms` (atoms_default.md)
@@ -105,41 +106,6 @@ def _resample(image: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.n
     if np.any(sigma > 0):
         image = scipy.ndimage.gaussian_filter(image, sigma)
     return scipy.ndimage.zoom(image, factors, order=order, grid_mode=True, mode="grid-mirror")
-
-
-def _ramp(n: int, overlap: int) -> np.ndarray:
-    """1-D blending weight: linear ramps of `overlap` px at both ends, 1 in the middle."""
-    w = np.ones(n, dtype=np.float32)
-    if overlap > 0:
-        ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
-        w[:overlap], w[-overlap:] = np.minimum(w[:overlap], ramp), np.minimum(w[-overlap:], ramp[::-1])
-    return w
-
-
-def _starts(n: int, tile: int, step: int) -> list[int]:
-    return sorted(set(list(range(0, max(n - tile, 0) + 1, step)) + [max(n - tile, 0)]))
-
-
-def tiled_probability(models: Sequence[Any], image: np.ndarray, tile: int, overlap: int,
-                      batch_size: int, tta: bool = False) -> np.ndarray:
-    """Probability of a preprocessed image: whole when it fits one tile, else blended tiles
-    (`tta`: each averaged over the 8 dihedral symmetries)."""
-    from train.inference import predict_probability
-
-    if max(image.shape) <= tile:
-        return predict_probability(models, image[None], batch_size, tta=tta)[0]
-    rows, cols = _starts(image.shape[0], tile, tile - overlap), _starts(image.shape[1], tile, tile - overlap)
-    th, tw = min(tile, image.shape[0]), min(tile, image.shape[1])
-    boxes = [(r, c) for r in rows for c in cols]
-    probs = predict_probability(models, np.stack([image[r:r + th, c:c + tw] for r, c in boxes]), batch_size,
-                                tta=tta)
-    weight = np.outer(_ramp(th, overlap), _ramp(tw, overlap))
-    total = np.zeros(image.shape, np.float32)
-    norm = np.zeros(image.shape, np.float32)
-    for (r, c), prob in zip(boxes, probs):
-        total[r:r + th, c:c + tw] += weight * prob
-        norm[r:r + th, c:c + tw] += weight
-    return total / norm
 
 
 def model_scale(model_path: Path | Sequence[Path], cfg: Any) -> Any:

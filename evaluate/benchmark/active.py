@@ -28,7 +28,7 @@ from grapheneseg.metrics import pooled
 from grapheneseg.micrographs import find_pairs
 
 from .report import arm_from_train_cv, paired_bootstrap
-from .suggest import choose
+from evaluate.apply.suggest import choose
 
 
 def suggested_order(pretrained: Path, real: Path, splits: Sequence[dict], n: int, apply_cfg: Any,
@@ -36,7 +36,7 @@ def suggested_order(pretrained: Path, real: Path, splits: Sequence[dict], n: int
     """[{"repeat", "fold", "train": the first `n` names `suggest` ranks among the fold's training
     part, best first}] per split. Every image is segmented once (the model is the same for all
     folds); the choice is made among each fold's training images only."""
-    from .apply import segment_files
+    from evaluate.apply.segment import segment_files
 
     files = [image for _, image, _ in find_pairs(Path(real))]
     results, failed = segment_files(Path(pretrained), [], apply_cfg, progress=progress, device=device,

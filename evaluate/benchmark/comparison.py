@@ -40,8 +40,8 @@ REAL_ONLY, SIM_ONLY, FINETUNED, BRAGG = ("U-Net real-only", "U-Net sim-only", "U
 
 
 PATH_KEYS = (("data", "real_dir"), ("finetune", "pretrained"))  # located files: keyed by contents instead
-PACKAGES = Path(__file__).resolve().parent.parent
-ACTIVE_CODE = ("active", "suggest", "uncertainty", "apply", "ood")  # evaluate modules behind the active arms
+PACKAGES = Path(__file__).resolve().parents[2]  # the install root, above grapheneseg/ ... evaluate/
+ACTIVE_CODE = ("evaluate/apply", "evaluate/benchmark/active.py")  # the code behind the active arms
 
 
 def _key(*parts: Any) -> str:
@@ -115,7 +115,7 @@ ACTIVE_CAPTION = ("Per fold of the first repeat ({folds} folds), the fold's trai
 
 UNCERTAINTY_CAPTION = ("Each image is predicted under the 8 symmetries of the square (first repeat) by the "
                        "fine-tuned arm's (all labels) held-out fold ensemble: its own fold model and every other "
-                       "fold model that did not train on it (evaluate.uncertainty.held_out_members), and by its "
+                       "fold model that did not train on it (evaluate.benchmark.uncertainty_study.held_out_members), and by its "
                        "fold model alone. Spearman correlation over images of the error 1 - Jaccard of that "
                        "prediction with each per-image score: the Jaccard disagreement (the uncertainty column "
                        "of `evaluate predict --uncertainty`), the band std (mean std over 0.1 < p < 0.9, the "
@@ -124,7 +124,7 @@ UNCERTAINTY_CAPTION = ("Each image is predicted under the 8 symmetries of the sq
 
 
 def uncertainty_markdown(check: dict[str, Any]) -> str:
-    """The uncertainty-vs-error table of the report (evaluate.uncertainty.uncertainty_vs_error)."""
+    """The uncertainty-vs-error table of the report (evaluate.benchmark.uncertainty_study.uncertainty_vs_error)."""
     ens = check["ensemble"]
     lines = ["| prediction | per-image score | Spearman with 1 - Jaccard | 95 % interval |", "|---|---|---|---|"]
     for title, table in ((f"held-out ensemble ({ens['members_mean']:.1f} models)", ens["by_ensemble_error"]),
@@ -146,7 +146,7 @@ def _active(real: Path, out: Path, budget: Any, splits: list[dict], pretrained: 
     first = [s for s in splits if s["repeat"] == 0]
     extra = [*budget.train, *train_extra, *budget.active.train]
     key = _key(_config_key(load_config("train", extra)), OmegaConf.to_container(budget.active), images, _key(first),
-               pretrained_sha, code_sha256("grapheneseg", "train", *(f"evaluate/{m}.py" for m in ACTIVE_CODE)))
+               pretrained_sha, code_sha256("grapheneseg", "train", *ACTIVE_CODE))
     folder = out / "arms" / f"active-{key}"
     result = run_active(real, pretrained, folder, first, list(budget.active.ks), list(budget.active.seeds), extra,
                         device=device)
@@ -225,7 +225,7 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
                                   "budget": OmegaConf.to_container(cfg.report), "real_dir": str(real),
                                   "test_dir": str(test), "images_sha256": images, "runs": {}}
     bragg_cfg = load_config("evaluate", [override("data.real_dir", real), *eval_extra])
-    params = out / "arms" / f"bragg-{_key(_config_key(bragg_cfg), images, code_sha256('grapheneseg', 'evaluate/bragg.py'))}" / "bragg.json"
+    params = out / "arms" / f"bragg-{_key(_config_key(bragg_cfg), images, code_sha256('grapheneseg', 'evaluate/benchmark/bragg.py'))}" / "bragg.json"
     if not params.exists():
         fit_bragg(bragg_cfg, params, progress=progress)
 
@@ -298,7 +298,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
 
     bragg_cfg = load_config("evaluate", [override("data.real_dir", real), f"cv.folds={budget.folds}",
                                          f"cv.repeats={budget.repeats}", *eval_extra])
-    key = _key(_config_key(bragg_cfg), images, splits_sha, code_sha256("grapheneseg", "evaluate/bragg.py"))
+    key = _key(_config_key(bragg_cfg), images, splits_sha, code_sha256("grapheneseg", "evaluate/benchmark/bragg.py"))
     bragg_dir = out / "arms" / f"bragg-{key}"
     if not (bragg_dir / "bragg_cv.json").exists():
         run_bragg_cv(bragg_cfg, bragg_dir, progress=progress, splits=splits)
@@ -337,7 +337,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
             active_markdown(active)))
 
     if budget.get("uncertainty"):
-        from .uncertainty import uncertainty_vs_error
+        from .uncertainty_study import uncertainty_vs_error
 
         check = uncertainty_vs_error(run_dirs[FINETUNED], load_labelled(real), splits, cfg.apply)
         extra_metrics["uncertainty_vs_error"] = check

@@ -152,7 +152,9 @@ def predict_atom_map(models, micrograph: Micrograph, cfg, pixel_size: float | No
     """(atom map at the network's scale, its zoom relative to the micrograph, the micrograph's
     pixel size): the micrograph resampled as for segmentation (`cfg` = the apply config), then
     the atom-task `models` (train.inference.load_models(..., task="atoms"))."""
-    from .apply import network_scale, tiled_probability
+    from train.inference import tiled_probability
+
+    from .segment import network_scale
 
     scaled, size, _ = network_scale(micrograph, cfg, pixel_size)
     if not size:

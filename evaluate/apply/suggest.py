@@ -37,7 +37,7 @@ from grapheneseg.config import ConfigError
 from grapheneseg.micrographs import LABEL_SUFFIX
 from grapheneseg.preprocessing import preprocess
 
-from .apply import Segmentation, input_files
+from .segment import Segmentation, input_files
 from .sorting import thumbnail_sheet
 from .uncertainty import image_uncertainty, uncertainty_rgb
 

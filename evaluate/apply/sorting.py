@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .apply import Segmentation, overlay  # noqa: E402
+from .segment import Segmentation, overlay  # noqa: E402
 
 
 def rank(results: Sequence[Segmentation]) -> list[Segmentation]:
