@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,20 @@ def test_readme_links_to_docs_exist():
     assert links, "README.md links to no docs page"
     missing = sorted({link for link in links if not (ROOT / link).exists()})
     assert not missing, f"README.md links to missing docs files: {missing}"
+
+
+def _slug(heading: str) -> str:
+    """The anchor MkDocs (Python-Markdown's toc) gives a heading."""
+    text = unicodedata.normalize("NFKD", re.sub(r"[`*]", "", heading)).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^\w\s-]", "", text).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def test_readme_anchors_exist():
+    text = README.read_text(encoding="utf-8")
+    for link, anchor in re.findall(r"\]\((docs/[^)#\s]*)#([^)]*)\)", text):
+        headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", (ROOT / link).read_text(encoding="utf-8"), re.M)
+        assert anchor in {_slug(h) for h in headings}, f"README.md links to {link}#{anchor}, no such heading"
 
 
 def test_readme_keeps_the_ci_test_command():
