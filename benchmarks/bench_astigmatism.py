@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from grapheneseg.lattice import read_pixel_size  # noqa: E402
 from grapheneseg.micrographs import load_labelled  # noqa: E402
+from grapheneseg.stats import bootstrap_indices, interval  # noqa: E402
 from simulate.dataset import open_dataset  # noqa: E402
 from simulate.report import thon_anisotropy  # noqa: E402
 
@@ -88,9 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"real: {len(target)} images ({unread} without a readable lattice left out): quartiles {rq.round(3).tolist()}")
     grid = np.arange(4.0, np.floor(top) + 0.1, 2.0)
     fit = best_range(sim, astig, target, grid)
-    rng = np.random.default_rng(0)
-    boot = [best_range(sim, astig, target[rng.integers(0, len(target), len(target))], grid) for _ in range(args.boot)]
-    lo, hi = np.percentile(boot, [2.5, 97.5])
+    boot = [best_range(sim, astig, target[i], grid) for i in bootstrap_indices(len(target), args.boot)]
+    lo, hi = interval(np.array(boot))
     distance = {f"{a:g}": round(float(wasserstein_distance(sim[astig < a], target)), 4) for a in grid}
     print(f"nearest simulated range: astigmatism 0-{fit:g} A (95 % bootstrap interval {lo:g}-{hi:g} A); "
           f"Wasserstein distance by A_max: {distance}")

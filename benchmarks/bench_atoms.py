@@ -57,8 +57,9 @@ from evaluate.apply.atoms import (bond_statistics, draw_graph, find_atoms, find_
 from grapheneseg import GRAPHENE_D100
 from grapheneseg.config import load_config
 from grapheneseg.formats import Micrograph, read_micrograph
+from grapheneseg.lattice import ring_signs
+from simulate.report import ctf_100_table
 from grapheneseg.preprocessing import preprocess
-from simulate.imaging import draw_optics
 from simulate.labels import VACUUM
 from simulate.pipeline import simulate_structure, structure_for
 from train.inference import load_models
@@ -75,62 +76,6 @@ def true_atoms(cfg, seed: int, s: int) -> tuple[np.ndarray, float]:
     keep = ~structure.amorphous & (structure.atoms.numbers == 6)
     xy = np.mod(structure.atoms.positions[keep, :2], structure.extent)
     return xy / pixel_size - margin, pixel_size
-
-
-def ring_signs(image: np.ndarray, truth: np.ndarray, pixel_size: float) -> str | None:
-    """"uniform" or "mixed": the CTF signs at the three {100} reflection pairs of the image's
-    strongest grain, each the sign of Re I(g) / V(g) (module doc; image and atoms under the same
-    Hann window); None when the image shows fewer than three pairs of that grain."""
-    n = image.shape[0]
-    window = np.outer(np.hanning(n), np.hanning(image.shape[1]))
-    spectrum = np.fft.fft2(preprocess(image) * window)
-    fy, fx = np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(image.shape[1]), indexing="ij")
-    power = scipy.ndimage.gaussian_filter(np.abs(spectrum) ** 2, 1.0, mode="wrap")
-    band = np.abs(np.hypot(fy, fx) / pixel_size * GRAPHENE_D100 - 1.0) < 0.1
-    rows, cols = np.nonzero(band & (power == scipy.ndimage.maximum_filter(power, size=5, mode="wrap")))
-    if len(rows) < 3 or len(truth) == 0:
-        return None
-    spots = np.stack([fy[rows, cols], fx[rows, cols]], axis=1)
-    first = spots[np.argmax(power[rows, cols])]
-    weights = np.hanning(n)[np.clip(np.round(truth[:, 0]).astype(int), 0, n - 1)] \
-        * np.hanning(image.shape[1])[np.clip(np.round(truth[:, 1]).astype(int), 0, image.shape[1] - 1)]
-    signs = []
-    for turn in np.radians([0.0, 60.0, 120.0]):
-        target = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]]) @ first
-        miss = np.minimum(np.linalg.norm(spots - target, axis=1), np.linalg.norm(spots + target, axis=1))
-        j = int(np.argmin(miss))
-        if miss[j] > 0.1 * np.linalg.norm(first):
-            return None
-        structure = (weights * np.exp(-2j * np.pi * truth @ spots[j])).sum()
-        signs.append(np.sign((spectrum[rows[j], cols[j]] / structure).real))
-    return "uniform" if len(set(signs)) == 1 else "mixed"
-
-
-def ctf_table(cfg, draws: int, seed: int = 0) -> list[dict]:
-    """Per defocus bin: the simulator's CTF at the {100} ring (module doc) over `draws` optics."""
-    from abtem.core.energy import energy2wavelength
-
-    rng = np.random.default_rng(seed)
-    wavelength = energy2wavelength(cfg.optics.energy)
-    alpha = wavelength / GRAPHENE_D100
-    out = []
-    for _ in range(draws):
-        o = draw_optics(rng, cfg.optics)
-        phi = rng.uniform(0, np.pi / 3) + np.array([0.0, np.pi / 3, 2 * np.pi / 3])  # a grain's three pairs
-        c10 = -o.defocus + o.astigmatism * np.cos(2 * (phi - o.astigmatism_angle))
-        out.append((o.defocus, np.sin(2 * np.pi / wavelength * (0.5 * alpha ** 2 * c10 + 0.25 * o.cs * alpha ** 4))))
-    defocus = np.array([d for d, _ in out])
-    sines = np.array([s for _, s in out])
-    edges = np.linspace(*cfg.optics.defocus, 7)
-    table = []
-    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-        inside = (defocus >= lo) & ((defocus < hi) | (k == len(edges) - 2))
-        s = sines[inside]
-        table.append({"defocus_A": [float(lo), float(hi)], "draws": int(inside.sum()),
-                      "median_abs_sin_chi": float(np.median(np.abs(s).mean(axis=1))),
-                      "near_zero_share": float(np.mean(np.abs(s).min(axis=1) < 0.2)),
-                      "mixed_share": float(np.mean(np.abs(np.sign(s).sum(axis=1)) < 3))})
-    return table
 
 
 def simulated(args, cfg, models, apply_cfg, atoms_cfg) -> dict:
@@ -328,7 +273,7 @@ def main() -> None:
         for t in sweep:
             print(f"  threshold {t['threshold']:.1f}: precision {t['precision']:.3f}, recall {t['recall']:.3f}")
     if args.ctf_draws:
-        result["ctf_100"] = table = ctf_table(cfg, args.ctf_draws)
+        result["ctf_100"] = table = ctf_100_table(cfg, args.ctf_draws)
         print(f"CTF at the {{100}} ring (0.47 1/A), {args.ctf_draws} optics draws at random grain orientations:")
         for t in table:
             print(f"  defocus {t['defocus_A']}: median |sin chi| {t['median_abs_sin_chi']:.2f}, a pair near a zero "

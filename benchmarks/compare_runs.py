@@ -14,7 +14,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from evaluate.benchmark.report import arm_from_train_cv, paired_bootstrap
+from evaluate.benchmark.report import arm_from_train_cv
+from grapheneseg.stats import paired_bootstrap
 from grapheneseg.config import default_real_dir
 
 

@@ -192,50 +192,33 @@ def _cmd_sort(args: argparse.Namespace) -> int:
 
 
 def _cmd_atoms(args: argparse.Namespace) -> int:
-    from .apply.atoms import find_atoms, find_atoms_network, plot_graph, registration, write_graph
+    from .apply.atoms import atoms_of, load_atom_models
 
     if args.method == "extrema" and args.atom_model:
         raise ConfigError("--atom-model is the network method's; --method extrema finds atoms without one")
     if args.method == "network" and args.contrast != "auto":
         raise ConfigError("--contrast belongs to --method extrema; the network method needs no contrast")
     cfg, out_dir, results, failed = _segment(args)
-    atoms_cfg = cfg.atoms
+    models, model_cfg = (), None
     if args.method == "network":
-        from .apply.segment import DEFAULT_ATOM_MODEL, default_model, model_scale
-        from train.inference import load_models
-
-        path = Path(args.atom_model) if args.atom_model else default_model(DEFAULT_ATOM_MODEL)
+        models, model_cfg, path = load_atom_models(args.atom_model, args.device, cfg.apply)
         if not args.atom_model:
             print(f"no --atom-model given: using the default atom-map model {path} (trained on simulations "
                   f"only; model card {path.with_suffix('.md')})", file=sys.stderr)
-        atom_models = load_models(path, args.device, task="atoms")
-        atom_apply = model_scale(path, cfg.apply)
         print("note: where two-fold astigmatism gives the three {100} reflection pairs CTFs of different signs, the "
               "lattice image is also that of the sheet shifted by half a lattice vector, and the network's honeycomb "
               "can be that shifted one (atoms ~0.7 A off, bond directions unchanged); images where it is likely are "
               f"flagged 'registration uncertain'; measured in the model card {path.with_suffix('.md').name}",
               file=sys.stderr)
-    for seg in results:
-        stem = seg.micrograph.path.stem
-        try:
-            if args.method == "network":
-                graph = find_atoms_network(atom_models, seg.micrograph, atom_apply, seg.mask, seg.pixel_size,
-                                           atoms_cfg.threshold, atoms_cfg.bond_tolerance)
-            else:
-                graph = find_atoms(seg.micrograph.image, seg.mask, seg.pixel_size, contrast=args.contrast,
-                                   bond_tolerance=atoms_cfg.bond_tolerance)
-        except ValueError as err:
-            failed[str(seg.micrograph.path)] = f"{seg.micrograph.path}: {err}"
-            continue
-        check = registration(seg.micrograph.image, seg.pixel_size, atoms_cfg.min_reflection_balance)
-        write_graph(graph, out_dir, stem, check)
-        plot_graph(seg.micrograph.image, graph, seg.mask, out_dir / f"{stem}_bonds.png")
-        print(f"{seg.micrograph.path.name}: {len(graph.atoms)} atoms outside contamination, "
-              f"{len(graph.bonds)} bonds, {graph.how}, registration {check['registration']}")
-        if check["registration"] == "uncertain":
-            print(f"warning: {seg.micrograph.path}: registration uncertain: the weakest {{100}} reflection pair has "
-                  f"{check['reflection_balance']:.2f} of the strongest's amplitude (< atoms.min_reflection_balance "
-                  f"{atoms_cfg.min_reflection_balance}); the atoms may all be half a C-C bond (0.7 A) off",
+    found, not_found = atoms_of(results, out_dir, cfg.atoms, args.method, models, model_cfg, args.contrast)
+    failed.update(not_found)
+    for one in found:
+        print(f"{one.path.name}: {len(one.graph.atoms)} atoms outside contamination, {len(one.graph.bonds)} bonds, "
+              f"{one.graph.how}, registration {one.check['registration']}")
+        if one.check["registration"] == "uncertain":
+            print(f"warning: {one.path}: registration uncertain: the weakest {{100}} reflection pair has "
+                  f"{one.check['reflection_balance']:.2f} of the strongest's amplitude (< atoms.min_reflection_balance "
+                  f"{cfg.atoms.min_reflection_balance}); the atoms may all be half a C-C bond (0.7 A) off",
                   file=sys.stderr)
     save_config(cfg, out_dir)
     return _report_failures(failed)

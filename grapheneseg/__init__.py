@@ -2,8 +2,10 @@
 
 `config` (Hydra composition, CLI helpers and errors, run outputs), `micrographs` (labelled real
 folders), `formats` (microscope files through RosettaSciIO), `preprocessing` (the paper's flat
-field and standardisation), `metrics` (confusion counts, pooled and per-image scores), `splits`
-(cross-validation folds shared by every arm). Imports run one way: grapheneseg <- simulate <-
+field and standardisation), `spectrum` (the Hann-windowed power spectrum), `lattice` (pixel size
+and reflections from the graphene lattice), `metrics` (confusion counts, pooled and per-image
+scores), `stats` (bootstrap intervals over images), `margins` (masks grown or shrunk, the margin
+chosen by CV), `splits` (cross-validation folds shared by every arm), `fetch` (the public set). Imports run one way: grapheneseg <- simulate <-
 train <- evaluate.
 """
 

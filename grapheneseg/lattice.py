@@ -29,10 +29,10 @@ None when no hexagonal ring is found: the caller says so (never a silent guess).
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft
 import scipy.ndimage
 
 from grapheneseg import GRAPHENE_D100 as D100
+from grapheneseg.spectrum import frequencies, hann, power_spectrum, windowed_fft
 
 ORDERS = (1.0, np.sqrt(3.0), 2.0, np.sqrt(7.0), 3.0)  # q / q{100} of {100} {110} {200} {210} {300}
 READ_ORDERS = ORDERS[:3]  # a ring is read as one of these; the outer ones only confirm
@@ -48,16 +48,13 @@ FAINT_DECADES = 3.0  # rings this many decades of power below the strongest are 
 
 def _spectrum(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(power, local background, fy, fx) of the preprocessed, windowed image: half-plane spectrum
-    (rows qy from -1/2 up, columns qx >= 0, 1/px), smoothed by 1 px."""
+    (grapheneseg.spectrum; rows qy from -1/2 up, columns qx >= 0, 1/px), smoothed by 1 px."""
     from grapheneseg.preprocessing import preprocess
 
-    h, w = image.shape
-    window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
-    power = np.abs(scipy.fft.rfft2(preprocess(image) * window, workers=-1)) ** 2
-    power = np.fft.fftshift(power, axes=0)
+    power = np.fft.fftshift(power_spectrum(preprocess(image)), axes=0)
     power = scipy.ndimage.gaussian_filter(power, 1.0, mode=("wrap", "nearest"))
-    fy = (np.arange(h) - h // 2)[:, None] / h
-    fx = np.arange(power.shape[1])[None, :] / w
+    fy, fx = frequencies(image.shape)
+    fy = np.fft.fftshift(fy, axes=0)
     log_power = np.log(np.maximum(power, 1e-30))
     background = np.exp(scipy.ndimage.gaussian_filter(log_power, BACKGROUND_PX, mode=("wrap", "nearest")))
     return power, background, fy, fx
@@ -176,3 +173,37 @@ def reflection_balance(image: np.ndarray, pixel_size: float) -> float | None:
         patch = excess[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2]
         amplitudes.append(np.sqrt(patch.max()) if patch.size else 0.0)
     return float(min(amplitudes) / max(amplitudes)) if max(amplitudes) > 0 else None
+
+
+def ring_signs(image: np.ndarray, atoms: np.ndarray, pixel_size: float) -> str | None:
+    """"uniform" or "mixed": the CTF signs at the three {100} reflection pairs of the image's
+    strongest grain, each the sign of Re I(g) / V(g) with V(g) the structure factor of the known
+    `atoms` ((N, 2) row, column in px; image and atoms under the same Hann window); None when the
+    image shows fewer than three pairs of that grain. Mixed signs make the lattice image also that
+    of the sheet shifted by half a lattice vector (`reflection_balance` flags it without the atoms;
+    benchmarks/bench_atoms.py measures both)."""
+    from grapheneseg.preprocessing import preprocess
+
+    h, w = image.shape
+    spectrum = windowed_fft(preprocess(image), half=False)
+    fy, fx = frequencies(image.shape, half=False)
+    power = scipy.ndimage.gaussian_filter(np.abs(spectrum) ** 2, 1.0, mode="wrap")
+    band = np.abs(np.hypot(fy, fx) / pixel_size * D100 - 1.0) < 0.1
+    rows, cols = np.nonzero(band & (power == scipy.ndimage.maximum_filter(power, size=5, mode="wrap")))
+    if len(rows) < 3 or len(atoms) == 0:
+        return None
+    spots = np.stack([fy[rows, cols], fx[rows, cols]], axis=1)
+    first = spots[np.argmax(power[rows, cols])]
+    window = hann((h, w))
+    weights = window[np.clip(np.round(atoms[:, 0]).astype(int), 0, h - 1),
+                     np.clip(np.round(atoms[:, 1]).astype(int), 0, w - 1)]
+    signs = []
+    for turn in np.radians([0.0, 60.0, 120.0]):
+        target = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]]) @ first
+        miss = np.minimum(np.linalg.norm(spots - target, axis=1), np.linalg.norm(spots + target, axis=1))
+        j = int(np.argmin(miss))
+        if miss[j] > 0.1 * np.linalg.norm(first):
+            return None
+        structure = (weights * np.exp(-2j * np.pi * atoms @ spots[j])).sum()
+        signs.append(np.sign((spectrum[rows[j], cols[j]] / structure).real))
+    return "uniform" if len(set(signs)) == 1 else "mixed"

@@ -22,6 +22,7 @@ from scipy import ndimage  # noqa: E402
 
 from grapheneseg import GRAPHENE_D100  # noqa: E402
 from grapheneseg.lattice import read_pixel_size  # noqa: E402
+from grapheneseg.spectrum import band_means, frequencies, power_spectrum  # noqa: E402
 from grapheneseg.micrographs import load_labelled  # noqa: E402
 from grapheneseg.preprocessing import preprocess  # noqa: E402
 
@@ -120,13 +121,10 @@ def _distribution(values: np.ndarray) -> dict:
 
 def radial_spectrum(image: np.ndarray) -> np.ndarray:
     """Radially averaged power spectrum of a 256 px preprocessed image (Hann window), radius 0..128."""
-    n = image.shape[0]
-    window = np.outer(np.hanning(n), np.hanning(image.shape[1]))
-    power = np.abs(np.fft.fftshift(np.fft.fft2(image * window))) ** 2
-    y, x = np.indices(power.shape)
-    r = np.hypot(y - n // 2, x - image.shape[1] // 2).round().astype(int)
-    radial = np.bincount(r.ravel(), power.ravel()) / np.maximum(np.bincount(r.ravel()), 1)
-    return radial[: n // 2 + 1]
+    n, w = image.shape
+    qy, qx = frequencies(image.shape, half=False)
+    r = np.hypot(qy * n, qx * w).round().astype(int)
+    return band_means(power_spectrum(image.astype(np.float64), half=False), r, n // 2 + 1)
 
 
 def spot_radius(spectrum: np.ndarray) -> float:
@@ -255,3 +253,35 @@ def _compare_figure(s: dict, r: dict, radii: np.ndarray, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def ctf_100_table(cfg: DictConfig, draws: int, seed: int = 0) -> list[dict]:
+    """Per defocus bin (6 over `cfg.optics.defocus`): the simulator's CTF sin(chi) at the {100} ring of
+    one grain's three reflection pairs over `draws` optics: its median |value|, the share with one
+    pair near a CTF zero (< 0.2) and the share whose three signs differ (`mixed_share`: images whose
+    lattice is also the half-lattice-shifted sheet's; grapheneseg.lattice.ring_signs)."""
+    from abtem.core.energy import energy2wavelength
+
+    from .imaging import draw_optics
+
+    rng = np.random.default_rng(seed)
+    wavelength = energy2wavelength(cfg.optics.energy)
+    alpha = wavelength / GRAPHENE_D100
+    out = []
+    for _ in range(draws):
+        o = draw_optics(rng, cfg.optics)
+        phi = rng.uniform(0, np.pi / 3) + np.array([0.0, np.pi / 3, 2 * np.pi / 3])  # a grain's three pairs
+        c10 = -o.defocus + o.astigmatism * np.cos(2 * (phi - o.astigmatism_angle))
+        out.append((o.defocus, np.sin(2 * np.pi / wavelength * (0.5 * alpha ** 2 * c10 + 0.25 * o.cs * alpha ** 4))))
+    defocus = np.array([d for d, _ in out])
+    sines = np.array([s for _, s in out])
+    edges = np.linspace(*cfg.optics.defocus, 7)
+    table = []
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        inside = (defocus >= lo) & ((defocus < hi) | (k == len(edges) - 2))
+        s = sines[inside]
+        table.append({"defocus_A": [float(lo), float(hi)], "draws": int(inside.sum()),
+                      "median_abs_sin_chi": float(np.median(np.abs(s).mean(axis=1))),
+                      "near_zero_share": float(np.mean(np.abs(s).min(axis=1) < 0.2)),
+                      "mixed_share": float(np.mean(np.abs(np.sign(s).sum(axis=1)) < 3))})
+    return table

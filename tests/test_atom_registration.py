@@ -1,20 +1,16 @@
 """The registration ambiguity behind the atom network's failures (benchmarks/bench_atoms.py): a
 half-lattice translation of graphene flips the sign of two of its three {100} reflection pairs, so
 a weak-phase image whose {100} CTF signs are mixed equals the translated sheet's image under one
-sign; `ring_signs` tells the two CTF classes apart, `ctf_table` counts them per defocus bin."""
+sign; grapheneseg.lattice.ring_signs tells the two CTF classes apart, simulate.report.ctf_100_table
+counts them per defocus bin."""
 from __future__ import annotations
-
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from grapheneseg.config import load_config
-
-_spec = importlib.util.spec_from_file_location("bench_atoms", Path(__file__).parents[1] / "benchmarks" / "bench_atoms.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+from grapheneseg.lattice import ring_signs
+from simulate.report import ctf_100_table
 
 PIXEL, SIZE = 0.4, 96  # A/px, px
 
@@ -66,21 +62,21 @@ def test_half_lattice_translation_flips_two_of_three_pairs(shift) -> None:
                                            ((1.0, 1.0, -1.0), "mixed"), ((-1.0, 0.6, 0.8), "mixed")])
 def test_ring_signs_reads_the_ctf_class(ctf, expected) -> None:
     atoms, _, g = lattice()
-    assert bench.ring_signs(weak_phase_image(atoms, g, ctf), atoms, PIXEL) == expected
+    assert ring_signs(weak_phase_image(atoms, g, ctf), atoms, PIXEL) == expected
 
 
 def test_mixed_image_reads_as_uniform_against_one_translated_sheet() -> None:
     atoms, a, g = lattice()
     ctf = np.array([1.0, 1.0, -1.0])
     image = weak_phase_image(atoms, g, ctf)
-    assert bench.ring_signs(image, atoms, PIXEL) == "mixed"
-    reads = [bench.ring_signs(image, lattice(shift)[0], PIXEL) for shift in HALF_SHIFTS]
+    assert ring_signs(image, atoms, PIXEL) == "mixed"
+    reads = [ring_signs(image, lattice(shift)[0], PIXEL) for shift in HALF_SHIFTS]
     assert sorted(reads) == ["mixed", "mixed", "uniform"]  # exactly one translation explains it with one sign
 
 
-def test_ctf_table_mixed_share_needs_astigmatism() -> None:
-    none = bench.ctf_table(load_config("simulate", ["optics.astigmatism=[0.0,0.0]"]), draws=600)
-    some = bench.ctf_table(load_config("simulate", ["optics.astigmatism=[30.0,40.0]"]), draws=600)
+def test_ctf_100_table_mixed_share_needs_astigmatism() -> None:
+    none = ctf_100_table(load_config("simulate", ["optics.astigmatism=[0.0,0.0]"]), draws=600)
+    some = ctf_100_table(load_config("simulate", ["optics.astigmatism=[30.0,40.0]"]), draws=600)
     assert len(none) == 6 and sum(t["draws"] for t in none) == 600
     assert all(t["mixed_share"] == 0.0 for t in none)
     assert max(t["mixed_share"] for t in some) > 0.2

@@ -27,3 +27,21 @@ def test_other_files_are_named(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.ckpt")
     with pytest.raises(CheckpointError, match=r"plain\.ckpt: not a grapheneseg-unet checkpoint \(no "):
         read_checkpoint(tmp_path / "plain.ckpt")
+
+
+def test_a_checkpoint_for_other_preprocessing_is_refused_before_fine_tuning(tmp_path: Path) -> None:
+    """The pretrained model's preprocessing is checked once, where every checkpoint is read."""
+    from grapheneseg.config import load_config, to_plain
+    from train.checkpoints import save_checkpoint
+    from train.crossval import finetune_setup
+    from train.model import architecture, build_model
+
+    config = to_plain(load_config("train", ["model.features=4", "model.depth=2"]))
+    path = tmp_path / "sim.ckpt"
+    save_checkpoint(path, build_model(config["model"]), architecture(config["model"]), config, epoch=1)
+    payload = torch.load(path, weights_only=True)
+    payload["preprocessing"] = "something else"
+    torch.save(payload, path)
+    config["finetune"]["pretrained"] = str(path)
+    with pytest.raises(CheckpointError, match=r"sim\.ckpt: model expects preprocessing 'something else'"):
+        finetune_setup(config)

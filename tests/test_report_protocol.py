@@ -12,7 +12,7 @@ from PIL import Image
 
 from evaluate.benchmark import comparison
 from evaluate.cli import main
-from evaluate.benchmark.report import paired_bootstrap
+from grapheneseg.stats import paired_bootstrap
 from grapheneseg.config import load_config
 from tests.conftest import write_labelled_folder
 from train.checkpoints import save_checkpoint

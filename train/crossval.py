@@ -45,7 +45,7 @@ from grapheneseg.config import save_config, to_plain, write_json
 from grapheneseg.metrics import mean_and_spread, pooled, scores
 from grapheneseg.micrographs import LabelledSet, load_labelled
 from grapheneseg.splits import adopt_splits, image_key, load_or_make_splits
-from train.checkpoints import PREPROCESSING, CheckpointError, check_task, read_checkpoint, save_checkpoint
+from train.checkpoints import CheckpointError, check_task, read_checkpoint, save_checkpoint
 from train.datasets import MixedPairs, real_pairs, sim_pairs
 from train.loops import choose_device, fit, validate
 from train.model import architecture, build_model
@@ -123,16 +123,14 @@ def chosen_folds(splits: list[dict], only: list[int] | None) -> list[dict]:
 
 
 def check_compatible(payload: dict[str, Any], config: dict[str, Any], path: Path) -> None:
-    """CheckpointError naming the first field where the pretrained model differs from `config`."""
+    """CheckpointError naming the first field where the pretrained model differs from `config`
+    (its preprocessing was checked when `read_checkpoint` read it)."""
     check_task(payload, "contamination", path)
     wanted = architecture(config["model"])
     for key, value in wanted.items():
         if payload["architecture"].get(key) != value:
             raise CheckpointError(f"{path}: model.{key} is {payload['architecture'].get(key)!r} in the "
                                   f"pretrained checkpoint but {value!r} in the fine-tuning config")
-    if payload.get("preprocessing") != PREPROCESSING:
-        raise CheckpointError(f"{path}: preprocessing is {payload.get('preprocessing')!r} in the "
-                              f"pretrained checkpoint but {PREPROCESSING!r} here")
 
 
 def finetune_setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None, list[float] | None]:

@@ -16,8 +16,10 @@ closer than `bond_tolerance` C-C bonds.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.ndimage
@@ -272,3 +274,51 @@ def plot_graph(image: np.ndarray, graph: AtomGraph, mask: np.ndarray | None, pat
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+@dataclass
+class AtomResult:
+    """One micrograph's atoms: its graph, the registration check and the files written."""
+
+    path: Path
+    graph: AtomGraph
+    check: dict
+
+
+def load_atom_models(atom_model: Path | None, device: str, apply_cfg: Any) -> tuple[list, Any, Path]:
+    """(the atom-map models, the apply config resolved for their pixel range, the checkpoint):
+    `atom_model`, else the packaged default (evaluate.apply.segment.DEFAULT_ATOM_MODEL)."""
+    from train.inference import load_models
+
+    from .segment import DEFAULT_ATOM_MODEL, default_model, model_scale
+
+    path = Path(atom_model) if atom_model else default_model(DEFAULT_ATOM_MODEL)
+    return load_models(path, device, task="atoms"), model_scale(path, apply_cfg), path
+
+
+def atoms_of(results: Sequence[Any], out_dir: Path, atoms_cfg: Any, method: str = "network",
+             models: Sequence[Any] = (), model_cfg: Any = None, contrast: str = "auto"
+             ) -> tuple[list[AtomResult], dict[str, str]]:
+    """Atoms and bonds outside the contamination of each segmentation in `results`
+    (evaluate.apply.segment.Segmentation) by `method` ("network": the atom-map `models` at
+    `model_cfg`'s scale, see `load_atom_models`; "extrema": local extrema at `contrast`), each
+    with its `registration` check, written to `out_dir` (`write_graph`, `plot_graph`). Returns
+    the results and {path: reason} for the micrographs where no atoms could be located."""
+    done, failed = [], {}
+    for seg in results:
+        path, stem = seg.micrograph.path, seg.micrograph.path.stem
+        try:
+            if method == "network":
+                graph = find_atoms_network(models, seg.micrograph, model_cfg, seg.mask, seg.pixel_size,
+                                           atoms_cfg.threshold, atoms_cfg.bond_tolerance)
+            else:
+                graph = find_atoms(seg.micrograph.image, seg.mask, seg.pixel_size, contrast=contrast,
+                                   bond_tolerance=atoms_cfg.bond_tolerance)
+        except ValueError as err:
+            failed[str(path)] = f"{path}: {err}"
+            continue
+        check = registration(seg.micrograph.image, seg.pixel_size, atoms_cfg.min_reflection_balance)
+        write_graph(graph, out_dir, stem, check)
+        plot_graph(seg.micrograph.image, graph, seg.mask, out_dir / f"{stem}_bonds.png")
+        done.append(AtomResult(path, graph, check))
+    return done, failed

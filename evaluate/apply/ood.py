@@ -30,10 +30,10 @@ import warnings
 from collections.abc import Iterable
 
 import numpy as np
-import scipy.fft
 
 from grapheneseg.lattice import read_pixel_size
 from grapheneseg.preprocessing import flat_field
+from grapheneseg.spectrum import frequencies, power_spectrum
 
 MARGIN = 1.5  # reference ranges: [min / MARGIN, max * MARGIN] of the training images' measures
 # The 105: noise 0.0431-0.185 (median 0.090), contrast 0.0889-0.254 (median 0.177); 4 of them have
@@ -52,10 +52,8 @@ def noise_level(image: np.ndarray) -> float:
     std s gives s (the median of exponentially distributed power is ln 2 x its mean)."""
     flat = flat_field(image)
     flat = flat / np.float32(flat.mean()) - np.float32(1.0)
-    h, w = flat.shape
-    window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
-    power = np.abs(scipy.fft.rfft2(flat * window, workers=-1)) ** 2 / float(np.sum(window.astype(np.float64) ** 2))
-    q = np.hypot(*np.meshgrid(np.fft.fftfreq(h), np.fft.rfftfreq(w), indexing="ij"))
+    power = power_spectrum(flat, normalise=True)
+    q = np.hypot(*frequencies(flat.shape))
     return float(np.sqrt(np.median(power[q > 0.5]) / np.log(2)))
 
 

@@ -31,11 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.fft
 import scipy.stats
 
 from grapheneseg.config import ConfigError
 from grapheneseg.micrographs import LABEL_SUFFIX
 from grapheneseg.preprocessing import preprocess
+from grapheneseg.spectrum import band_means, frequencies
 
 from .segment import Segmentation, input_files
 from .sorting import thumbnail_sheet
@@ -69,13 +71,10 @@ def features(seg: Segmentation) -> np.ndarray:
     the flat-field residue, and the corners beyond Nyquist left out) of the preprocessed image and
     the HISTOGRAM_BINS-bin histogram of its contamination probability."""
     image = preprocess(seg.micrograph.image)
-    power = np.abs(np.fft.fft2(image)) ** 2
-    h, w = image.shape
-    q = np.hypot(*np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij"))
+    power = np.abs(scipy.fft.fft2(image.astype(np.float64), workers=-1)) ** 2  # unwindowed: the whole field counts
+    q = np.hypot(*frequencies(image.shape, half=False))
     bands = np.minimum((q / 0.5 * SPECTRUM_BANDS).astype(int), SPECTRUM_BANDS)
-    spectrum = np.log10(np.bincount(bands.ravel(), power.ravel(), SPECTRUM_BANDS + 1)[1:SPECTRUM_BANDS]
-                        / np.maximum(np.bincount(bands.ravel(), None, SPECTRUM_BANDS + 1)[1:SPECTRUM_BANDS], 1)
-                        + 1e-12)
+    spectrum = np.log10(band_means(power, bands, SPECTRUM_BANDS + 1)[1:SPECTRUM_BANDS] + 1e-12)
     hist = np.histogram(seg.probability, bins=HISTOGRAM_BINS, range=(0, 1))[0] / seg.probability.size
     return np.concatenate([spectrum, hist])
 

@@ -27,7 +27,9 @@ from grapheneseg.fetch import sha256
 from grapheneseg.metrics import pooled
 from grapheneseg.micrographs import find_pairs
 
-from .report import arm_from_train_cv, paired_bootstrap
+from grapheneseg.stats import paired_bootstrap
+
+from .report import arm_from_train_cv
 from evaluate.apply.suggest import choose
 
 

@@ -31,9 +31,11 @@ from grapheneseg.fetch import sha256
 from grapheneseg.metrics import scores
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
-from .report import (Arm, arm_from_bragg_cv, arm_from_train_cv, error_example_names, paired_bootstrap,
-                     plot_data_efficiency, plot_error_examples, plot_per_image, write_report)
 from grapheneseg.splits import image_key, load_or_make_splits
+from grapheneseg.stats import paired_bootstrap
+
+from .report import (Arm, arm_from_bragg_cv, arm_from_train_cv, error_example_names, plot_data_efficiency,
+                     plot_error_examples, plot_per_image, write_report)
 
 REAL_ONLY, SIM_ONLY, FINETUNED, BRAGG = ("U-Net real-only", "U-Net sim-only", "U-Net sim-pretrained + fine-tuned",
                                          "Bragg filter")
@@ -212,13 +214,64 @@ def _pretrained(out: Path, budget: Any, sim: Path | None, pretrained: Path | Non
     return Path(pretrained), digest
 
 
+def _scored_arm(name: str, scored: dict[str, Any], test: Path) -> Arm:
+    """An arm scored once on the labelled folder `test` (one "fold": no spread)."""
+    return Arm(name, [{"repeat": 0, "fold": 0, **scored["pooled"]}], scored["counts"], str(test))
+
+
+def _trained_arms(out: Path, real: Path, budget: Any, train_extra: list[str], pretrained: Path, pretrained_sha: str,
+                  images: str, provenance: dict[str, Any], splits: list[dict] | None = None, test: Path | None = None,
+                  device: str = "auto") -> tuple[dict[str, Arm], dict[int, dict[str, Arm]], dict[str, dict[int, float]],
+                                                 dict[str, Path]]:
+    """The real-only and fine-tuned arms at every K of the budget, K = all last: cross-validated on
+    `splits`, or (`test`) trained on all of `real` and scored once on `test`; each run reused when
+    its config, images, folds, pretrained checkpoint and code all match. Returns (the arms at K =
+    all, {K: arms}, {arm: {K: Jaccard}}, {arm: run folder at K = all})."""
+    from train.crossval import cross_validate, train_all
+    from train.inference import score_model
+
+    final: dict[str, Arm] = {}
+    by_k: dict[int, dict[str, Arm]] = {}
+    curves: dict[str, dict[int, float]] = {REAL_ONLY: {}, FINETUNED: {}}
+    run_dirs: dict[str, Path] = {}
+    n_all = len(splits[0]["train"]) if splits else len(load_labelled(real))
+    splits_key = [_key(splits)] if splits else []
+    code = code_sha256("grapheneseg", "train")
+    for k in [*budget.ks, None]:
+        for name, init in ((REAL_ONLY, None), (FINETUNED, pretrained)):
+            tcfg = _train_cfg(real, budget, train_extra, k, init, folds=None if splits else 0)
+            key = _key(_config_key(tcfg), images, *splits_key, None if init is None else pretrained_sha, code)
+            stem = f"{'real' if init is None else 'finetuned'}-K{k or 'all'}"
+            if splits:
+                run_dir = out / "arms" / f"{stem}-{key}"
+                summary = cross_validate(tcfg, real, run_dir, resume=True, splits=splits)
+                arm = arm_from_train_cv(run_dir, _arm_name(name, k))
+                jaccard = arm.summary["jaccard"]["mean"]
+                record = {"folder": str(run_dir), "key": key, "train_seconds": summary.get("train_seconds"),
+                          "chosen_epochs": [f.get("epochs") for f in summary["selection"]],
+                          "choices": [f.get("choice") for f in summary["selection"]]}
+            else:
+                run_dir = out / "arms" / f"{stem}-all-{key}.ckpt"
+                train_all(tcfg, real, run_dir, resume=True)
+                scored = score_model(run_dir, test, device=device)
+                arm = _scored_arm(_arm_name(name, k), scored, test)
+                jaccard = arm.pooled_all["jaccard"]
+                record = {"checkpoint": str(run_dir), "sha256": sha256(run_dir), "key": key}
+            by_k.setdefault(k or n_all, {})[name] = arm
+            curves[name][k or n_all] = jaccard
+            provenance["runs"][arm.name] = record
+            if k is None:
+                final[name], run_dirs[name] = arm, run_dir
+    return final, by_k, curves, run_dirs
+
+
 def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, sim: Path | None,
                      pretrained: Path | None, train_extra: list[str], pretrain_extra: list[str],
                      eval_extra: list[str], progress: bool, device: str = "auto") -> dict[str, Path]:
     """Every arm trained on all of `real` and scored once on the labelled folder `test`."""
-    from .bragg import fit_bragg, score_bragg
     from train.inference import score_model
-    from train.crossval import train_all
+
+    from .bragg import fit_bragg, score_bragg
 
     images = images_sha256(real)
     provenance: dict[str, Any] = {"command": " ".join(sys.argv), "git_commit": _git_commit(),
@@ -228,29 +281,14 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
     params = out / "arms" / f"bragg-{_key(_config_key(bragg_cfg), images, code_sha256('grapheneseg', 'evaluate/benchmark/bragg.py'))}" / "bragg.json"
     if not params.exists():
         fit_bragg(bragg_cfg, params, progress=progress)
-
-    def as_arm(name: str, scored: dict[str, Any]) -> Arm:
-        return Arm(name, [{"repeat": 0, "fold": 0, **scored["pooled"]}], scored["counts"], str(test))
-
-    arms = {BRAGG: as_arm(BRAGG, score_bragg(bragg.BraggParams(**json.loads(params.read_text())["params"]), test))}
+    arms = {BRAGG: _scored_arm(BRAGG, score_bragg(bragg.BraggParams(**json.loads(params.read_text())["params"]), test),
+                               test)}
     pretrained, pretrained_sha = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
-    arms[SIM_ONLY] = as_arm(SIM_ONLY, score_model(pretrained, test, device=device))
-    curves: dict[str, dict[int, float]] = {REAL_ONLY: {}, FINETUNED: {}}
-    by_k: dict[int, dict[str, Arm]] = {}
+    arms[SIM_ONLY] = _scored_arm(SIM_ONLY, score_model(pretrained, test, device=device), test)
     n_all = len(load_labelled(real))
-    code = code_sha256("grapheneseg", "train")
-    for k in [*budget.ks, None]:
-        for name, init in ((REAL_ONLY, None), (FINETUNED, pretrained)):
-            tcfg = _train_cfg(real, budget, train_extra, k, init, folds=0)
-            key = _key(_config_key(tcfg), images, None if init is None else pretrained_sha, code)
-            ckpt = out / "arms" / f"{'real' if init is None else 'finetuned'}-K{k or 'all'}-all-{key}.ckpt"
-            train_all(tcfg, real, ckpt, resume=True)
-            arm = as_arm(_arm_name(name, k), score_model(ckpt, test, device=device))
-            by_k.setdefault(k or n_all, {})[name] = arm
-            curves[name][k or n_all] = arm.pooled_all["jaccard"]
-            provenance["runs"][arm.name] = {"checkpoint": str(ckpt), "sha256": sha256(ckpt), "key": key}
-            if k is None:
-                arms[name] = arm
+    trained, by_k, curves, _ = _trained_arms(out, real, budget, train_extra, pretrained, pretrained_sha, images,
+                                             provenance, test=test, device=device)
+    arms.update(trained)
     intervals = _intervals(by_k, arms[SIM_ONLY])
     ordered = [arms[n] for n in (BRAGG, REAL_ONLY, SIM_ONLY, FINETUNED)]
     figures = {
@@ -271,8 +309,6 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     `overrides` prefixed `train.` go to the U-Net training config, `pretrain.` to pretraining,
     the rest to the evaluate config.
     """
-    from train.crossval import cross_validate
-
     if (sim is None) == (pretrained is None):
         raise ValueError("give exactly one of --sim FILE.h5 (pretrain here) or --pretrained sim.ckpt")
     train_extra = [o[len("train."):] for o in overrides if o.startswith("train.")]
@@ -308,25 +344,9 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     pretrained, pretrained_sha = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
     arms[SIM_ONLY] = sim_only_arm(pretrained, real, splits, device)
 
-    curves: dict[str, dict[int, float]] = {REAL_ONLY: {}, FINETUNED: {}}
-    by_k: dict[int, dict[str, Arm]] = {}
-    run_dirs: dict[str, Path] = {}
-    code = code_sha256("grapheneseg", "train")
-    for k in [*budget.ks, None]:
-        for name, init in ((REAL_ONLY, None), (FINETUNED, pretrained)):
-            tcfg = _train_cfg(real, budget, train_extra, k, init)
-            key = _key(_config_key(tcfg), images, splits_sha, None if init is None else pretrained_sha, code)
-            run_dir = out / "arms" / f"{'real' if init is None else 'finetuned'}-K{k or 'all'}-{key}"
-            summary = cross_validate(tcfg, real, run_dir, resume=True, splits=splits)
-            arm = arm_from_train_cv(run_dir, _arm_name(name, k))
-            by_k.setdefault(k or len(splits[0]["train"]), {})[name] = arm
-            curves[name][k or len(splits[0]["train"])] = arm.summary["jaccard"]["mean"]
-            provenance["runs"][arm.name] = {"folder": str(run_dir), "key": key,
-                                            "train_seconds": summary.get("train_seconds"),
-                                            "chosen_epochs": [f.get("epochs") for f in summary["selection"]],
-                                            "choices": [f.get("choice") for f in summary["selection"]]}
-            if k is None:
-                arms[name], run_dirs[name] = arm, run_dir
+    trained, by_k, curves, run_dirs = _trained_arms(out, real, budget, train_extra, pretrained, pretrained_sha,
+                                                    images, provenance, splits=splits, device=device)
+    arms.update(trained)
     intervals = _intervals(by_k, arms[SIM_ONLY])
     sections, extra_metrics = [], {}
     if budget.get("active") and budget.active.ks:

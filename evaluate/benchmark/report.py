@@ -100,28 +100,6 @@ def table1(arms: list[Arm], baseline: str = "Bragg filter") -> list[dict[str, An
     return rows
 
 
-def paired_bootstrap(a: dict[str, float], b: dict[str, float], n_boot: int = 4000, seed: int = 0) -> dict[str, Any]:
-    """Mean over images of the per-image difference a - b and its paired bootstrap 95% interval
-    (images resampled with replacement, both arms together). Keys "NAME@repeatR" of repeated CV
-    are averaged per image first, so the unit resampled is the micrograph."""
-    def per_image(values: dict[str, float]) -> dict[str, float]:
-        groups: dict[str, list[float]] = {}
-        for key, value in values.items():
-            groups.setdefault(key.split("@")[0], []).append(value)
-        return {name: float(np.mean(v)) for name, v in groups.items()}
-
-    a, b = per_image(a), per_image(b)
-    names = sorted(set(a) & set(b))
-    if set(a) != set(b) or not names:
-        raise ValueError(f"paired bootstrap needs the same images in both arms ({len(a)} vs {len(b)}, "
-                         f"{len(names)} shared)")
-    diff = np.array([a[n] - b[n] for n in names])
-    means = diff[np.random.default_rng(seed).integers(0, len(diff), (n_boot, len(diff)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(diff.mean()), "low": float(low), "high": float(high), "n_images": len(names),
-            "excludes_zero": bool(low > 0 or high < 0)}
-
-
 def intervals_markdown(intervals: dict[int, dict[str, dict[str, Any]]]) -> str:
     """Table of the paired differences per K (K = all images last)."""
     pairs = sorted({p for by_pair in intervals.values() for p in by_pair})
@@ -247,7 +225,7 @@ def write_report(out_dir: Path, arms: list[Arm], figures: dict[str, Path], prove
                  sections: list[tuple[str, str, str]] = (), extra_metrics: dict[str, Any] | None = None
                  ) -> dict[str, Path]:
     """report.md, self-contained report.html and metrics.json in `out_dir`; `intervals` (from
-    `paired_bootstrap`, per K) are tabulated under Table 1; `sections` are (title, caption,
+    grapheneseg.stats.paired_bootstrap, per K) are tabulated under Table 1; `sections` are (title, caption,
     markdown table) placed after the notes; `extra_metrics` are added to metrics.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = table1(arms)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from evaluate.apply.uncertainty import image_uncertainty, jaccard_disagreement
+from grapheneseg.stats import bootstrap_indices, interval
 
 
 def mutual_information(samples: np.ndarray) -> float:
@@ -54,14 +55,12 @@ def _spearman_table(rows: Sequence[dict[str, Any]], error: str, scores: Sequence
 
     e = np.array([r[error] for r in rows])
     x = {k: np.array([r[k] for r in rows]) for k in scores}
-    rng = np.random.default_rng(0)
-    boot = [rng.integers(0, len(rows), len(rows)) for _ in range(n_boot)]
+    boot = bootstrap_indices(len(rows), n_boot)
     with warnings.catch_warnings():  # a resample of a few tiny images can be constant: nan, left out
         warnings.simplefilter("ignore", scipy.stats.ConstantInputWarning)
         rho = {k: np.array([scipy.stats.spearmanr(v[i], e[i])[0] for i in boot]) for k, v in x.items()}
     return {k: {"spearman": float(scipy.stats.spearmanr(v, e)[0]),
-                "ci95": np.nanpercentile(rho[k], [2.5, 97.5]).tolist(),
-                f"minus_{primary}_ci95": np.nanpercentile(rho[k] - rho[primary], [2.5, 97.5]).tolist()}
+                "ci95": list(interval(rho[k])), f"minus_{primary}_ci95": list(interval(rho[k] - rho[primary]))}
             for k, v in x.items()}
 
 

@@ -1,15 +1,11 @@
-"""The margin benchmark's pieces: mask shifts by a distance threshold and the per-fold choice."""
+"""The label margin (grapheneseg.margins, run by benchmarks/bench_margin.py): mask shifts by a
+distance threshold and the per-fold choice."""
 from __future__ import annotations
-
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import scipy.ndimage
 
-_spec = importlib.util.spec_from_file_location("bench_margin", Path(__file__).parents[1] / "benchmarks" / "bench_margin.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+from grapheneseg import margins
 
 
 def _disk(radius: float, size: int = 64) -> np.ndarray:
@@ -19,25 +15,25 @@ def _disk(radius: float, size: int = 64) -> np.ndarray:
 
 def test_shift_grows_and_shrinks_by_the_distance():
     mask = _disk(10)
-    grown, shrunk = bench.shift_mask(mask, 3), bench.shift_mask(mask, -3)
+    grown, shrunk = margins.shift_mask(mask, 3), margins.shift_mask(mask, -3)
     assert (grown >= mask).all() and (shrunk <= mask).all()
     assert np.array_equal(grown, scipy.ndimage.distance_transform_edt(~mask) <= 3)
     # a disk of radius 10 grown by 3 is close to a disk of 13, shrunk by 3 close to one of 7
     assert abs(grown.sum() - _disk(13).sum()) < 0.05 * _disk(13).sum()
     assert abs(shrunk.sum() - _disk(7).sum()) < 0.1 * _disk(7).sum()
-    assert np.array_equal(bench.shift_mask(mask, 0), mask)
-    assert not bench.shift_mask(np.zeros((8, 8), bool), 2).any()
+    assert np.array_equal(margins.shift_mask(mask, 0), mask)
+    assert not margins.shift_mask(np.zeros((8, 8), bool), 2).any()
 
 
 def test_cross_validation_finds_a_planted_overreach():
     """Predictions that reach 2 px too far: every fold must choose -2 and then score (near) 1."""
     rng = np.random.default_rng(0)
     truths = [_disk(r) for r in rng.uniform(6, 14, 10)]
-    preds = [bench.shift_mask(t, 2) for t in truths]
+    preds = [margins.shift_mask(t, 2) for t in truths]
     shifts = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0]
-    counts = bench.shift_counts(preds, truths, shifts)
+    counts = margins.shift_counts(preds, truths, shifts)
     names = [f"im{i}" for i in range(10)]
-    cv = bench.cross_validate(counts, names, shifts, folds=5, seed=12345)
+    cv = margins.cross_validate(counts, names, shifts, folds=5, seed=12345)
     assert [r["shift"] for r in cv["folds"]] == [-2.0] * 5
     assert cv["cv_pooled"] > 0.97 > cv["zero_pooled"]
     assert cv["per_image_cv_minus_zero"]["excludes_zero"]
