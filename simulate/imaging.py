@@ -12,6 +12,7 @@ do not depend on the process. Arrays are indexed
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -192,15 +193,65 @@ def make_ctf(optics: Optics, energy: float, semiangle_cutoff: float):
     )
 
 
+class AngularGrid:
+    """Scattering angles (rad, float32) at which CTFs are evaluated, with what every variant
+    shares: the powers of alpha and abTEM's (hard) objective aperture."""
+
+    def __init__(self, alpha: np.ndarray, phi: np.ndarray, semiangle_cutoff: float):
+        self.alpha, self.phi = alpha, phi
+        self.alpha2, self.alpha3, self.alpha4 = alpha**2, alpha**3, alpha**4
+        self.aperture = (alpha <= np.asarray(semiangle_cutoff) * 1e-3).astype(np.float32)
+
+
+def ctf_kernel(optics: Optics, energy: float, grid: AngularGrid) -> np.ndarray:
+    """The CTF of `make_ctf` on `grid`, equal to abTEM's `CTF._evaluate_from_angular_grid` to the bit.
+
+    abTEM evaluates every aberration of order <= 5 in both the phase and the spatial envelope; here
+    all but C10, C12 (phi12) and C30 are zero, so their terms (exact zeros, added or multiplied by
+    zeros) are left out and the others are written in abTEM's own float32 operations and order:
+    aberration phase x spatial envelope x temporal envelope x aperture (the aperture is hard:
+    the kernel has no grid). tests/test_simulate.py compares the two.
+    """
+    from abtem.core.complex import complex_exponential
+    from abtem.core.energy import energy2wavelength
+
+    wavelength = energy2wavelength(energy)
+    alpha, phi = grid.alpha, grid.phi
+    c10, c12, phi12, c30 = -optics.defocus, optics.astigmatism, optics.astigmatism_angle, optics.cs
+    cos2 = np.cos(2 * (phi - phi12))
+    chi = np.zeros(alpha.shape, dtype=np.float32)  # abtem.transfer.Aberrations
+    if c10 != 0.0 or c12 != 0.0 or phi12 != 0.0:
+        chi = chi + (1 / 2 * grid.alpha2 * (c10 + c12 * cos2))
+    if c30 != 0.0:
+        chi = chi + (1 / 4 * grid.alpha4 * np.float32(c30))
+    chi *= np.array(2 * np.pi / wavelength, dtype=np.float32)
+    kernel = complex_exponential(-chi)
+    if optics.angular_spread != 0.0:  # abtem.transfer.SpatialEnvelope
+        spread = np.asarray(optics.angular_spread / 1e3, dtype=np.float32)
+        dchi_dk = 2 * np.pi / wavelength * ((c12 * cos2 + c10) * alpha + c30 * grid.alpha3)
+        dchi_dphi = -2 * np.pi / wavelength * (1 / 2.0 * (2.0 * c12 * np.sin(2.0 * (phi - phi12))) * alpha)
+        kernel = kernel * np.exp(-np.sign(spread) * (spread / 2) ** 2 * (dchi_dk**2 + dchi_dphi**2))
+    if optics.focal_spread != 0.0:  # abtem.transfer.TemporalEnvelope
+        kernel = kernel * np.exp(-((0.5 * np.pi / wavelength * optics.focal_spread * grid.alpha2) ** 2)).astype(np.float32)
+    return kernel * grid.aperture
+
+
+@functools.lru_cache(maxsize=4)
+def _polar_grid(semiangle_cutoff: float) -> AngularGrid:
+    """64 x 32 (alpha, phi) samples of the aperture and its soft edge (`delocalisation`)."""
+    alpha = np.linspace(0, APERTURE_EDGE * semiangle_cutoff * 1e-3, 64, dtype=np.float32)[:, None]
+    phi = np.linspace(0, np.pi, 32, endpoint=False, dtype=np.float32)[None, :]
+    return AngularGrid(*np.broadcast_arrays(alpha, phi), semiangle_cutoff)
+
+
 def delocalisation(optics: Optics, energy: float, semiangle_cutoff: float, envelope_floor: float) -> float:
     """How far (A) the CTF spreads a point's contrast: the largest beam displacement grad chi / 2 pi
     (radial C10 a + C30 a^3 + C12 a cos 2(phi - phi12), tangential -C12 a sin 2(phi - phi12); a the
     scattering angle, C10 = -defocus) over the part of the aperture where the coherence envelopes
     still pass >= `envelope_floor` of the amplitude."""
-    alpha = np.linspace(0, APERTURE_EDGE * semiangle_cutoff * 1e-3, 64, dtype=np.float32)[:, None]
-    phi = np.linspace(0, np.pi, 32, endpoint=False, dtype=np.float32)[None, :]
-    alpha, phi = np.broadcast_arrays(alpha, phi)
-    passed = np.abs(make_ctf(optics, energy, semiangle_cutoff)._evaluate_from_angular_grid(alpha, phi)) >= envelope_floor
+    grid = _polar_grid(semiangle_cutoff)
+    alpha, phi = grid.alpha, grid.phi
+    passed = np.abs(ctf_kernel(optics, energy, grid)) >= envelope_floor
     twice = 2 * (phi - optics.astigmatism_angle)
     radial = -optics.defocus * alpha + optics.cs * alpha**3 + optics.astigmatism * alpha * np.cos(twice)
     shift = np.hypot(radial, optics.astigmatism * alpha * np.sin(twice))
@@ -267,8 +318,7 @@ class VariantImager:
         alpha = np.hypot(kx, ky) * energy2wavelength(energy)  # rad
         # the CTF is only evaluated inside the objective aperture (soft edge included): ~6x cheaper
         self.inside = alpha < APERTURE_EDGE * semiangle_cutoff * 1e-3
-        self.alpha = alpha[self.inside].astype(np.float32)
-        self.phi = np.arctan2(ky, kx)[self.inside].astype(np.float32)
+        self.angles = AngularGrid(alpha[self.inside].astype(np.float32), np.arctan2(ky, kx)[self.inside].astype(np.float32), semiangle_cutoff)
         self.spectrum = fourier_crop(spectrum, self.wave_px)[self.inside]
         q = scipy.fft.fftfreq(self.full_px) * 2  # output frequencies in units of Nyquist (rfft layout)
         self.q = np.hypot(q[:, None], scipy.fft.rfftfreq(self.full_px)[None, :] * 2).astype(np.float32)
@@ -279,7 +329,7 @@ class VariantImager:
 
     def ctf(self, optics: Optics) -> np.ndarray:
         """abTEM's CTF kernel (aberrations x envelopes x soft aperture) on the cropped wave grid."""
-        return make_ctf(optics, self.energy, self.semiangle_cutoff)._evaluate_from_angular_grid(self.alpha, self.phi)
+        return ctf_kernel(optics, self.energy, self.angles)
 
     def noiseless(self, optics: Optics) -> np.ndarray:
         """Intensity after the CTF and detector MTF on the output grid (mean ~1), margin cropped."""
