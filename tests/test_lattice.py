@@ -76,3 +76,36 @@ def test_interpolated_upsampling_replicas_are_ignored(factor: int) -> None:
     (and axis-aligned artefacts); they must not be read as lattice rings."""
     image = graphene(0.4, 96, amplitudes=(1.0, 0.6, 0.3), seed=11)
     assert read_pixel_size(scipy.ndimage.zoom(image, factor, order=3)) == pytest.approx(0.4 / factor, rel=0.02)
+
+
+def test_suppressed_100_ring_is_flagged_or_read_right() -> None:
+    """Issue 23: a micrograph whose {100} ring is suppressed (a CTF zero) shows {110} alone; read
+    as {100} it gives sqrt 3 x the pixel size. At 0.3 A/px on 256 px (the real case: {100} at 36,
+    {110} at 62 Fourier pixels) the reading must say it is ambiguous and name the right rival;
+    with a faint {100} ring (too faint for a ring of its own) it must read right."""
+    from grapheneseg.lattice import read_lattice
+
+    lone_110 = read_lattice(graphene(0.3, 256, amplitudes=(0.0, 1.0, 0.0), seed=3))
+    assert lone_110.pixel_size == pytest.approx(0.3, rel=0.02) or lone_110.ambiguous
+    assert lone_110.ambiguous and lone_110.rival == pytest.approx(0.3, rel=0.02)
+    assert "give the pixel size" in lone_110.reason
+    for pixel, seed in ((0.2, 3), (0.3, 3), (0.3, 4), (0.385, 3), (0.385, 4)):
+        # {100} at 7 % of {110}'s amplitude: no ring of its own (step 1), its spots are there
+        faint_100 = read_lattice(graphene(pixel, 256 if pixel > 0.25 else 512, amplitudes=(0.07, 1.0, 0.0), seed=seed))
+        assert faint_100.pixel_size == pytest.approx(pixel, rel=0.02) and not faint_100.ambiguous
+
+
+def test_confirmed_readings_are_not_ambiguous() -> None:
+    """Rings of two orders at their ratio, or a lone {100} ring whose {110} lies beyond Nyquist,
+    leave no sqrt 3 doubt; a lone ring whose predicted {110} and {200} are absent inside the band
+    does (it may be {110} at a {100} CTF zero)."""
+    from grapheneseg.lattice import read_lattice
+
+    for pixel in (0.1, 0.3, 0.6):
+        reading = read_lattice(graphene(pixel, 512 if pixel < 0.2 else 256, seed=2))
+        assert reading.pixel_size == pytest.approx(pixel, rel=0.02) and not reading.ambiguous
+    assert not read_lattice(graphene(0.7, 256, amplitudes=(1.0, 0.0, 0.0))).ambiguous
+    lone_100 = read_lattice(graphene(0.3, 256, amplitudes=(1.0, 0.0, 0.0)))
+    assert lone_100.pixel_size == pytest.approx(0.3, rel=0.02)
+    assert lone_100.ambiguous and lone_100.rival == pytest.approx(0.3 / np.sqrt(3), rel=0.02)
+    assert read_lattice(np.full((64, 64), 3.0)).pixel_size is None
