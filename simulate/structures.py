@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import scipy.fft
 from ase import Atoms
@@ -138,15 +139,33 @@ def honeycomb(centres: np.ndarray, extent: float) -> tuple[np.ndarray, np.ndarra
     centroid = tiled[tri.simplices].mean(1)
     own = ((centroid >= 0) & (centroid < extent)).all(1)  # one copy of every periodic triangle
     atoms = centroid[own]
-    lookup = cKDTree(atoms, boxsize=extent)
-    neighbours = tri.neighbors[own]
-    dist, index = lookup.query(np.mod(centroid[neighbours.ravel()], extent), distance_upper_bound=1e-6)
-    if (neighbours < 0).any() or np.isinf(dist).any():
+    neighbours = tri.neighbors[own].ravel()
+    if (neighbours < 0).any():
         raise RuntimeError("periodic Delaunay triangulation of the ring centres did not close")
+    index = _periodic_images(ids[tri.simplices], own, neighbours, len(centres))
+    if index is None or (np.abs(_wrap(centroid[neighbours] - atoms[index], extent)) > 1e-6).any():
+        # not one own triangle per ring-centre triple: the atom at the neighbour's centroid instead
+        dist, index = cKDTree(atoms, boxsize=extent).query(np.mod(centroid[neighbours], extent), distance_upper_bound=1e-6)
+        if np.isinf(dist).any():
+            raise RuntimeError("periodic Delaunay triangulation of the ring centres did not close")
     pairs = np.column_stack([np.repeat(np.arange(len(atoms)), 3), index])
     bonds = pairs[pairs[:, 0] < pairs[:, 1]]  # each bond once (it is seen from both ends)
     size = np.bincount(ids[tri.simplices[own]].ravel(), minlength=len(centres))
     return atoms, bonds, size[ids[tri.simplices[own]]]
+
+
+def _periodic_images(triples: np.ndarray, own: np.ndarray, wanted: np.ndarray, n: int) -> np.ndarray | None:
+    """For each triangle in `wanted`, the index among the `own` triangles of the one with the same
+    three ring centres (its periodic image); None unless every such triple is unique and found."""
+    key = np.sort(triples, axis=1).astype(np.int64)
+    key = (key[:, 0] * n + key[:, 1]) * n + key[:, 2]
+    own_key = key[own]
+    order = np.argsort(own_key, kind="stable")
+    sorted_keys = own_key[order]
+    if (sorted_keys[1:] == sorted_keys[:-1]).any():
+        return None
+    at = np.minimum(np.searchsorted(sorted_keys, key[wanted]), len(order) - 1)
+    return order[at] if (sorted_keys[at] == key[wanted]).all() else None
 
 
 def relax_bonds(pos: np.ndarray, bonds: np.ndarray, extent: float, movable: np.ndarray, length: float) -> np.ndarray:
@@ -155,18 +174,40 @@ def relax_bonds(pos: np.ndarray, bonds: np.ndarray, extent: float, movable: np.n
     sel = movable[bonds[:, 0]] | movable[bonds[:, 1]]
     local, inverse = np.unique(bonds[sel], return_inverse=True)  # the movable atoms and their neighbours
     i, j = inverse.reshape(-1, 2).T
-    x, free = pos[local].copy(), movable[local, None]
-    velocity = np.zeros_like(x)
-    for _ in range(RELAX_STEPS):
-        d = _wrap(x[j] - x[i], extent)
-        r = np.sqrt((d * d).sum(1))
-        f = ((r - length) / np.maximum(r, 1e-9))[:, None] * d
-        pull = np.column_stack([np.bincount(i, f[:, k], len(x)) - np.bincount(j, f[:, k], len(x)) for k in (0, 1)])
-        velocity = RELAX_MOMENTUM * velocity + RELAX_RATE * pull * free
-        x += velocity
+    x = pos[local].copy()
+    _relax_steps(x, np.ascontiguousarray(i), np.ascontiguousarray(j), movable[local], float(extent), float(length),
+                 RELAX_STEPS, RELAX_RATE, RELAX_MOMENTUM)
     pos = pos.copy()
     pos[local] = x
     return np.mod(pos, extent)
+
+
+@numba.njit(cache=True)
+def _relax_steps(x, i, j, free, extent, length, steps, rate, momentum):  # pragma: no cover (compiled)
+    """`steps` heavy-ball steps on the bond springs, in place; the arithmetic of the NumPy form
+    (d = minimum image of x[j] - x[i], f = (r - length) / r * d, pull = bincount(i, f) - bincount(j, f),
+    v = momentum * v + rate * pull * free) operation for operation, in the same order."""
+    velocity = np.zeros_like(x)
+    pull_i, pull_j = np.empty_like(x), np.empty_like(x)
+    for _ in range(steps):
+        pull_i[:] = 0.0
+        pull_j[:] = 0.0
+        for b in range(len(i)):
+            d0 = x[j[b], 0] - x[i[b], 0]
+            d1 = x[j[b], 1] - x[i[b], 1]
+            d0 = d0 - extent * np.rint(d0 / extent)
+            d1 = d1 - extent * np.rint(d1 / extent)
+            r = np.sqrt(d0 * d0 + d1 * d1)
+            s = (r - length) / max(r, 1e-9)
+            f0, f1 = s * d0, s * d1
+            pull_i[i[b], 0] += f0
+            pull_i[i[b], 1] += f1
+            pull_j[j[b], 0] += f0
+            pull_j[j[b], 1] += f1
+        for a in range(len(x)):
+            for k in range(2):
+                velocity[a, k] = momentum * velocity[a, k] + rate * (pull_i[a, k] - pull_j[a, k]) * (1.0 if free[a] else 0.0)
+                x[a, k] += velocity[a, k]
 
 
 def graphene_sheet(extent: float, seeds: np.ndarray, angles: np.ndarray, shifts: np.ndarray, a: float,
