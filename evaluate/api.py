@@ -1,0 +1,264 @@
+"""The tool from Python (notebooks, scripts): `segment`, `atoms` and `sort` on a NumPy array, a
+file or a HyperSpy signal.
+
+    from evaluate import api
+    result = api.segment("scan.dm4")                  # the packaged simulation-only model
+    result.mask, result.probability, result.pixel_size, result.pixel_size_source, result.ood
+    result = api.segment(image, pixel_size=0.38)      # a 2-D array and its pixel size in A/px
+    result = api.segment(signal)                      # a HyperSpy Signal2D: its axes give the scale;
+    result.mask                                       # ... and the maps come back as signals on them
+
+Everything here only calls the library that the `evaluate` commands call
+(evaluate.apply.segment.segment, model_scale, network_scale; evaluate.apply.atoms;
+evaluate.apply.sorting.rank; train.inference.load_models), so a result equals `evaluate predict`'s
+on the same file with the same model and options. The pixel size comes from the file or the
+signal's axes, else from `pixel_size`, else from the graphene lattice (as `--pixel-size` and the
+CLI's fallback); `pixel_size_source` says which (file, signal, given, lattice or unknown). Loaded
+models are kept per (model path, device), so repeated calls in a notebook do not reload them.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grapheneseg.formats import Micrograph, _pixel_size, read_micrograph
+
+from .apply import segment as _seg
+
+ARRAY_NAME = "<array>"  # the Micrograph path of an input given as an array
+
+
+# ---- inputs -----------------------------------------------------------------------------------
+
+def _is_signal(x: Any) -> bool:
+    """A HyperSpy signal (duck-typed: no import of HyperSpy unless the caller already has it)."""
+    return hasattr(x, "axes_manager") and hasattr(x, "data") and hasattr(x, "metadata")
+
+
+def signal_pixel_size(signal: Any) -> float | None:
+    """Pixel size in A of a HyperSpy signal's two signal axes when they are calibrated in length
+    (the same unit table as the file readers, grapheneseg.formats)."""
+    axes = [{"units": a.units, "scale": a.scale} for a in signal.axes_manager.signal_axes]
+    return _pixel_size(axes)
+
+
+def as_micrograph(x: Any, pixel_size: float | None = None) -> tuple[Micrograph, float | None]:
+    """(the Micrograph, the pixel size to pass as `given`) of a path, a 2-D array or a 2-D
+    HyperSpy signal. A file's or signal's own calibration wins over `pixel_size`, as in the CLI."""
+    if isinstance(x, Micrograph):
+        return x, pixel_size
+    if isinstance(x, (str, Path)):
+        return read_micrograph(x), pixel_size
+    if _is_signal(x):
+        if x.axes_manager.signal_dimension != 2 or x.axes_manager.navigation_dimension != 0:
+            raise ValueError(f"a 2-D image signal is needed, not {x}; take one frame first (signal.inav[0])")
+        title = str(x.metadata.get_item("General.title", "") or "") or "<signal>"
+        return Micrograph(Path(title), np.asarray(x.data, dtype=np.float32), signal_pixel_size(x)), pixel_size
+    image = np.asarray(x)
+    if image.ndim != 2 or not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+        raise ValueError(f"a 2-D real-valued image is needed, not an array of shape {image.shape} and dtype {image.dtype}")
+    if not np.isfinite(image).all():
+        raise ValueError("the image contains non-finite pixel values (NaN or inf)")
+    return Micrograph(Path(ARRAY_NAME), image.astype(np.float32), None), pixel_size
+
+
+def _like(signal: Any, data: np.ndarray, title: str) -> Any:
+    """A copy of `signal` (axes, calibration, metadata) holding `data` instead."""
+    out = signal._deepcopy_with_new_data(data)
+    out.metadata.General.title = title
+    return out
+
+
+def scale(x: Any, pixel_size: float | None = None) -> tuple[float | None, str]:
+    """(pixel size in A, its source) of a path, array or signal, as `evaluate predict` decides it
+    (evaluate.apply.segment.scale_of; a signal's calibration reported as `signal`)."""
+    micrograph, given = as_micrograph(x, pixel_size)
+    size, source = _seg.scale_of(micrograph, given)
+    return size, "signal" if source == "file" and _is_signal(x) else source
+
+
+# ---- models, cached per (model path, device) --------------------------------------------------
+
+def _key(model: Any) -> tuple[str, ...]:
+    paths = [model] if isinstance(model, (str, Path)) else list(model)
+    return tuple(str(Path(p).resolve()) for p in paths)
+
+
+@functools.lru_cache(maxsize=8)
+def _models(key: tuple[str, ...], device: str, task: str) -> list:
+    from train.inference import load_models
+
+    return load_models([Path(p) for p in key] if len(key) > 1 else Path(key[0]), device, task)
+
+
+def clear_cache() -> None:
+    """Forget the loaded models (e.g. after overwriting a checkpoint file)."""
+    _models.cache_clear()
+
+
+def _model_path(model: Any, default: str | None = None) -> Path | list[Path]:
+    if model is None:
+        return _seg.default_model(default)
+    return Path(model) if isinstance(model, (str, Path)) else [Path(m) for m in model]
+
+
+def apply_config(config: dict | None = None, **flags: Any) -> Any:
+    """configs/apply/default.yaml (what `evaluate predict` uses), with `config` {key: value}
+    overrides and the non-None `flags` on top."""
+    from omegaconf import OmegaConf
+
+    from grapheneseg.config import load_config
+
+    cfg = load_config("evaluate")
+    apply = OmegaConf.create(OmegaConf.to_container(cfg.apply, resolve=True))
+    for key, value in {**(config or {}), **{k: v for k, v in flags.items() if v is not None}}.items():
+        if key not in apply:
+            raise ValueError(f"unknown apply option {key!r}; known: {', '.join(apply)}")
+        apply[key] = value
+    atoms = OmegaConf.create(OmegaConf.to_container(cfg.atoms, resolve=True))
+    return apply, atoms
+
+
+# ---- results ----------------------------------------------------------------------------------
+
+@dataclass
+class SegmentResult:
+    """Maps (arrays, or HyperSpy signals on the input's axes when the input was one) and the
+    metadata `evaluate predict` writes to predictions.csv."""
+
+    probability: Any
+    mask: Any
+    uncertainty: Any
+    pixel_size: float | None  # A/px
+    pixel_size_source: str  # file, signal, given, lattice or unknown
+    contamination_fraction: float
+    graphene_fraction: float
+    ood: list[str]
+    disagreement: float | None  # Jaccard disagreement (with uncertainty=True): predict's `uncertainty` column
+    seconds: float
+    file: str
+    segmentation: Any = field(repr=False)  # the library's evaluate.apply.segment.Segmentation
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """One row of predictions.csv as a dict (the same columns, unformatted)."""
+        h, w = self.segmentation.mask.shape
+        return {"file": self.file, "pixel_size_A": self.pixel_size, "pixel_size_source": self.pixel_size_source,
+                "height": h, "width": w, "contamination_fraction": self.contamination_fraction,
+                "graphene_fraction": self.graphene_fraction, "seconds": self.seconds,
+                "uncertainty": self.disagreement, "ood": list(self.ood),
+                "note": getattr(self.segmentation.micrograph, "note", "")}
+
+
+def _result(seg: Any, signal: Any = None) -> SegmentResult:
+    prob, mask, std = seg.probability, seg.mask, seg.uncertainty
+    source = seg.pixel_size_source
+    if signal is not None:
+        source = "signal" if source == "file" else source
+        prob = _like(signal, prob, "contamination probability")
+        mask = _like(signal, mask.astype(np.uint8), "contamination mask")
+        std = None if std is None else _like(signal, std, "uncertainty (std of P)")
+    return SegmentResult(prob, mask, std, seg.pixel_size, source, seg.contamination_fraction,
+                         seg.graphene_fraction, list(seg.ood), seg.disagreement, seg.seconds,
+                         str(seg.micrograph.path), seg)
+
+
+def _hyperspy_present() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("hyperspy") is not None
+
+
+# ---- the three applications -------------------------------------------------------------------
+
+def segment(x: Any, pixel_size: float | None = None, model: Any = None, device: str = "auto",
+            tta: bool = False, uncertainty: bool = False, threshold: float | None = None,
+            config: dict | None = None) -> SegmentResult:
+    """Contamination probability, mask (and per-pixel uncertainty) of one micrograph: a path,
+    a 2-D array (with `pixel_size` in A/px when known) or a 2-D HyperSpy signal.
+
+    `model`: a checkpoint, a run folder (fold ensemble) or a list of them; None: the packaged
+    simulation-only model. `config`: further apply options (configs/apply/default.yaml: tile,
+    overlap, batch_size, pixel_range, target_pixel_size). As `evaluate predict` does."""
+    micrograph, given = as_micrograph(x, pixel_size)
+    path = _model_path(model)
+    cfg, _ = apply_config(config, tta=tta, threshold=threshold)
+    cfg = _seg.model_scale(path, cfg)
+    models = _models(_key(path), device, "contamination")
+    seg = _seg.segment(models, micrograph, cfg, given, uncertainty)
+    return _result(seg, x if _is_signal(x) and _hyperspy_present() else None)
+
+
+@dataclass
+class AtomsResult:
+    """Atoms outside the contamination: positions (N, 2) as (row, col) px of the input, bonds
+    (M, 2) as atom indices, bond angles mod 60 degrees, the C-C bond in px, the registration
+    check of `evaluate atoms`, and the segmentation they were found beside."""
+
+    atoms: np.ndarray
+    bonds: np.ndarray
+    angles: np.ndarray
+    bond_px: float
+    method: str
+    registration: dict
+    segmentation: SegmentResult
+
+    @property
+    def atoms_nm(self) -> np.ndarray | None:
+        """Positions in nm (row, col) when the pixel size is known."""
+        size = self.segmentation.pixel_size
+        return None if not size else self.atoms * size / 10.0
+
+
+def atoms(x: Any, pixel_size: float | None = None, model: Any = None, atom_model: Any = None,
+          method: str = "network", contrast: str = "auto", device: str = "auto", tta: bool = False,
+          config: dict | None = None) -> AtomsResult:
+    """Atoms and bonds outside the contamination, as `evaluate atoms` finds them: `method`
+    "network" (the atom-map network `atom_model`, default the packaged one) or "extrema" (local
+    extrema at `contrast`). A ValueError when no scale is known (give `pixel_size`)."""
+    from .apply.atoms import find_atoms, find_atoms_network, registration
+
+    if method not in ("network", "extrema"):
+        raise ValueError(f"method must be network or extrema, not {method!r}")
+    seg = segment(x, pixel_size, model, device, tta, config=config)
+    lib, micrograph = seg.segmentation, seg.segmentation.micrograph
+    cfg, atoms_cfg = apply_config(config, tta=tta)
+    if method == "network":
+        path = _model_path(atom_model, _seg.DEFAULT_ATOM_MODEL)
+        models = _models(_key(path), device, "atoms")
+        graph = find_atoms_network(models, micrograph, _seg.model_scale(path, cfg), lib.mask, lib.pixel_size,
+                                   atoms_cfg.threshold, atoms_cfg.bond_tolerance)
+    else:
+        graph = find_atoms(micrograph.image, lib.mask, lib.pixel_size, contrast=contrast,
+                           bond_tolerance=atoms_cfg.bond_tolerance)
+    check = registration(micrograph.image, lib.pixel_size, atoms_cfg.min_reflection_balance)
+    return AtomsResult(graph.atoms, graph.bonds, graph.angles, graph.bond_px, graph.how, check, seg)
+
+
+def sort(inputs: Any, pixel_size: float | None = None, model: Any = None, device: str = "auto",
+         tta: bool = False, config: dict | None = None) -> list[SegmentResult]:
+    """The micrographs cleanest first (highest graphene fraction; `evaluate sort`'s order):
+    `inputs` a folder, or a list of paths, arrays or signals. Arrays are named <array>#i."""
+    from .apply.sorting import rank
+
+    if isinstance(inputs, (str, Path)):
+        inputs = _seg.input_files([inputs])
+    results = []
+    for i, x in enumerate(inputs):
+        one = segment(x, pixel_size, model, device, tta, config=config)
+        if one.file == ARRAY_NAME:
+            name = Path(f"{ARRAY_NAME}#{i}")
+            one.segmentation.micrograph.path, one.file = name, str(name)
+        results.append(one)
+    by_seg = {id(r.segmentation): r for r in results}
+    return [by_seg[id(s)] for s in rank([r.segmentation for r in results])]
+
+
+def table(results: Sequence[SegmentResult]) -> list[dict[str, Any]]:
+    """The metadata rows of several results (e.g. for pandas.DataFrame(table(results)))."""
+    return [r.metadata for r in results]
