@@ -15,7 +15,7 @@ from typing import Any
 from .benchmark import bragg
 from .benchmark.bragg import fit_bragg, load_bragg_params, run_bragg_cv, score_bragg
 from grapheneseg.config import (DEFAULT_REAL_DIR, ConfigError, flag_overrides, load_config, real_dir, run_command,
-                                save_config, write_json)
+                                save_config, save_run_config, write_json)
 from grapheneseg.metrics import METRICS
 
 EXAMPLES = """examples:
@@ -34,6 +34,12 @@ EXAMPLES = """examples:
   evaluate atoms --input image.png --out atoms/ --method extrema    # local extrema of the image instead
   evaluate bragg --real DIR bragg.lowpass=4       # any config key as a Hydra override
   evaluate fetch-real --out data/real             # the public labelled set (GitHub, one archive)
+
+predict, sort, atoms and suggest answer every file of a folder or refuse it with a reason, before
+computing (an overview image coarser than 1.07 A/px, under 32 px, or over --max-memory); refused and
+failed files are listed at the end and in the CSV's status and note columns. Their exit code: 0 every
+file answered, 1 some file failed (unreadable, or an error), 3 none failed but some were refused.
+Several runs may share one --out folder: predictions.csv and ranking.csv keep every run's rows.
 """
 
 
@@ -121,28 +127,45 @@ def _segment(args: argparse.Namespace, uncertainty: bool = False, files: list[Pa
     """Config, output folder, segmentations and {path: reason} of failures for predict/sort/atoms/suggest."""
     from .apply.segment import segment_files
 
-    cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold", "tta": "apply.tta"}))
+    cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold", "tta": "apply.tta",
+                                                        "max_memory": "apply.max_memory_gb"}))
     results, failed = segment_files(_model(args), args.input, cfg.apply, args.pixel_size,
                                     progress=not args.quiet, device=args.device, uncertainty=uncertainty,
                                     files=files)
     return cfg, Path(args.out), results, failed
 
 
-def _report_failures(failed: dict[str, str]) -> int:
-    for reason in failed.values():
-        print(f"skipped: {reason}", file=sys.stderr)
-    if failed:
-        print(f"error: {len(failed)} file(s) could not be processed (listed above)", file=sys.stderr)
-    return 1 if failed else 0
+def _report_failures(skipped: dict[str, Any]) -> int:
+    """Every file without an answer, listed at the end; the exit code: 0 all answered, 1 some
+    failed (unreadable, or an error), 3 none failed but some were refused (not images the model
+    can answer for: an overview, a few pixels, too large)."""
+    for skip in skipped.values():
+        print(f"{getattr(skip, 'status', 'failed')}: {skip}", file=sys.stderr)
+    refused = sum(getattr(s, "status", "failed") == "refused" for s in skipped.values())
+    failed = len(skipped) - refused
+    if skipped:
+        print(f"error: {refused} file(s) refused, {failed} failed (listed above)", file=sys.stderr)
+    return 1 if failed else (3 if refused else 0)
+
+
+def _used(results: list) -> str:
+    """What the answers rest on: how many pixel sizes came from where, and the stacks."""
+    sources: dict[str, int] = {}
+    for seg in results:
+        sources[seg.pixel_size_source] = sources.get(seg.pixel_size_source, 0) + 1
+    stacks = sum(seg.micrograph.frames > 1 for seg in results)
+    text = "pixel size " + ", ".join(f"{n} from {source}" for source, n in sorted(sources.items()))
+    return text + (f"; {stacks} stack(s), first frame used" if stacks else "")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .apply.segment import write_predictions
 
     cfg, out_dir, results, failed = _segment(args, uncertainty=args.uncertainty)
-    table = write_predictions(results, out_dir)
-    save_config(cfg, out_dir)
-    print(f"{len(results)} micrograph(s) segmented -> {out_dir} (masks, overlays, {table.name})")
+    table = write_predictions(results, out_dir, failed)
+    save_run_config(cfg, out_dir)
+    print(f"{len(results)} micrograph(s) segmented ({_used(results) if results else 'none'}) -> {out_dir} "
+          f"(masks, overlays, {table.name})")
     return _report_failures(failed)
 
 
@@ -162,10 +185,10 @@ def _cmd_suggest(args: argparse.Namespace) -> int:
     chosen = choose(results, args.n, COVERAGE_EVERY if args.coverage_every is None else args.coverage_every)
     table = write_suggestions(chosen, out_dir / "suggestions.csv")
     if chosen:
-        suggestion_sheet(chosen, out_dir / "suggestions.png")
-    save_config(cfg, out_dir)
-    print(f"{len(chosen)} of {len(results)} unlabelled micrograph(s) suggested -> {table}, "
-          f"{out_dir / 'suggestions.png'}")
+        suggestion_sheet(chosen, table.with_suffix(".png"))
+    save_run_config(cfg, out_dir)
+    print(f"{len(chosen)} of {len(results)} unlabelled micrograph(s) suggested ({_used(results) if results else 'none'}) "
+          f"-> {table}, {table.with_suffix('.png')}")
     for c in chosen[:10]:
         print(f"  #{c.rank} {c.segmentation.micrograph.path.name}: {c.why}")
     if args.json:
@@ -184,8 +207,9 @@ def _cmd_sort(args: argparse.Namespace) -> int:
         contact_sheet(ranked, out_dir / "contact_sheet.png")
     if args.best:
         export_best(ranked, args.best, out_dir / "best", mode="link" if args.link else "copy")
-    save_config(cfg, out_dir)
-    print(f"{len(ranked)} micrograph(s) ranked -> {out_dir / 'ranking.csv'}, {out_dir / 'contact_sheet.png'}")
+    save_run_config(cfg, out_dir)
+    print(f"{len(ranked)} micrograph(s) ranked ({_used(results) if results else 'none'}) -> {out_dir / 'ranking.csv'} "
+          f"(with the rows of earlier runs into {out_dir}), {out_dir / 'contact_sheet.png'} (this run's)")
     for i, seg in enumerate(ranked[:5], 1):
         print(f"  #{i} {seg.micrograph.path.name}: graphene fraction {seg.graphene_fraction:.3f}")
     return _report_failures(failed)
@@ -220,7 +244,7 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
                   f"{one.check['reflection_balance']:.2f} of the strongest's amplitude (< atoms.min_reflection_balance "
                   f"{cfg.atoms.min_reflection_balance}); the atoms may all be half a C-C bond (0.7 A) off",
                   file=sys.stderr)
-    save_config(cfg, out_dir)
+    save_run_config(cfg, out_dir)
     return _report_failures(failed)
 
 
@@ -303,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help="output folder")
         p.add_argument("--pixel-size", type=float, help="A/px when the files do not say (else: from the lattice)")
         p.add_argument("--threshold", type=float, help="contamination probability threshold (default 0.5)")
+        p.add_argument("--max-memory", type=float, metavar="GB",
+                       help="refuse, before computing, a micrograph whose segmentation would need more memory "
+                            "(estimated from its size and the model's scale; default 4, apply.max_memory_gb)")
         return p
 
     p = add_apply("predict", "Segment micrographs: <stem>_mask.png (255 = contamination), "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,22 @@ def save_config(cfg: DictConfig, out_dir: Path, name: str = "config.yaml") -> Pa
     path = out_dir / name
     path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return path
+
+
+def save_run_config(cfg: DictConfig, out_dir: Path) -> Path:
+    """`save_config` for an output folder that several runs may share (predict, sort, atoms,
+    suggest): the first run's config is config.yaml, each later run's config-<UTC time>-<pid>.yaml
+    beside it; none is overwritten (created exclusively, so parallel runs cannot clash)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    for name in ("config.yaml", f"config-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}.yaml"):
+        try:
+            with (out_dir / name).open("x") as f:
+                f.write(text)
+            return out_dir / name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{out_dir}: could not write this run's config (config.yaml and {name} exist)")
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .micrographs import DataError, read_image
+from .micrographs import DataError, image_frames, read_image
 
 READERS = {  # suffix -> RosettaSciIO plugin
     ".dm3": "rsciio.digitalmicrograph", ".dm4": "rsciio.digitalmicrograph",
@@ -31,6 +31,12 @@ class Micrograph:
     path: Path
     image: np.ndarray
     pixel_size: float | None
+    frames: int = 1  # 2-D frames the file holds (a stack or series); `image` is the first
+
+    @property
+    def note(self) -> str:
+        """What a reader of the results must know about how the file was read ("" when nothing)."""
+        return f"frame 1 of {self.frames} (a stack: the first frame is used)" if self.frames > 1 else ""
 
 
 def _pixel_size(axes: list[dict]) -> float | None:
@@ -47,14 +53,15 @@ def _pixel_size(axes: list[dict]) -> float | None:
 def read_micrograph(path: Path | str) -> Micrograph:
     """Read one micrograph; a clear DataError for unsupported, unreadable or non-2-D content.
 
-    A file holding several images (e.g. a Velox EMD with a stack) yields its first 2-D image.
+    A file holding several images (e.g. a Velox EMD with a stack) yields its first 2-D image, and
+    says so (`Micrograph.frames`, `Micrograph.note`).
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".emi":
         raise DataError(f"{path}: a TIA .emi file is the header; give the .ser file(s) beside it")
     if suffix in PILLOW:
-        return Micrograph(path, read_image(path), None)
+        return Micrograph(path, read_image(path), None, image_frames(path))
     if suffix not in READERS:
         raise DataError(f"{path}: unsupported format {suffix or '(no suffix)'}; supported: {', '.join(SUPPORTED)}")
     if not path.is_file():
@@ -65,11 +72,12 @@ def read_micrograph(path: Path | str) -> Micrograph:
         raise DataError(f"{path}: unreadable {suffix} file ({type(err).__name__}: {err})") from None
     for signal in signals:
         data = np.asarray(signal["data"])
+        frames = int(np.prod(data.shape[:-2])) if data.ndim > 2 else 1
         while data.ndim > 2:  # stacks and series: take the first frame
             data = data[0]
         if data.ndim == 2 and np.issubdtype(data.dtype, np.number) and not np.iscomplexobj(data):
             image = data.astype(np.float32)
             if not np.isfinite(image).all():
                 raise DataError(f"{path}: contains non-finite pixel values (NaN or inf)")
-            return Micrograph(path, image, _pixel_size(signal.get("axes", [])))
+            return Micrograph(path, image, _pixel_size(signal.get("axes", [])), frames)
     raise DataError(f"{path}: no 2-D real-valued image found in the file")

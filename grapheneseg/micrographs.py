@@ -17,6 +17,8 @@ from PIL import Image
 
 LABEL_SUFFIX = "_LABEL"
 IMAGE_EXTENSIONS = (".png",)
+OTHER_MICROGRAPHS = (".dm3", ".dm4", ".emd", ".ser", ".tif", ".tiff", ".jpg", ".jpeg")
+MIN_SIDE = 32  # px: smaller images hold too few lattice periods to train on (evaluate refuses them too)
 
 
 class DataError(ValueError):
@@ -61,6 +63,16 @@ def read_image(path: Path) -> np.ndarray:
     return array
 
 
+def image_frames(path: Path) -> int:
+    """Frames in an image file read by Pillow (an animated PNG or a multi-page file holds several;
+    `read_image` reads the first); 1 when unreadable (`read_image` names the fault)."""
+    try:
+        with Image.open(path) as img:
+            return int(getattr(img, "n_frames", 1))
+    except (OSError, ValueError, SyntaxError):
+        return 1
+
+
 def read_label(path: Path) -> tuple[np.ndarray, float]:
     """Binary mask (label > 0) and the fraction of pixels that were neither 0 nor the maximum."""
     raw = read_image(path)
@@ -76,6 +88,11 @@ def find_pairs(folder: Path) -> list[tuple[str, Path, Path]]:
         raise DataError(f"{folder}: not a folder of labelled micrographs (`evaluate fetch-real` downloads the "
                         "public set into data/real; --real DIR or GRAPHENESEG_REAL_DIR point elsewhere)")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    others = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in OTHER_MICROGRAPHS)
+    if others:
+        warnings.warn(f"{folder}: {len(others)} micrograph file(s) not used for training, only NAME.png + "
+                      f"NAME{LABEL_SUFFIX}.png pairs are: {', '.join(others[:5])}{' ...' if len(others) > 5 else ''} "
+                      "(convert them to PNG beside their labels to use them)", stacklevel=2)
     labels = {p.stem[: -len(LABEL_SUFFIX)]: p for p in files if p.stem.endswith(LABEL_SUFFIX)}
     images = {p.stem: p for p in files if not p.stem.endswith(LABEL_SUFFIX)}
     if not images and not labels:
@@ -96,8 +113,9 @@ def _raise_all(folder: Path, problems: list[str]) -> None:
 
 
 def load_labelled(folder: Path) -> LabelledSet:
-    """Load every pair of `folder`, checking that image and label have the same size; every
-    unreadable file or mismatched pair is listed in one DataError."""
+    """Load every pair of `folder`, checking that image and label have the same size, that neither
+    is a stack and that the image is not too small; every unreadable file, mismatched pair or
+    stack is listed in one DataError, before anything trains on the folder."""
     result, problems = LabelledSet([], [], []), []
     for name, image_path, label_path in find_pairs(folder):
         try:
@@ -109,6 +127,15 @@ def load_labelled(folder: Path) -> LabelledSet:
         if image.shape != mask.shape:
             problems.append(f"{label_path}: size {mask.shape[::-1]} does not match image {image_path.name} "
                             f"size {image.shape[::-1]} (width x height)")
+            continue
+        if min(image.shape) < MIN_SIDE:
+            problems.append(f"{image_path}: {image.shape[1]} x {image.shape[0]} px: too small to train on "
+                            f"(at least {MIN_SIDE} px a side)")
+            continue
+        frames = max(image_frames(image_path), image_frames(label_path))
+        if frames > 1:
+            problems.append(f"{image_path}: a stack of {frames} frames: a labelled micrograph must be one image "
+                            "(save the labelled frame alone)")
             continue
         result.names.append(name)
         result.images.append(image)

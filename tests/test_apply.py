@@ -95,7 +95,9 @@ def test_predict_every_format_and_report_failures(checkpoint: Path, tmp_path: Pa
     rc = main(["predict", "--model", str(checkpoint), "--input", str(inputs), "--out", str(out), "--quiet"])
     assert rc == 1  # one file failed, the others finished
     rows = {Path(r["file"]).name: r for r in csv.DictReader((out / "predictions.csv").open())}
-    assert set(rows) == {"a.png", "big.tif"}
+    assert {n: r["status"] for n, r in rows.items()} == {"a.png": "segmented", "big.tif": "segmented",
+                                                         "broken.tif": "failed"}
+    assert rows["broken.tif"]["note"].endswith("broken.tif: no 2-D real-valued image found in the file")
     assert float(rows["big.tif"]["pixel_size_A"]) == pytest.approx(0.04) and rows["big.tif"]["pixel_size_source"] == "file"
     for name, shape in (("a", (64, 64)), ("big", (640, 640))):
         mask = np.asarray(Image.open(out / f"{name}_mask.png"))

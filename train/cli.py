@@ -44,7 +44,10 @@ def _cmd_real(args: argparse.Namespace) -> int:
         if out.is_dir() or out.suffix != ".ckpt":
             raise ConfigError(f"--out {out}: with --folds 0 give a checkpoint file name ending in .ckpt")
         result = train_all(cfg, real, out, resume=args.resume)
-        print(f"model trained on all images of {real} -> {out}")
+        used, total = len(result["train_images"]), result["n_images"]
+        which = f"all {total} images" if used == total else f"{used} of {total} images (cv.n_real, a seeded subset)"
+        start = f"fine-tuned from {result['pretrained']}" if result.get("pretrained") else "trained from scratch"
+        print(f"model {start} on {which} of {real} -> {out} (its checkpoint lists them)")
         if result.get("selection"):
             print(f"  {describe(result['selection'])}")
         if args.json:
@@ -53,7 +56,9 @@ def _cmd_real(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(cfg.out_dir) / f"{args.command}_cv")
     summary = cross_validate(cfg, real, out, resume=args.resume)
     only = "" if summary["only_folds"] is None else f", folds {summary['only_folds']} only: {summary['test_images']} tested"
-    print(f"{cfg.cv.folds}-fold CV x {cfg.cv.repeats} on {summary['n_images']} images of {real}{only} "
+    k = "" if summary.get("n_real") is None else f", each fold trained on K = {summary['n_real']} of its training images"
+    start = f"fine-tuned from {summary['pretrained']}" if summary.get("pretrained") else "from scratch"
+    print(f"{cfg.cv.folds}-fold CV x {cfg.cv.repeats} on {summary['n_images']} images of {real}{only}{k}, {start} "
           f"({summary['train_seconds']:.0f} s training):")
     for metric in METRICS:
         spread = summary["fold_mean_std"][metric]

@@ -306,13 +306,17 @@ def cross_validate(cfg: DictConfig, real: Path, run_dir: Path, resume: bool = Fa
 
 
 def train_all(cfg: DictConfig, real: Path, out: Path, resume: bool = False) -> dict[str, Any]:
-    """One model on every image of `real`, saved at `out` (a .ckpt file; config beside it)."""
+    """One model on the images of `real` (all, or the `cv.n_real` subset), saved at `out` (a .ckpt
+    file; config beside it). Returns its metrics and the record the checkpoint keeps: the
+    `train_images`, the folder's `n_images` and the `pretrained` checkpoint (None: from scratch)."""
     config = to_plain(cfg)
     out = Path(out)
     data = load_labelled(Path(real))
     work = out.parent / f"{out.stem}.training"
     if resume and out.exists():
-        return {"out": str(out), **read_checkpoint(out)["metrics"]}
+        payload = read_checkpoint(out)
+        return {"out": str(out), **payload["metrics"], "train_images": payload.get("train_images", []),
+                "n_images": len(data), "pretrained": (payload["config"].get("finetune") or {}).get("pretrained")}
     save_config(cfg, out.parent, name=f"{out.stem}.yaml")
     if config["cv"].get("train_names"):
         raise ValueError(f"cv.train_names ({config['cv']['train_names']}) names images per CV fold; with "
@@ -328,4 +332,5 @@ def train_all(cfg: DictConfig, real: Path, out: Path, resume: bool = False) -> d
     save_checkpoint(out, model, architecture(config["model"]), config, len(result["history"]), metrics,
                     train_images=names, selection=selection, pixel_range=pixel_range)
     shutil.rmtree(work, ignore_errors=True)  # last.ckpt and inner runs: the checkpoint holds the choice
-    return {"out": str(out), **metrics}
+    return {"out": str(out), **metrics, "train_images": names, "n_images": len(data),
+            "pretrained": (config.get("finetune") or {}).get("pretrained")}

@@ -298,12 +298,14 @@ def load_atom_models(atom_model: Path | None, device: str, apply_cfg: Any) -> tu
 
 def atoms_of(results: Sequence[Any], out_dir: Path, atoms_cfg: Any, method: str = "network",
              models: Sequence[Any] = (), model_cfg: Any = None, contrast: str = "auto"
-             ) -> tuple[list[AtomResult], dict[str, str]]:
+             ) -> tuple[list[AtomResult], dict[str, Skipped]]:
     """Atoms and bonds outside the contamination of each segmentation in `results`
     (evaluate.apply.segment.Segmentation) by `method` ("network": the atom-map `models` at
     `model_cfg`'s scale, see `load_atom_models`; "extrema": local extrema at `contrast`), each
     with its `registration` check, written to `out_dir` (`write_graph`, `plot_graph`). Returns
     the results and {path: reason} for the micrographs where no atoms could be located."""
+    from .segment import Skipped
+
     done, failed = [], {}
     for seg in results:
         path, stem = seg.micrograph.path, seg.micrograph.path.stem
@@ -315,7 +317,7 @@ def atoms_of(results: Sequence[Any], out_dir: Path, atoms_cfg: Any, method: str 
                 graph = find_atoms(seg.micrograph.image, seg.mask, seg.pixel_size, contrast=contrast,
                                    bond_tolerance=atoms_cfg.bond_tolerance)
         except ValueError as err:
-            failed[str(path)] = f"{path}: {err}"
+            failed[str(path)] = Skipped("failed", f"{path}: {err}")
             continue
         check = registration(seg.micrograph.image, seg.pixel_size, atoms_cfg.min_reflection_balance)
         write_graph(graph, out_dir, stem, check)

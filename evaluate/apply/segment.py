@@ -14,7 +14,6 @@ benchmarks/bench_scale.py the whole chain on rescaled real micrographs.
 """
 from __future__ import annotations
 
-import csv
 import time
 import warnings
 from collections.abc import Sequence
@@ -26,16 +25,24 @@ import numpy as np
 import scipy.ndimage
 from PIL import Image
 
-from grapheneseg.lattice import read_pixel_size
+from grapheneseg import GRAPHENE_D100
 from grapheneseg.formats import SUPPORTED, Micrograph, read_micrograph
+from grapheneseg.lattice import read_pixel_size
 from grapheneseg.micrographs import LABEL_SUFFIX, DataError
 from grapheneseg.preprocessing import preprocess
+from grapheneseg.tables import merge_rows
 from train.inference import tiled_probability
 
 DEFAULT_MODEL = "sim_default.ckpt"  # shipped in grapheneseg/models/ with its model card (sim_default.md)
 DEFAULT_ATOM_MODEL = "atoms_default.ckpt"  # the atom-map network of `evaluate atoms` (atoms_default.md)
-CSV_COLUMNS = ["file", "pixel_size_A", "pixel_size_source", "height", "width",
-               "contamination_fraction", "graphene_fraction", "seconds", "uncertainty", "ood"]
+CSV_COLUMNS = ["file", "status", "pixel_size_A", "pixel_size_source", "height", "width",
+               "contamination_fraction", "graphene_fraction", "seconds", "uncertainty", "ood", "note"]
+MIN_SIDE = 32  # px: a smaller image holds too few lattice periods to say anything about
+LATTICE_LIMIT = GRAPHENE_D100 / 2  # A/px: coarser pixels cannot resolve graphene's 2.13 A {100} planes
+# Peak memory of segmenting one micrograph: a fixed part (the interpreter, torch, the model) and a
+# part per pixel at the network's scale (image, resampling, tiles, probability; measured 33-72 B/px
+# on 2,048-8,700 px images, benchmarks/bench_apply.py) plus the input's own float32 copies.
+MEMORY_BASE_GB, MEMORY_PER_PIXEL, MEMORY_PER_INPUT_PIXEL = 0.5, 80.0, 16.0
 # Models that record no pixel range (real-only, or trained before it was recorded, such as the
 # former shipped sim_default.ckpt v1 at 0.30-0.47 A/px): the 105 public images' 0.30-0.47 A/px, widened.
 FALLBACK_RANGE, FALLBACK_TARGET = (0.28, 0.50), 0.385
@@ -52,6 +59,36 @@ def default_model(name: str | None = None) -> Path:
     if not path.is_file():
         raise DataError(f"{path}: the default model is missing from this installation; give --model CKPT (--atom-model CKPT for the atom model)")
     return path
+
+
+class Refused(DataError):
+    """A readable file the model cannot answer for (an overview image, a few pixels, too large):
+    refused before any computing, with the reason in a microscopist's words."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file with no segmentation: `refused` (not something the model can answer for) or
+    `failed` (unreadable, or an error while segmenting it); `reason` names the file."""
+
+    status: str
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def pixel_size_text(size: float) -> str:
+    """A pixel size in the unit a microscopist would say it in: 0.42 A/px, 6.3 nm/px, 0.169 um/px."""
+    if size < 10:
+        return f"{size:.3g} \u00c5/px"
+    return f"{size / 10:.3g} nm/px" if size < 1e4 else f"{size / 1e4:.3g} \u00b5m/px"
+
+
+def memory_gb(input_shape: tuple[int, int], network_shape: tuple[int, int]) -> float:
+    """Estimated peak memory (GB) of segmenting an image of `input_shape` at `network_shape`."""
+    return (MEMORY_BASE_GB + (MEMORY_PER_PIXEL * np.prod(network_shape)
+                              + MEMORY_PER_INPUT_PIXEL * np.prod(input_shape)) / 1e9)
 
 
 class ScaleWarning(UserWarning):
@@ -146,14 +183,28 @@ def network_scale(micrograph: Micrograph, cfg: Any, pixel_size: float | None = N
                   ) -> tuple[np.ndarray, float | None, str]:
     """(raw image at the network's scale, pixel size, its source): resampled to
     `cfg.target_pixel_size` when the pixel size lies outside `cfg.pixel_range` (both as resolved
-    by `model_scale`; null: `FALLBACK_RANGE`, `FALLBACK_TARGET`)."""
+    by `model_scale`; null: `FALLBACK_RANGE`, `FALLBACK_TARGET`). Decided before computing:
+    `Refused` for an image under MIN_SIDE px, one whose pixels are too coarse for the lattice
+    (> LATTICE_LIMIT), and one whose resampled size would need more than `cfg.max_memory_gb`."""
+    h, w = micrograph.image.shape
+    if min(h, w) < MIN_SIDE:
+        raise Refused(f"{micrograph.path}: {w} x {h} px: too small (at least {MIN_SIDE} px a side)")
     size, source = scale_of(micrograph, pixel_size)
-    image = micrograph.image
+    if size is not None and size > LATTICE_LIMIT:
+        raise Refused(f"{micrograph.path}: {pixel_size_text(size)} ({source}): an overview image; the graphene "
+                      f"lattice (2.13 \u00c5 planes) needs < {LATTICE_LIMIT:.3f} \u00c5/px")
     lo, hi = cfg.get("pixel_range") or FALLBACK_RANGE
     target = cfg.get("target_pixel_size") or FALLBACK_TARGET
+    shape = (h, w)
     if size is not None and not lo <= size <= hi:
-        scale = size / target
-        image = _resample(image, tuple(max(16, int(round(n * scale))) for n in image.shape))
+        shape = tuple(max(16, int(round(n * size / target))) for n in (h, w))
+    limit = cfg.get("max_memory_gb")
+    if limit and memory_gb((h, w), shape) > limit:
+        raise Refused(f"{micrograph.path}: {w} x {h} px at {pixel_size_text(size) if size else 'its own scale'}"
+                      + (f", {shape[1]} x {shape[0]} px at the model's {target:g} \u00c5/px," if shape != (h, w) else "")
+                      + f" needs about {memory_gb((h, w), shape):.1f} GB (> {limit:g} GB, --max-memory); crop or bin "
+                      "it, or raise --max-memory")
+    image = micrograph.image if shape == (h, w) else _resample(micrograph.image, shape)
     return image, size, source
 
 
@@ -207,31 +258,56 @@ def input_files(inputs: Sequence[Path | str]) -> list[Path]:
 
 def segment_files(model_path: Path | Sequence[Path], inputs: Sequence[Path | str], cfg: Any,
                   pixel_size: float | None = None, progress: bool = True, device: str = "auto",
-                  uncertainty: bool = False, files: Sequence[Path] | None = None) -> tuple[list[Segmentation], dict[str, str]]:
+                  uncertainty: bool = False, files: Sequence[Path] | None = None
+                  ) -> tuple[list[Segmentation], dict[str, Skipped]]:
     """Segment every input (or exactly `files`, when given) with the checkpoint, run folder or
-    several of them (one ensemble) `model_path` on `device` (auto, cpu or cuda); unreadable files
-    are collected in {path: reason} and skipped."""
+    several of them (one ensemble) `model_path` on `device` (auto, cpu or cuda). A file that
+    cannot be read, or that `network_scale` refuses, or whose segmentation raises, is collected in
+    {path: Skipped} and the others go on: one file never stops a folder."""
     from tqdm import tqdm
 
     from train.inference import load_models
 
     models = load_models(model_path, device)
     cfg = model_scale(model_path, cfg)
-    done, failed = [], {}
+    done, skipped = [], {}
     for path in tqdm(input_files(inputs) if files is None else files, desc="segment", unit="img",
                      disable=not progress):
         try:
             done.append(segment(models, read_micrograph(path), cfg, pixel_size, uncertainty))
+        except Refused as err:
+            skipped[str(path)] = Skipped("refused", str(err))
         except DataError as err:
-            failed[str(path)] = str(err)
-    return done, failed
+            skipped[str(path)] = Skipped("failed", str(err))
+        except (MemoryError, ValueError, RuntimeError, OSError) as err:  # never a traceback for a user's file
+            skipped[str(path)] = Skipped("failed", f"{path}: {type(err).__name__} while segmenting: {err}")
+    return done, skipped
 
 
-def write_predictions(results: Sequence[Segmentation], out_dir: Path) -> Path:
+def prediction_rows(results: Sequence[Segmentation], skipped: dict[str, Skipped] | None = None
+                    ) -> list[dict[str, Any]]:
+    """The predictions.csv rows (CSV_COLUMNS) of a run: one per segmented file (status
+    `segmented`) and one per refused or failed file (its reason in `note`); files as absolute paths."""
+    rows = [{"file": str(seg.micrograph.path.resolve()), "status": "segmented",
+             "pixel_size_A": None if seg.pixel_size is None else f"{seg.pixel_size:.4f}",
+             "pixel_size_source": seg.pixel_size_source, "height": seg.mask.shape[0], "width": seg.mask.shape[1],
+             "contamination_fraction": f"{seg.contamination_fraction:.5f}",
+             "graphene_fraction": f"{seg.graphene_fraction:.5f}", "seconds": f"{seg.seconds:.3f}",
+             "uncertainty": None if seg.disagreement is None else f"{seg.disagreement:.5f}",
+             "ood": ";".join(seg.ood), "note": seg.micrograph.note} for seg in results]
+    rows += [{"file": str(Path(path).resolve()), "status": skip.status, "note": skip.reason}
+             for path, skip in (skipped or {}).items()]
+    return rows
+
+
+def write_predictions(results: Sequence[Segmentation], out_dir: Path,
+                      skipped: dict[str, Skipped] | None = None) -> Path:
     """<stem>_mask.png (255 = contamination), <stem>_overlay.png, <stem>_uncertainty.png (when
-    computed) and predictions.csv in `out_dir` (uncertainty: the Jaccard disagreement of
-    evaluate.uncertainty, empty when not computed; ood: the out-of-range measures, `;`-separated,
-    empty when none)."""
+    computed) and predictions.csv in `out_dir` (CSV_COLUMNS; uncertainty: the Jaccard
+    disagreement of evaluate.apply.uncertainty, empty when not computed; ood: the out-of-range
+    measures, `;`-separated, empty when none; refused and failed files with their reason in
+    `note`). predictions.csv keeps the rows of earlier runs into `out_dir` and replaces only the
+    rows of files predicted again (grapheneseg.tables.merge_rows: safe for parallel runs)."""
     from .uncertainty import plot_uncertainty
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -241,14 +317,4 @@ def write_predictions(results: Sequence[Segmentation], out_dir: Path) -> Path:
         Image.fromarray(overlay(seg.micrograph.image, seg.mask)).save(out_dir / f"{stem}_overlay.png")
         if seg.uncertainty is not None:
             plot_uncertainty(seg, out_dir / f"{stem}_uncertainty.png")
-    table = out_dir / "predictions.csv"
-    with table.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for seg in results:
-            writer.writerow([str(seg.micrograph.path), "" if seg.pixel_size is None else f"{seg.pixel_size:.4f}",
-                             seg.pixel_size_source, *seg.mask.shape, f"{seg.contamination_fraction:.5f}",
-                             f"{seg.graphene_fraction:.5f}", f"{seg.seconds:.3f}",
-                             "" if seg.disagreement is None else f"{seg.disagreement:.5f}",
-                             ";".join(seg.ood)])
-    return table
+    return merge_rows(out_dir / "predictions.csv", CSV_COLUMNS, prediction_rows(results, skipped))

@@ -17,7 +17,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from grapheneseg.tables import merge_rows  # noqa: E402
+
 from .segment import Segmentation, overlay  # noqa: E402
+
+RANKING_COLUMNS = ["rank", "file", "graphene_fraction", "contamination_fraction", "pixel_size_A", "ood"]
 
 
 def rank(results: Sequence[Segmentation]) -> list[Segmentation]:
@@ -26,17 +30,16 @@ def rank(results: Sequence[Segmentation]) -> list[Segmentation]:
 
 
 def write_ranking(ranked: Sequence[Segmentation], path: Path) -> Path:
-    """ranking.csv: rank, file, graphene_fraction, contamination_fraction, pixel_size_A, ood
-    (the out-of-range measures of evaluate.ood, `;`-separated, empty when none)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["rank", "file", "graphene_fraction", "contamination_fraction", "pixel_size_A", "ood"])
-        for i, seg in enumerate(ranked, 1):
-            writer.writerow([i, str(seg.micrograph.path), f"{seg.graphene_fraction:.5f}",
-                             f"{seg.contamination_fraction:.5f}",
-                             "" if seg.pixel_size is None else f"{seg.pixel_size:.4f}", ";".join(seg.ood)])
-    return path
+    """ranking.csv: rank, file (absolute path), graphene_fraction, contamination_fraction,
+    pixel_size_A, ood (the out-of-range measures of evaluate.apply.ood, `;`-separated, empty when
+    none). Rows of earlier runs into the same folder are kept (a file ranked again replaces its
+    row) and every row is ranked anew, cleanest first (grapheneseg.tables.merge_rows)."""
+    rows = [{"file": str(seg.micrograph.path.resolve()), "graphene_fraction": f"{seg.graphene_fraction:.5f}",
+             "contamination_fraction": f"{seg.contamination_fraction:.5f}",
+             "pixel_size_A": None if seg.pixel_size is None else f"{seg.pixel_size:.4f}", "ood": ";".join(seg.ood)}
+            for seg in ranked]
+    return merge_rows(path, RANKING_COLUMNS, rows, order=lambda r: (-float(r["graphene_fraction"]), r["file"]),
+                      number="rank")
 
 
 def thumbnail_sheet(tiles: Sequence[tuple[np.ndarray, str]], path: Path, title: str, columns: int,

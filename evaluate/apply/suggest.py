@@ -26,6 +26,8 @@ choice for 10).
 from __future__ import annotations
 
 import csv
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,9 +140,14 @@ def choose(results: Sequence[Segmentation], n: int, coverage_every: int = COVERA
 
 def write_suggestions(chosen: Sequence[Suggestion], path: Path) -> Path:
     """suggestions.csv: rank, file, score, band_std (the uncertainty ranked by), disagreement (the
-    Jaccard disagreement, as `predict`'s uncertainty column), contamination_fraction, ood, why."""
+    Jaccard disagreement, as `predict`'s uncertainty column), contamination_fraction, ood, why.
+    A choice is made over one run's images (each pick depends on the ones before it), so it is not
+    merged with another run's: when `path` exists, this run's goes beside it as
+    suggestions-<UTC time>-<pid>.csv (returned), and the earlier one is kept."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+    if path.exists():
+        path = path.with_name(f"{path.stem}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}{path.suffix}")
+    with path.open("x", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["rank", "file", "score", "band_std", "disagreement", "contamination_fraction", "ood", "why"])
         for c in chosen:
