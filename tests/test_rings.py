@@ -64,6 +64,14 @@ def test_dangling_bonds_and_holes_are_not_rings() -> None:
     assert set(k for k, v in counts.items() if v) == {6}
     assert counts[6] < (8 - 1) ** 2
     assert ring_census(np.zeros((0, 2)), np.zeros((0, 2), int)).counts()[6] == 0
+    # an adatom inside a hexagon bonded to one corner: that face visits the corner twice (8 steps)
+    rings = ring_census(graph.atoms, graph.bonds)
+    first = rings.members[0]
+    inside = graph.atoms[first].mean(axis=0) * 0.6 + graph.atoms[first[0]] * 0.4
+    atoms = np.vstack([graph.atoms, inside])
+    bonds = np.vstack([graph.bonds, [[first[0], len(atoms) - 1]]])
+    counts = ring_census(atoms, bonds).counts()
+    assert counts[8] == 0 and counts[6] == len(rings.sizes) - 1
 
 
 @pytest.mark.parametrize("turn", [0.0, 1.0])
