@@ -87,17 +87,35 @@ def _wrap(d: np.ndarray, extent: float) -> np.ndarray:
 
 
 def boundary_distance(xy: np.ndarray, seeds: np.ndarray, extent: float) -> np.ndarray:
-    """Exact distance to the Voronoi bisector between the nearest and second-nearest seed."""
+    """Exact distance to the Voronoi bisector between the nearest and second-nearest seed:
+    (|d2|^2 - |d1|^2) / (2 |d1 - d2|), d1 and d2 the minimum-image offsets to those seeds."""
     if len(seeds) < 2:
         return np.full(xy.shape[:-1], np.inf)
-    d = _wrap(xy[..., None, :] - seeds, extent)  # (..., G, 2)
-    dist2 = (d**2).sum(-1)
-    order = np.argsort(dist2, axis=-1)[..., :2]
-    d2 = np.take_along_axis(dist2, order, -1)
-    p1 = np.take_along_axis(d, order[..., :1, None], -2)[..., 0, :]
-    p2 = np.take_along_axis(d, order[..., 1:2, None], -2)[..., 0, :]
-    separation = np.linalg.norm(p1 - p2, axis=-1)  # seed-to-seed distance (minimum image)
-    return (d2[..., 1] - d2[..., 0]) / (2 * np.maximum(separation, 1e-9))
+    flat = np.ascontiguousarray(xy.reshape(-1, 2), dtype=np.float64)
+    return _boundary_distance(flat, np.ascontiguousarray(seeds, dtype=np.float64), float(extent)).reshape(xy.shape[:-1])
+
+
+@numba.njit(cache=True)
+def _boundary_distance(xy, seeds, extent):  # pragma: no cover (compiled)
+    """Per point, in NumPy's operations: d = xy - seed - extent * round((xy - seed) / extent), the
+    two seeds of smallest |d|^2 (the first of equals first, as a stable sort), then the bisector."""
+    out = np.empty(len(xy))
+    d = np.empty((len(seeds), 2))
+    for n in range(len(xy)):
+        first, second, best, next_best = -1, -1, np.inf, np.inf
+        for g in range(len(seeds)):
+            for k in range(2):
+                v = xy[n, k] - seeds[g, k]
+                d[g, k] = v - extent * np.rint(v / extent)
+            r = d[g, 0] ** 2 + d[g, 1] ** 2
+            if r < best:
+                first, second, next_best, best = g, first, best, r
+            elif r < next_best:
+                second, next_best = g, r
+        e0, e1 = d[first, 0] - d[second, 0], d[first, 1] - d[second, 1]
+        separation = np.sqrt(e0 * e0 + e1 * e1)
+        out[n] = (next_best - best) / (2 * max(separation, 1e-9))
+    return out
 
 
 def ring_centres(extent: float, seeds: np.ndarray, angles: np.ndarray, shifts: np.ndarray, a: float) -> np.ndarray:

@@ -80,3 +80,43 @@ def test_sheet_relaxation_and_bonds_match_the_plain_forms(seed, monkeypatch):
     assert atoms.tobytes() == kd_atoms.tobytes() and bonds.tobytes() == kd_bonds.tobytes() and rings.tobytes() == kd_rings.tobytes()
     structures.graphene_sheet(*args, 1.3)
     assert calls == [True]
+
+
+def _boundary_distance_numpy(xy, seeds, extent):
+    from simulate.structures import _wrap
+
+    d = _wrap(xy[..., None, :] - seeds, extent)
+    dist2 = (d**2).sum(-1)
+    order = np.argsort(dist2, axis=-1, kind="stable")[..., :2]
+    d2 = np.take_along_axis(dist2, order, -1)
+    p1 = np.take_along_axis(d, order[..., :1, None], -2)[..., 0, :]
+    p2 = np.take_along_axis(d, order[..., 1:2, None], -2)[..., 0, :]
+    return (d2[..., 1] - d2[..., 0]) / (2 * np.maximum(np.linalg.norm(p1 - p2, axis=-1), 1e-9))
+
+
+@pytest.mark.parametrize("grains", [2, 3, 6])
+def test_boundary_distance_matches_the_numpy_form(grains):
+    from simulate.structures import boundary_distance
+
+    rng = np.random.default_rng(grains)
+    extent = 97.3
+    seeds = rng.uniform(0, extent, (grains, 2))
+    for xy in (rng.uniform(-extent, 2 * extent, (4000, 2)), np.stack(np.meshgrid(*[np.linspace(0, extent, 70)] * 2, indexing="ij"), -1)):
+        assert boundary_distance(xy, seeds, extent).tobytes() == _boundary_distance_numpy(xy, seeds, extent).tobytes()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_nearest_distance_is_the_periodic_kdtree_query(seed):
+    from scipy.spatial import cKDTree
+
+    from simulate.labels import nearest_distance, pixel_centres
+
+    rng = np.random.default_rng(seed)
+    pixel_size, image_px, margin = rng.uniform(0.3, 0.62), 96, 20
+    extent = (image_px + 2 * margin) * pixel_size
+    points = np.mod(rng.uniform(-5, extent + 5, (3000, 2)), extent)
+    points[:20, 0] = extent - rng.uniform(0, 0.5, 20)  # across the periodic seam
+    for reach in (0.9, 1.4, 3.0):
+        for xy in (pixel_centres(image_px, margin, pixel_size), pixel_centres(image_px, 0, pixel_size)):
+            expected, _ = cKDTree(points, boxsize=extent).query(np.mod(xy.reshape(-1, 2), extent), distance_upper_bound=reach)
+            assert nearest_distance(points, xy, extent, reach).tobytes() == expected.reshape(xy.shape[:-1]).tobytes()
