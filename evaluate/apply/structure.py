@@ -1,0 +1,279 @@
+"""Structure maps of micrographs: the reference paper's four classes, grains, boundaries and rings
+(issue 23, items 3-5), the classical baseline.
+
+Per micrograph, from its contamination mask (`evaluate predict`), its pixel size and, when given,
+its atom graph (`evaluate atoms`):
+- the local lattice orientation (grapheneseg.orientation: hexagonal order parameter at the
+  measured lattice parameter), vacuum where the lattice's power vanishes outside the
+  contamination, grains between orientation jumps and boundary lines where they meet;
+- the four classes of the paper's Figure 1 (lattice, contamination, vacuum, grain boundary; the
+  class numbers of the simulator's `classes`, simulate.labels): boundary = lattice pixels within
+  `boundary_half_width` A of a boundary line, as the simulator labels it;
+- the ring census of the atom graph (evaluate.apply.rings), counted only when the registration
+  check is `ok` (a half-bond shift makes a honeycomb of hexagon centres, whose rings mean nothing).
+Areas and lengths are in physical units only when the pixel size is known; otherwise the table says
+`unknown` (never a guess). Without a pixel size there is no lattice parameter, so no orientation.
+
+Writers: `<stem>_classes.png` (lattice white, boundaries red, vacuum green, contamination blue),
+`<stem>_orientation.png` (orientation 0-60 degrees on a colour wheel, boundaries drawn),
+`structure.csv` (one row per micrograph) and `grains.csv` (one row per grain).
+"""
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.ndimage
+
+from grapheneseg.lattice import read_lattice
+from grapheneseg.orientation import (JUMP_DEG, MERGE_DEG, VACUUM_FRACTION, WINDOW_PERIODS, Grains, OrientationMap,
+                                     grains_of, lattice_and_vacuum, orientation_map)
+from grapheneseg.preprocessing import preprocess
+from simulate.labels import BOUNDARY, CLASS_NAMES, CONTAMINATION, LATTICE, VACUUM
+
+from .rings import MAX_RING, MIN_RING, Rings, ring_census
+
+BOUNDARY_HALF_WIDTH = 3.0  # A either side of a boundary line: the simulator's `boundary_width`
+COLOURS = {LATTICE: (255, 255, 255), CONTAMINATION: (40, 80, 255), VACUUM: (40, 200, 40), BOUNDARY: (230, 20, 20)}
+DEFAULTS = {"window_periods": WINDOW_PERIODS, "jump_deg": JUMP_DEG, "merge_deg": MERGE_DEG,
+            "vacuum_fraction": VACUUM_FRACTION, "boundary_half_width": BOUNDARY_HALF_WIDTH}
+STRUCTURE_COLUMNS = (["file", "pixel_size_A", "pixel_size_source", "lattice_check", "height", "width"]
+                     + [f"{c}_nm2" for c in CLASS_NAMES] + [f"{c}_fraction" for c in CLASS_NAMES]
+                     + ["grains", "mean_grain_nm2", "boundary_length_nm", "boundary_per_nm2_graphene"]
+                     + [f"rings_{n}" for n in range(MIN_RING, MAX_RING + 1)] + ["registration", "seconds"])
+GRAIN_COLUMNS = ["file", "grain", "area_px", "area_nm2", "orientation_deg", "neighbours", "misorientation_deg",
+                 "boundary_length_nm"]
+
+
+@dataclass
+class Structure:
+    """One micrograph's structure map (module doc)."""
+
+    path: Path
+    classes: np.ndarray  # uint8, simulate.labels class numbers
+    pixel_size: float | None
+    pixel_size_source: str
+    lattice_check: str  # "ok", "ambiguous: ..." (grapheneseg.lattice.read_lattice) or "no lattice"
+    omap: OrientationMap | None
+    grains: Grains | None
+    rings: Rings | None
+    registration: str  # the atom graph's registration check, "no atoms" without one
+    seconds: float = 0.0
+
+    def area_px(self, cls: int) -> int:
+        return int(np.sum(self.classes == cls))
+
+    @property
+    def boundary_length_px(self) -> float | None:
+        return None if self.grains is None else float(sum(p["length_px"] for p in self.grains.pairs.values()))
+
+
+def _option(cfg: Any, key: str) -> Any:
+    value = cfg.get(key) if isinstance(cfg, Mapping) or hasattr(cfg, "get") else None
+    return DEFAULTS[key] if value is None else value
+
+
+def structure_of(image: np.ndarray, mask: np.ndarray | None = None, pixel_size: float | None = None,
+                 pixel_size_source: str = "given", graph: Any = None, registration: str | None = None,
+                 path: Path | str = "", cfg: Any = None) -> Structure:
+    """The structure map of one micrograph (module doc). `mask`: contamination (True); `pixel_size`
+    (A/px) and its source as `evaluate.apply.segment.scale_of` gives them (None: read here from the
+    lattice, source "lattice"); `graph`: its atom graph (evaluate.apply.atoms.AtomGraph) and
+    `registration` its check ("ok", "uncertain", "unknown"); `cfg`: options of `DEFAULTS`."""
+    start = time.perf_counter()
+    image = np.asarray(image, dtype=np.float32)
+    mask = np.zeros(image.shape, bool) if mask is None else np.asarray(mask, bool)
+    check = "ok"
+    if pixel_size is None or pixel_size_source == "lattice":
+        reading = read_lattice(image)
+        if pixel_size is None:
+            pixel_size, pixel_size_source = reading.pixel_size, "lattice" if reading.pixel_size else "unknown"
+        if reading.pixel_size is None:
+            check = "no lattice"
+        elif reading.ambiguous:
+            check = f"ambiguous: {reading.rival:.3f} A/px also fits"
+    classes = np.full(image.shape, LATTICE, np.uint8)
+    classes[mask] = CONTAMINATION
+    omap = grains = None
+    if pixel_size:
+        omap = orientation_map(image, pixel_size, float(_option(cfg, "window_periods")))
+        lattice, vacuum = lattice_and_vacuum(omap, mask, float(_option(cfg, "vacuum_fraction")))
+        grains = grains_of(omap, lattice, float(_option(cfg, "jump_deg")), float(_option(cfg, "merge_deg")))
+        classes[vacuum] = VACUUM
+        if grains.boundary.any():
+            near = scipy.ndimage.distance_transform_edt(~grains.boundary) * pixel_size
+            classes[lattice & (near <= float(_option(cfg, "boundary_half_width")))] = BOUNDARY
+    rings = None
+    verdict = "no atoms" if graph is None else (registration or "unknown")
+    if graph is not None and verdict == "ok":
+        rings = ring_census(graph.atoms, graph.bonds)
+    return Structure(Path(path), classes, pixel_size, pixel_size_source, check, omap, grains, rings, verdict,
+                     time.perf_counter() - start)
+
+
+def structure_row(s: Structure) -> dict[str, Any]:
+    """The row of `structure.csv` for one structure map (`unknown` where the scale is)."""
+    h, w = s.classes.shape
+    nm2 = (s.pixel_size / 10.0) ** 2 if s.pixel_size else None
+    row: dict[str, Any] = {"file": str(s.path), "pixel_size_A": f"{s.pixel_size:.4f}" if s.pixel_size else "unknown",
+                           "pixel_size_source": s.pixel_size_source, "lattice_check": s.lattice_check,
+                           "height": h, "width": w}
+    for cls, name in enumerate(CLASS_NAMES):
+        area = s.area_px(cls)
+        row[f"{name}_nm2"] = f"{area * nm2:.3f}" if nm2 else "unknown"
+        row[f"{name}_fraction"] = f"{area / (h * w):.4f}"
+    if s.grains is None:
+        row.update(grains="unknown", mean_grain_nm2="unknown", boundary_length_nm="unknown",
+                   boundary_per_nm2_graphene="unknown")
+    else:
+        n = len(s.grains.area)
+        graphene_nm2 = (s.area_px(LATTICE) + s.area_px(BOUNDARY)) * nm2
+        length_nm = s.boundary_length_px * s.pixel_size / 10.0
+        row.update(grains=n, mean_grain_nm2=f"{np.mean(list(s.grains.area.values())) * nm2:.3f}" if n else "",
+                   boundary_length_nm=f"{length_nm:.2f}",
+                   boundary_per_nm2_graphene=f"{length_nm / graphene_nm2:.4f}" if graphene_nm2 else "")
+    counts = s.rings.counts() if s.rings is not None else {}
+    for n in range(MIN_RING, MAX_RING + 1):
+        row[f"rings_{n}"] = counts.get(n, "") if s.rings is not None else ""
+    row["registration"] = s.registration
+    row["seconds"] = f"{s.seconds:.2f}"
+    return row
+
+
+def grain_rows(s: Structure) -> list[dict[str, Any]]:
+    """The rows of `grains.csv` for one structure map: one per grain."""
+    if s.grains is None:
+        return []
+    nm2 = (s.pixel_size / 10.0) ** 2
+    rows = []
+    for g, area in s.grains.area.items():
+        others = s.grains.neighbours(g)
+        pairs = [s.grains.pairs[(min(g, o), max(g, o))] for o in others]
+        rows.append({"file": str(s.path), "grain": g, "area_px": area, "area_nm2": f"{area * nm2:.3f}",
+                     "orientation_deg": f"{s.grains.orientation[g]:.2f}",
+                     "neighbours": " ".join(map(str, others)),
+                     "misorientation_deg": " ".join(f"{p['misorientation']:.2f}" for p in pairs),
+                     "boundary_length_nm": " ".join(f"{p['length_px'] * s.pixel_size / 10:.2f}" for p in pairs)})
+    return rows
+
+
+def classes_rgb(classes: np.ndarray) -> np.ndarray:
+    """RGB uint8 of a class map in the paper's colours (`COLOURS`)."""
+    rgb = np.zeros(classes.shape + (3,), np.uint8)
+    for cls, colour in COLOURS.items():
+        rgb[classes == cls] = colour
+    return rgb
+
+
+def write_classes(s: Structure, path: Path) -> Path:
+    """`<stem>_classes.png`: the class map, one pixel per micrograph pixel, in the paper's colours."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(classes_rgb(s.classes)).save(path)
+    return path
+
+
+def draw_orientation(ax, image: np.ndarray, s: Structure, alpha: float = 0.6) -> None:
+    """The micrograph in grey, the orientation of its lattice pixels (hue: 0-60 degrees, faded by
+    confidence), contamination dark, boundary lines black, on a matplotlib axis."""
+    import matplotlib.colors as mcolors
+
+    pre = preprocess(image)
+    lo, hi = np.percentile(pre, [1, 99])
+    grey = np.clip((pre - lo) / max(hi - lo, 1e-6), 0, 1)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    if s.omap is not None:
+        hue = mcolors.hsv_to_rgb(np.stack([s.omap.angle / 60.0, np.ones_like(grey), np.ones_like(grey)], -1))
+        weight = alpha * np.clip(s.omap.confidence, 0, 1)[..., None] * np.isin(s.classes, (LATTICE, BOUNDARY))[..., None]
+        rgb = (1 - weight) * rgb + weight * hue
+    rgb[s.classes == CONTAMINATION] *= 0.35
+    if s.grains is not None:
+        line = scipy.ndimage.binary_dilation(s.grains.boundary, iterations=max(1, image.shape[0] // 512))
+        rgb[line] = 0.0
+    ax.imshow(rgb, interpolation="nearest")
+    ax.axis("off")
+
+
+def draw_wheel(ax) -> None:
+    """The colour wheel legend: hue over 0-60 degrees of lattice orientation, drawn as a ring
+    whose angle is the orientation (so the wheel's hexagonal repeat reads directly)."""
+    import matplotlib.colors as mcolors
+
+    theta = np.linspace(0, np.pi / 3, 121)
+    radius = np.linspace(0.6, 1.0, 2)
+    t, r = np.meshgrid(theta, radius)
+    ax.pcolormesh(t, r, np.degrees(t), cmap=mcolors.ListedColormap(
+        mcolors.hsv_to_rgb(np.stack([np.linspace(0, 1, 256), np.ones(256), np.ones(256)], -1))),
+        vmin=0, vmax=60, shading="gouraud")
+    ax.set_thetamin(0)
+    ax.set_thetamax(60)
+    ax.set_xticks(np.radians([0, 15, 30, 45, 60]))
+    ax.set_xticklabels(["0", "15", "30", "45", "60 deg"], fontsize=7)
+    ax.set_yticks([])
+    ax.set_ylim(0, 1)
+    ax.set_title("orientation\n(mod 60)", fontsize=8)
+
+
+def write_orientation(image: np.ndarray, s: Structure, path: Path) -> Path:
+    """`<stem>_orientation.png`: `draw_orientation` with the colour-wheel legend and the grain
+    count, boundary length and pixel size in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(8, 7))
+    ax = fig.add_axes([0.02, 0.02, 0.76, 0.88])
+    draw_orientation(ax, image, s)
+    wheel = fig.add_axes([0.79, 0.6, 0.2, 0.25], projection="polar")
+    draw_wheel(wheel)
+    row = structure_row(s)
+    ax.set_title(f"{s.path.name}: {row['grains']} grains, boundaries {row['boundary_length_nm']} nm "
+                 f"(pixel {row['pixel_size_A']} A, {s.pixel_size_source})", fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_tables(structures: Sequence[Structure], out_dir: Path) -> tuple[Path, Path]:
+    """`structure.csv` (one row per micrograph) and `grains.csv` (one row per grain) in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = out_dir / "structure.csv", out_dir / "grains.csv"
+    for path, columns, rows in ((paths[0], STRUCTURE_COLUMNS, [structure_row(s) for s in structures]),
+                                (paths[1], GRAIN_COLUMNS, [r for s in structures for r in grain_rows(s)])):
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    return paths
+
+
+def run_structure(results: Sequence[Any], out_dir: Path, cfg: Any = None, atom_results: Sequence[Any] = (),
+                  figures: bool = True) -> tuple[list[Structure], tuple[Path, Path]]:
+    """Structure maps of the segmentations `results` (evaluate.apply.segment.Segmentation: the
+    micrograph, its contamination mask and its pixel size with its source), with the atom graphs
+    of `atom_results` (evaluate.apply.atoms.AtomResult, matched by path) for the ring census;
+    writes `<stem>_classes.png`, `<stem>_orientation.png` (with `figures`), `structure.csv` and
+    `grains.csv` to `out_dir`. `cfg`: options of `DEFAULTS` (a mapping; missing keys: defaults)."""
+    out_dir = Path(out_dir)
+    atoms = {str(a.path): a for a in atom_results}
+    done = []
+    for seg in results:
+        micrograph = seg.micrograph
+        found = atoms.get(str(micrograph.path))
+        s = structure_of(micrograph.image, seg.mask, seg.pixel_size, seg.pixel_size_source,
+                         found.graph if found else None, found.check.get("registration") if found else None,
+                         micrograph.path, cfg)
+        stem = Path(micrograph.path).stem
+        write_classes(s, out_dir / f"{stem}_classes.png")
+        if figures:
+            write_orientation(micrograph.image, s, out_dir / f"{stem}_orientation.png")
+        done.append(s)
+    return done, write_tables(done, out_dir)
