@@ -16,7 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ("grapheneseg", "simulate", "train", "evaluate")  # each may import only those before it
 TRAIN_FROM_SIMULATE = {"simulate.dataset"}  # train reads the HDF5 datasets and nothing else of simulate
-INNER = {"evaluate.apply": ("evaluate.benchmark",)}  # inside a package: who may not import whom
+INNER = {"evaluate.apply": ("evaluate.benchmark",),  # inside a package: who may not import whom
+         "evaluate.napari": ("evaluate.benchmark",)}
 
 
 def imported_modules(root: Path, path: Path) -> set[str]:

@@ -1,0 +1,166 @@
+"""The plugin's logic, without napari or Qt: layer data in, layer data out.
+
+A layer is described here as napari's LayerData tuple (data, kwargs, layer type); the widgets only
+pass the open layers' data, scale, units and metadata in and add what comes back. The work is done
+by evaluate.api (which calls the library `evaluate predict`, `atoms` and `suggest` call), so a layer
+holds what the CLI writes for the same micrograph, model and options. Every layer made from an
+image keeps that image's scale, units and translation, so the maps lie exactly on it.
+"""
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LENGTH_TO_ANGSTROM = {"nm": 10.0, "nanometer": 10.0, "angstrom": 1.0, "å": 1.0, "a": 1.0, "pm": 0.01,
+                      "um": 1e4, "µm": 1e4, "micrometer": 1e4}
+SOURCE_FROM_LAYER = "layer scale"  # a pixel size read from a layer's scale (set by the user, or another reader)
+
+
+def image_kwargs(name: str, pixel_size_A: float | None, source: str, path: str | None = None,
+                 note: str = "") -> dict:
+    """Image-layer kwargs: scale in nm per pixel (1 pixel when the pixel size is unknown), the unit,
+    and metadata {pixel_size_A, pixel_size_source, path, note}."""
+    calibrated = bool(pixel_size_A)
+    size = pixel_size_A / 10.0 if calibrated else 1.0
+    return {"name": name, "scale": (size, size), "units": ("nm", "nm") if calibrated else ("pixel", "pixel"),
+            "metadata": {"pixel_size_A": pixel_size_A if calibrated else None, "pixel_size_source": source,
+                         "path": path, "note": note}}
+
+
+@dataclass
+class Source:
+    """An image layer as the plugin sees it: its 2-D data and where it lies."""
+
+    name: str
+    data: Any
+    scale: tuple[float, float] = (1.0, 1.0)
+    translate: tuple[float, float] = (0.0, 0.0)
+    units: tuple[str, str] = ("pixel", "pixel")
+    metadata: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, layer: Any) -> Source:
+        """From a napari Image layer (anything with name, data, scale, translate, units, metadata)."""
+        units = tuple(str(u) for u in getattr(layer, "units", ("pixel", "pixel")))
+        return cls(layer.name, layer.data, tuple(map(float, layer.scale)), tuple(map(float, layer.translate)),
+                   units, dict(layer.metadata))
+
+    def image(self) -> np.ndarray:
+        data = np.asarray(self.data)
+        if data.ndim != 2 or np.iscomplexobj(data) or not np.issubdtype(data.dtype, np.number):
+            raise ValueError(f"layer {self.name!r}: a 2-D grey image is needed, not shape {data.shape} "
+                             f"({data.dtype}); split channels or take one frame first")
+        return data
+
+    def pixel_size(self) -> tuple[float | None, str]:
+        """(A/px, source): the reader's (metadata) while the layer's scale still agrees with it,
+        else the layer's scale when its unit is a length, else (None, unknown)."""
+        size = self.metadata.get("pixel_size_A")
+        unit = self.units[-1].lower()
+        from_scale = self.scale[-1] * LENGTH_TO_ANGSTROM[unit] if unit in LENGTH_TO_ANGSTROM else None
+        if size and (from_scale is None or np.isclose(from_scale, size, rtol=1e-6)):
+            return float(size), str(self.metadata.get("pixel_size_source") or "file")
+        if from_scale:
+            return float(from_scale), SOURCE_FROM_LAYER
+        return None, "unknown"
+
+    def like(self, name: str, **extra: Any) -> dict:
+        """kwargs of a layer on this image's grid (same scale, translation, units)."""
+        return {"name": name, "scale": self.scale, "translate": self.translate, "units": self.units, **extra}
+
+
+def _model(model: str | Path | None) -> Any:
+    return None if model in (None, "") else Path(model).expanduser()
+
+
+def segmentation_layers(source: Source, model: str | Path | None = None, device: str = "auto",
+                        tta: bool = False, uncertainty: bool = False, pixel_size: float | None = None,
+                        threshold: float | None = None) -> list[tuple]:
+    """[contamination Labels, probability Image(, uncertainty Image)] of an image layer, on its
+    grid, each with the metadata `evaluate predict` writes for it. `pixel_size` (A/px) overrides
+    the layer's."""
+    from evaluate import api
+
+    size, where = (pixel_size, "given") if pixel_size else source.pixel_size()
+    result = api.segment(source.image(), size, _model(model), device, tta, uncertainty, threshold)
+    meta = {**result.metadata, "file": source.metadata.get("path") or source.name, "image_layer": source.name,
+            "pixel_size_source": where if size else result.pixel_size_source,
+            "model": str(model or "packaged default"), "tta": tta}
+    layers = [(result.mask.astype(np.uint8), source.like(f"{source.name} contamination", metadata=meta,
+                                                           opacity=0.5), "labels"),
+              (result.probability, source.like(f"{source.name} P(contamination)", metadata=meta,
+                                               colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.6,
+                                               blending="additive", visible=False), "image")]
+    if result.uncertainty is not None:
+        layers.append((result.uncertainty, source.like(f"{source.name} uncertainty", metadata=meta,
+                                                       colormap="viridis", contrast_limits=(0.0, 0.25),
+                                                       opacity=0.6, blending="additive"), "image"))
+    return layers
+
+
+def atom_layers(source: Source, method: str = "network", model: str | Path | None = None,
+                atom_model: str | Path | None = None, device: str = "auto",
+                pixel_size: float | None = None) -> list[tuple]:
+    """[atoms Points, bonds Vectors coloured by angle mod 60 degrees] outside the contamination, on
+    the image's grid (as `evaluate atoms`)."""
+    from evaluate import api
+
+    size, where = (pixel_size, "given") if pixel_size else source.pixel_size()
+    found = api.atoms(source.image(), size, _model(model), _model(atom_model), method, device=device)
+    meta = {"image_layer": source.name, "method": found.method, "bond_px": found.bond_px,
+            "pixel_size_A": found.segmentation.pixel_size,
+            "pixel_size_source": where if size else found.segmentation.pixel_size_source,
+            "atoms": len(found.atoms), "bonds": len(found.bonds), **found.registration}
+    points = (found.atoms, source.like(f"{source.name} atoms", metadata=meta, size=0.5 * found.bond_px,
+                                       face_color="cyan", border_width=0), "points")
+    starts = found.atoms[found.bonds[:, 0]] if len(found.bonds) else np.zeros((0, 2))
+    ends = found.atoms[found.bonds[:, 1]] if len(found.bonds) else np.zeros((0, 2))
+    vectors = np.stack([starts, ends - starts], axis=1)
+    bonds = (vectors, source.like(f"{source.name} bonds", metadata=meta, features={"angle": found.angles},
+                                  edge_color="angle", edge_colormap="hsv", edge_width=0.15 * found.bond_px,
+                                  vector_style="line"), "vectors")
+    return [points, bonds]
+
+
+@dataclass
+class Pick:
+    """One micrograph to label next."""
+
+    rank: int
+    layer: str
+    score: float
+    contamination_fraction: float
+    why: str
+
+
+def suggest_steps(sources: Sequence[Source], n: int = 10, coverage_every: int | None = None,
+                  model: str | Path | None = None, device: str = "auto"
+                  ) -> Generator[tuple[int, int], None, list[Pick]]:
+    """Which of the image layers to label next (evaluate.apply.suggest.choose: uncertainty with
+    diversity, as `evaluate suggest`): yields (done, total) after each image; returns the picks."""
+    from evaluate import api
+    from evaluate.apply.suggest import COVERAGE_EVERY, choose
+
+    results = []
+    for i, source in enumerate(sources):
+        size, _ = source.pixel_size()
+        one = api.segment(source.image(), size, _model(model), device, uncertainty=True)
+        one.segmentation.micrograph.path = Path(source.name)
+        results.append(one.segmentation)
+        yield i + 1, len(sources)
+    chosen = choose(results, n, COVERAGE_EVERY if coverage_every is None else coverage_every)
+    return [Pick(c.rank, str(c.segmentation.micrograph.path), c.score, c.segmentation.contamination_fraction,
+                 c.why) for c in chosen]
+
+
+def run_steps(steps: Generator) -> Any:
+    """Run a generator like `suggest_steps` to its end and return its value (no progress)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
