@@ -38,6 +38,7 @@ FORMAT_VERSION = 1
 PREPROCESSING = "bezier-flat-field+standardise"
 TASKS = ("contamination", "atoms")
 TASK_HINT = {"contamination": "a segmentation model (train pretrain/real/finetune)",
+             "classes": "a four-class structure model (train pretrain --task classes)",
              "atoms": "an atom-map model (train pretrain --task atoms)"}
 
 
@@ -109,8 +110,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def check_task(payload: dict[str, Any], task: str, path: Path) -> None:
-    """CheckpointError when the checkpoint predicts another thing than `task`."""
-    if payload["task"] != task:
+    """CheckpointError when the checkpoint predicts another thing than `task`. A four-class
+    ("classes") model also serves where contamination is asked for: its channel 1 is contamination
+    (simulate.labels' class order), so its softmax there is the contamination probability."""
+    if payload["task"] != task and not (task == "contamination" and payload["task"] == "classes"):
         raise CheckpointError(f"{path}: an {payload['task']!r} checkpoint ({TASK_HINT.get(payload['task'], 'unknown')}), "
                               f"but {TASK_HINT[task]} is needed here")
 

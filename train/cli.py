@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   train real --out RUN_K10 --n-real 10                   # each fold trains on 10 of its images
   train pretrain --data data/sim/sim5000.h5 --out sim.ckpt --real-val DIR
   train pretrain --task atoms --data data/sim/sim5000.h5 --out atoms.ckpt   # atom finder for `evaluate atoms`
+  train pretrain --task classes --data data/sim/sim5000.h5 --out classes.ckpt   # four-class structure model
   torchrun --nproc-per-node 2 -m train.cli pretrain --data A.h5 --out sim.ckpt   # data-parallel
   train finetune --pretrained sim.ckpt --out RUN --n-real 10   # same folds as `train real`
   train finetune --pretrained sim.ckpt --folds 0 --out model.ckpt
@@ -136,8 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint file to write (.ckpt)")
     p.add_argument("--preset", help="cpu (default) or gpu (configs/pretrain_preset/)")
     p.add_argument("--real-val", dest="real_val", help="labelled real folder validated alongside")
-    p.add_argument("--task", choices=["contamination", "atoms"],
-                   help="contamination (default: segmentation masks) or atoms (an atom-map network "
+    p.add_argument("--task", choices=["contamination", "classes", "atoms"],
+                   help="contamination (default: segmentation masks), classes (four classes: lattice, "
+                        "contamination, vacuum, grain boundary; also a contamination model, fine-tuned on "
+                        "real contamination labels by a partial-label loss) or atoms (an atom-map network "
                         "for `evaluate atoms`, from the files' atom maps)")
     p.add_argument("--json", action="store_true", help="last stdout line: JSON summary")
     _common(p)

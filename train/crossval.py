@@ -137,17 +137,21 @@ def finetune_setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, to
     """The effective training config, initial weights and inherited pixel range: unchanged, None and
     None with `finetune.pretrained` null; else the fine-tuning learning rate, warm-up, epochs and
     encoder freezing applied, the pretrained weights (checked against the config) and the
-    simulated pixel range the pretrained model recorded (a fine-tuned model keeps its scale)."""
+    simulated pixel range the pretrained model recorded (a fine-tuned model keeps its scale). A
+    four-class ("classes") pretrained model keeps its four outputs and task: contamination-only
+    labels then train it through the partial-label loss (train.loops.marginal_loss)."""
     tune = config.get("finetune") or {}
     if not tune.get("pretrained"):
         return config, None, None
     path = Path(tune["pretrained"])
     payload = read_checkpoint(path)
+    config = json.loads(json.dumps(config))  # a deep copy of plain data
+    if payload["task"] == "classes":  # a structure model stays one: trained on the labels' marginal
+        config["task"], config["model"]["classes"] = "classes", payload["architecture"]["classes"]
     check_compatible(payload, config, path)
     if float(tune["lr"]) > float(config["optim"]["lr"]):
         warnings.warn(f"finetune.lr {tune['lr']} exceeds the preset's own optim.lr {config['optim']['lr']}: "
                       "fine-tuning may destroy the pretrained features", stacklevel=2)
-    config = json.loads(json.dumps(config))  # a deep copy of plain data
     config["optim"]["lr"] = tune["lr"]
     config["optim"]["pct_start"] = tune["warmup"]
     config["loop"]["epochs"] = tune.get("epochs") or config["loop"]["epochs"]

@@ -135,8 +135,12 @@ class H5AtomTargets(H5Rows):
 def sim_pairs(paths: Sequence[Path], rows: np.ndarray, task: str = "contamination",
               **dataset_args: Any) -> PairDataset:
     """A PairDataset over `rows` ((file number, row) pairs) of simulated HDF5 files; targets are
-    the contamination masks, or with task "atoms" the atom-task targets."""
-    targets = H5AtomTargets(paths, rows) if task == "atoms" else H5Rows(paths, "masks", rows)
+    the contamination masks, with task "classes" the four-class maps (0 lattice, 1 contamination,
+    2 vacuum, 3 grain boundary), with task "atoms" the atom-task targets."""
+    if task == "atoms":
+        targets = H5AtomTargets(paths, rows)
+    else:
+        targets = H5Rows(paths, "classes" if task == "classes" else "masks", rows)
     return PairDataset(H5Rows(paths, "images", rows), targets, **dataset_args)
 
 

@@ -3,7 +3,9 @@
 Device: CUDA with mixed precision (float16 autocast + gradient scaling) when present, else CPU
 with one thread per available core. Loss: pixel-wise cross-entropy plus soft Dice of the
 contamination class (the Dice term keeps the rare class, 13 % of the pixels, from being
-under-weighted). The atom task (config `task: atoms`, a 1-channel network) is trained on the
+under-weighted). A four-class structure network (`task: classes`) is pretrained on class maps with
+`classes_loss` and fine-tuned on contamination-only labels with the partial-label `marginal_loss`
+(`loss_function` picks). The atom task (config `task: atoms`, a 1-channel network) is trained on the
 atom map by binary cross-entropy with soft targets, outside the contamination (`atom_loss`). The batch order and every augmentation are functions of (seed, epoch), so an
 interrupted run resumed from its last checkpoint follows the same path as an uninterrupted one.
 
@@ -76,6 +78,56 @@ def ce_dice_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float 
     return ce + dice_weight * (1 - dice)
 
 
+def classes_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0) -> torch.Tensor:
+    """Cross-entropy plus `dice_weight` x (1 - the mean over classes of each class's soft Dice):
+    the mean gives the thin grain-boundary class (a few % of the pixels) the say of the others, so
+    it cannot vanish.
+
+    logits: (N, K, H, W); target: (N, H, W) int64 class indices 0..K-1 (simulate.labels order).
+    """
+    ce = F.cross_entropy(logits.float(), target)
+    if not dice_weight:
+        return ce
+    prob = torch.softmax(logits.float(), dim=1)
+    truth = F.one_hot(target, prob.shape[1]).permute(0, 3, 1, 2).float()
+    dice = (2 * (prob * truth).sum((0, 2, 3)) + 1.0) / (prob.sum((0, 2, 3)) + truth.sum((0, 2, 3)) + 1.0)
+    return ce + dice_weight * (1 - dice.mean())
+
+
+def marginal_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0) -> torch.Tensor:
+    """Partial-label loss of a K-class network on contamination-only labels: a pixel labelled
+    contamination (1) scores the log-probability of class 1, one labelled "not contamination" (0)
+    the log of the summed probability of every other class (its marginal likelihood), plus
+    `dice_weight` x (1 - soft Dice of class 1). With K = 2 it is `ce_dice_loss`.
+
+    logits: (N, K, H, W); target: (N, H, W) int64, 1 = contamination, 0 = anything else.
+    """
+    logits = logits.float()
+    total = torch.logsumexp(logits, dim=1)
+    others = torch.logsumexp(torch.cat([logits[:, :1], logits[:, 2:]], dim=1), dim=1)
+    nll = torch.where(target == 1, total - logits[:, 1], total - others).mean()
+    if not dice_weight:
+        return nll
+    prob = torch.exp(logits[:, 1] - total)
+    truth = (target == 1).float()
+    dice = (2 * (prob * truth).sum() + 1.0) / (prob.sum() + truth.sum() + 1.0)
+    return nll + dice_weight * (1 - dice)
+
+
+def loss_function(config: Mapping[str, Any], targets: str) -> Any:
+    """The loss for `targets` ("masks": contamination labels, "classes": four-class maps, "atoms":
+    atom maps): masks train a 2-class network with `ce_dice_loss` and a K-class one with the
+    partial-label `marginal_loss`."""
+    if targets == "atoms":
+        return lambda logits, target: atom_loss(logits, target)
+    dice = float(config["loop"].get("dice_weight", 1.0))
+    if targets == "classes":
+        return lambda logits, target: classes_loss(logits, target, dice)
+    if int(architecture(config["model"])["classes"]) > 2:
+        return lambda logits, target: marginal_loss(logits, target, dice)
+    return lambda logits, target: ce_dice_loss(logits, target, dice)
+
+
 def atom_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of the atom map, soft targets, mean over the pixels not ignored.
 
@@ -116,6 +168,28 @@ def validate(model: UNet, images: Sequence[np.ndarray], masks: Sequence[np.ndarr
 
 
 ATOM_METRICS = ("map_rmse",)
+CLASS_NAMES = ("lattice", "contamination", "vacuum", "boundary")  # simulate.labels' class order
+
+
+@torch.inference_mode()
+def validate_classes(model: UNet, images: Sequence[np.ndarray], targets: Sequence[np.ndarray],
+                     batch_size: int, device: torch.device) -> tuple[dict[str, float], list[np.ndarray]]:
+    """Pooled metrics of the contamination channel (as `validate`) and the IoU of each class of
+    the argmax map ("iou_<class>", "miou") of a K-class `model` against class-index `targets`."""
+    prob = predict_probability([model], np.stack(images), batch_size=batch_size, device=device)
+    counts = [confusion(p > 0.5, np.asarray(t) == 1) for p, t in zip(prob, targets)]
+    inter = np.zeros(len(CLASS_NAMES))
+    union = np.zeros(len(CLASS_NAMES))
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.stack(images[start:start + batch_size]))[:, None].to(device)
+        pred = model(x).argmax(1).cpu().numpy()
+        truth = np.stack(targets[start:start + batch_size])
+        for k in range(len(CLASS_NAMES)):
+            inter[k] += np.sum((pred == k) & (truth == k))
+            union[k] += np.sum((pred == k) | (truth == k))
+    iou = {f"iou_{name}": float(inter[k] / union[k]) if union[k] else float("nan")
+           for k, name in enumerate(CLASS_NAMES)}
+    return {**pooled(counts), **iou, "miou": float(np.nanmean(list(iou.values())))}, counts
 
 
 def validate_atoms(model: UNet, images: Sequence[np.ndarray], targets: Sequence[np.ndarray],
@@ -153,19 +227,20 @@ def world() -> tuple[int, int]:
 def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
         out_dir: Path, resume: bool = False, desc: str = "train",
         init: Mapping[str, torch.Tensor] | None = None,
-        watch: Mapping[str, Dataset] | None = None) -> tuple[UNet, dict[str, Any]]:
+        watch: Mapping[str, Dataset] | None = None, targets: str = "masks") -> tuple[UNet, dict[str, Any]]:
     """Train a U-Net on `train_set`, validating on `val_set` (whole images) every `val_every` epochs.
 
     `init`: a state dict to start from (fine-tuning) instead of random weights. `watch`: more
     labelled sets validated alongside, recorded as "<name>_<metric>" (e.g. real images while
-    pretraining on simulations). Writes `out_dir/last.ckpt` (weights + optimizer state) every
+    pretraining on simulations; always contamination masks). `targets`: what `train_set` and
+    `val_set` hold, "masks", "classes" or "atoms" (`loss_function`). Writes `out_dir/last.ckpt` (weights + optimizer state) every
     `loop.checkpoint_every` epochs and at the end; with `resume` continues from it. Returns the
     model and {"history": [per-epoch dict], "final": last record, "seconds": training time,
     "steps", "samples", "world_size"}; seconds, steps and samples cover every epoch of the run,
     those before a resume included.
     """
     loop, optim = config["loop"], config["optim"]
-    atoms = config.get("task", "contamination") == "atoms"
+    loss_of = loss_function(config, targets)
     device = choose_device(config.get("device", "auto"))
     if device.type == "cpu":
         set_threads(config.get("threads"))
@@ -238,7 +313,7 @@ def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
             image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 logits = net(image)
-            loss = atom_loss(logits, mask) if atoms else ce_dice_loss(logits, mask, float(loop.get("dice_weight", 1.0)))
+            loss = loss_of(logits, mask)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if epoch < frozen_epochs:  # encoder frozen: AdamW skips parameters without gradient
@@ -255,11 +330,13 @@ def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
         if checks and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
             model.eval()
             for name, (images, masks) in checks.items():
-                metrics, counts = (validate_atoms if atoms else validate)(model, images, masks, batch, device)
+                check = {"atoms": validate_atoms, "classes": validate_classes}.get(targets if not name else "masks",
+                                                                                  validate)
+                metrics, counts = check(model, images, masks, batch, device)
                 record.update({f"{name}_{k}" if name else k: v for k, v in metrics.items()})
                 if not name and counts:  # pooled [tp, fp, fn, tn] of the validation set (inner validation)
                     record["counts"] = np.sum(counts, axis=0).tolist()
-            shown = "map_rmse" if atoms else "jaccard"
+            shown = "map_rmse" if targets == "atoms" else "jaccard"
             bar.set_postfix({"epoch": epoch + 1, "loss": f"{record['loss']:.3f}",
                              shown: f"{record.get(shown, float('nan')):.3f}"})
         history.append(record)

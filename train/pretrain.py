@@ -10,6 +10,10 @@ data-parallel (DistributedDataParallel; gloo on CPU, nccl on CUDA).
 
 `task: atoms` (`train pretrain --task atoms`) trains the same U-Net with one output channel on the
 files' atom maps instead (train.datasets.atom_target): an atom finder from zero human labels.
+`task: classes` (`--task classes`) trains four output channels on the files' class maps (lattice,
+contamination, vacuum, grain boundary; train.loops.classes_loss): a structure model whose
+channel 1 is contamination, so that it also serves wherever a contamination model does, and is
+fine-tuned on contamination-only real labels by the partial-label train.loops.marginal_loss.
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ from train.checkpoints import save_checkpoint
 from train.datasets import real_pairs, sim_pairs
 from train.loops import ATOM_METRICS, choose_device, fit, world
 from train.model import architecture
+
+TASK_CLASSES = {"contamination": 2, "classes": 4, "atoms": 1}  # output channels of each task's network
 
 
 def sim_rows(paths: Sequence[Path]) -> np.ndarray:
@@ -77,21 +83,25 @@ def pixel_range(paths: Sequence[Path], rows: np.ndarray) -> list[float]:
 
 
 def configure_task(cfg: DictConfig, paths: Sequence[Path], real_val: Path | None) -> str:
-    """The config's task, checked against the data; for "atoms", a 1-channel network (model.classes)."""
+    """The config's task, checked against the data: "contamination" (2-class masks), "classes"
+    (the simulator's four-class maps: a 4-channel network, model.classes) or "atoms" (a 1-channel
+    network on the atom maps)."""
     task = cfg.get("task", "contamination")
     if task == "contamination":
         return task
-    if task != "atoms":
-        raise ValueError(f"task must be contamination or atoms, not {task!r}")
-    if real_val:
+    if task not in TASK_CLASSES:
+        raise ValueError(f"task must be contamination, classes or atoms, not {task!r}")
+    if real_val and task == "atoms":
         raise ValueError("--real-val validates contamination masks; it does not apply to task=atoms")
-    for path in paths:
-        with open_dataset(path) as file:
-            require_atoms(file, path)
-    classes = OmegaConf.select(cfg, "model.classes", default=1)
-    if classes != 1:
-        raise ValueError(f"task=atoms predicts one atom map: model.classes must be 1, not {classes}")
-    OmegaConf.update(cfg, "model.classes", 1, force_add=True)
+    if task == "atoms":
+        for path in paths:
+            with open_dataset(path) as file:
+                require_atoms(file, path)
+    classes = OmegaConf.select(cfg, "model.classes", default=TASK_CLASSES[task])
+    if classes != TASK_CLASSES[task]:
+        raise ValueError(f"task={task} predicts {TASK_CLASSES[task]} channel(s): model.classes must be "
+                         f"{TASK_CLASSES[task]}, not {classes}")
+    OmegaConf.update(cfg, "model.classes", TASK_CLASSES[task], force_add=True)
     return task
 
 
@@ -134,12 +144,13 @@ def pretrain(cfg: DictConfig, data: list[Path], out: Path, real_val: Path | None
     train_set = sim_pairs(paths, train_rows, augment=config["augment"], crop=loop["crop"],
                           crops_per_image=loop["crops_per_image"], seed=config["seed"], task=task)
     val_set = sim_pairs(paths, val_rows, task=task) if len(val_rows) else None
+    targets = {"atoms": "atoms", "classes": "classes"}.get(task, "masks")
     watch = {"real": real_pairs(Path(real_val))} if real_val else None
     if rank == 0:
         save_config(cfg, out.parent, name=f"{out.stem}.yaml")
     t0 = time.perf_counter()
     model, result = fit(config, train_set, val_set, out.parent / f"{out.stem}.training", resume=resume,
-                        desc="pretrain", watch=watch)
+                        desc="pretrain", watch=watch, targets=targets)
     final = result["final"]
     summary = {
         "out": str(out), "train_images": int(len(train_rows)), "val_images": int(len(val_rows)),
@@ -147,7 +158,9 @@ def pretrain(cfg: DictConfig, data: list[Path], out: Path, real_val: Path | None
         "samples": int(result["samples"]),  # crops or images drawn over all epochs and processes
         "images_per_second": round(result["samples"] / max(result["seconds"], 1e-9), 1),
         "world_size": size,
-        "task": task, "sim_val": {k: v for k, v in final.items() if k in (ATOM_METRICS if task == "atoms" else METRICS)},
+        "task": task, "sim_val": {k: v for k, v in final.items()
+                                      if k in (ATOM_METRICS if task == "atoms" else METRICS)
+                                      or (task == "classes" and (k.startswith("iou_") or k == "miou"))},
         "real_val": {k[5:]: v for k, v in final.items() if k.startswith("real_")} or None,
     }
     if rank == 0:
