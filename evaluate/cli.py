@@ -162,7 +162,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .apply.segment import write_predictions
 
     cfg, out_dir, results, failed = _segment(args, uncertainty=args.uncertainty)
-    table = write_predictions(results, out_dir, failed)
+    table = write_predictions(results, out_dir, failed, args.format)
     save_run_config(cfg, out_dir)
     print(f"{len(results)} micrograph(s) segmented ({_used(results) if results else 'none'}) -> {out_dir} "
           f"(masks, overlays, {table.name})")
@@ -339,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uncertainty", action="store_true",
                    help="also the per-pixel std over ensemble members x 8 symmetries: <stem>_uncertainty.png "
                         "and an uncertainty column (mean pixel std); the probability is then their mean")
+    p.add_argument("--format", choices=["png", "tiff", "both"], default="png",
+                   help="png (default: <stem>_mask.png, as before); tiff: Fiji-ready ImageJ TIFFs at the "
+                        "micrograph's pixel size instead (<stem>_mask.tif, _probability.tif, _uncertainty.tif), "
+                        "whose scale bar Fiji and napari show; both: the two")
     p.set_defaults(func=_cmd_predict)
     p = add_apply("suggest", "Which unlabelled micrographs to label next (uncertainty with diversity): "
                              "suggestions.csv and suggestions.png. Files with a NAME_LABEL.png are skipped.")

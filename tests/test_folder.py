@@ -187,3 +187,27 @@ def test_the_closing_line_says_how_many_images_trained(tmp_path, capsys):
     line = capsys.readouterr().out
     assert f"model trained from scratch on 3 of 6 images (cv.n_real, a seeded subset) of {real}" in line
     assert len(torch.load(out, weights_only=True)["train_images"]) == 3
+
+
+@pytest.mark.skipif(not FORMATS.is_dir(), reason="the RosettaSciIO samples are not here")
+def test_tiff_masks_carry_the_input_scale(tmp_path):
+    """A DM3 micrograph (the sample's data, tiled to a graphene-sized pixel) predicted with
+    --format tiff: the mask read back by tifffile has the file's pixel size."""
+    from evaluate.apply.tiff import read_tiff_scale
+    from rsciio.digitalmicrograph import file_reader
+    from rsciio.tiff import file_writer
+
+    signal = file_reader(str(FORMATS / "test_dm_image_um_unit.dm3"))[0]
+    image = np.tile(np.asarray(signal["data"], np.float32), (2, 2))[:128, :128] + 100
+    axes = [{"name": n, "size": 128, "scale": 0.04, "offset": 0.0, "units": "nm", "navigate": False} for n in "yx"]
+    file_writer(str(tmp_path / "scan.tif"), {"data": image, "axes": axes, "metadata": {}, "original_metadata": {}})
+    model = tiny_model(tmp_path / "m.ckpt")
+    assert main(["predict", "--model", str(model), "--input", str(tmp_path / "scan.tif"), "--out",
+                 str(tmp_path / "out"), "--format", "tiff", "--device", "cpu", "--quiet"]) == 0
+    mask, size = read_tiff_scale(tmp_path / "out" / "scan_mask.tif")
+    assert size == pytest.approx(0.4, rel=1e-4) and mask.shape == (128, 128)
+    with tifffile.TiffFile(tmp_path / "out" / "scan_probability.tif") as f:
+        assert f.imagej_metadata["unit"] == "nm" and f.pages[0].dtype == np.float32
+        x_resolution = f.pages[0].tags["XResolution"].value
+        assert x_resolution[0] / x_resolution[1] == pytest.approx(1 / 0.04, rel=1e-4)  # px per nm
+    assert not (tmp_path / "out" / "scan_mask.png").exists()

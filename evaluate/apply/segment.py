@@ -300,20 +300,36 @@ def prediction_rows(results: Sequence[Segmentation], skipped: dict[str, Skipped]
     return rows
 
 
+FORMATS = ("png", "tiff", "both")
+
+
 def write_predictions(results: Sequence[Segmentation], out_dir: Path,
-                      skipped: dict[str, Skipped] | None = None) -> Path:
+                      skipped: dict[str, Skipped] | None = None, image_format: str = "png") -> Path:
     """<stem>_mask.png (255 = contamination), <stem>_overlay.png, <stem>_uncertainty.png (when
-    computed) and predictions.csv in `out_dir` (CSV_COLUMNS; uncertainty: the Jaccard
+    computed) and predictions.csv in `out_dir`. `image_format` "tiff" (or "both") writes, instead
+    of (or beside) the mask PNG, Fiji-ready ImageJ TIFFs at the micrograph's pixel size
+    (evaluate.apply.tiff; no scale when it is unknown): <stem>_mask.tif (uint8 0/255),
+    <stem>_probability.tif (float32) and <stem>_uncertainty.tif (float32 std, when computed).
+    predictions.csv: CSV_COLUMNS; uncertainty: the Jaccard
     disagreement of evaluate.apply.uncertainty, empty when not computed; ood: the out-of-range
     measures, `;`-separated, empty when none; refused and failed files with their reason in
     `note`). predictions.csv keeps the rows of earlier runs into `out_dir` and replaces only the
     rows of files predicted again (grapheneseg.tables.merge_rows: safe for parallel runs)."""
+    from .tiff import write_tiff
     from .uncertainty import plot_uncertainty
 
+    if image_format not in FORMATS:
+        raise ValueError(f"image format must be one of {', '.join(FORMATS)}, not {image_format!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     for seg in results:
         stem = seg.micrograph.path.stem
-        Image.fromarray(seg.mask.astype(np.uint8) * 255).save(out_dir / f"{stem}_mask.png")
+        if image_format in ("png", "both"):
+            Image.fromarray(seg.mask.astype(np.uint8) * 255).save(out_dir / f"{stem}_mask.png")
+        if image_format in ("tiff", "both"):
+            write_tiff(out_dir / f"{stem}_mask.tif", seg.mask, seg.pixel_size)
+            write_tiff(out_dir / f"{stem}_probability.tif", seg.probability, seg.pixel_size)
+            if seg.uncertainty is not None:
+                write_tiff(out_dir / f"{stem}_uncertainty.tif", seg.uncertainty, seg.pixel_size)
         Image.fromarray(overlay(seg.micrograph.image, seg.mask)).save(out_dir / f"{stem}_overlay.png")
         if seg.uncertainty is not None:
             plot_uncertainty(seg, out_dir / f"{stem}_uncertainty.png")
