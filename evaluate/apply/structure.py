@@ -196,7 +196,7 @@ def draw_orientation(ax, image: np.ndarray, s: Structure, alpha: float = 0.6) ->
     if s.grains is not None:
         line = scipy.ndimage.binary_dilation(s.grains.boundary, iterations=max(1, image.shape[0] // 512))
         rgb[line] = 0.0
-    ax.imshow(rgb, interpolation="nearest")
+    ax.imshow(np.clip(rgb, 0.0, 1.0), interpolation="nearest")
     ax.axis("off")
 
 
