@@ -211,3 +211,15 @@ def test_tiff_masks_carry_the_input_scale(tmp_path):
         x_resolution = f.pages[0].tags["XResolution"].value
         assert x_resolution[0] / x_resolution[1] == pytest.approx(1 / 0.04, rel=1e-4)  # px per nm
     assert not (tmp_path / "out" / "scan_mask.png").exists()
+
+
+def test_an_ambiguous_lattice_reading_is_said_not_guessed_silently():
+    """The sqrt 3 case of issue 23: a micrograph whose {100} ring is suppressed (a CTF zero) is
+    read from its lattice with a warning naming both pixel sizes, and its source says ambiguous."""
+    from evaluate.apply.segment import ScaleWarning, scale_of
+    from tests.test_lattice import graphene
+
+    image = graphene(0.3, 256, amplitudes=(0.0, 1.0, 0.0), seed=3) + 10
+    with pytest.warns(ScaleWarning, match=r"m\.dm3: the graphene lattice reads 0\.5\d\d A/px, but 0\.3\d\d A/px"):
+        size, source = scale_of(Micrograph(Path("m.dm3"), image.astype(np.float32), None))
+    assert source == "lattice (ambiguous)" and size == pytest.approx(0.3 * np.sqrt(3), rel=0.03)

@@ -7,7 +7,7 @@ micrograph whose pixel size lies outside `pixel_range` (by default the model's r
 default the middle of that range; anti-aliased), then segmented whole or, when larger than `tile`, in overlapping tiles blended
 with linear ramps; the probability map is resampled back to the input grid. The pixel size comes
 from the file, else from the caller, else from the graphene lattice itself
-(`grapheneseg.lattice.read_pixel_size`); when none of them gives one, the image is segmented at its
+(`grapheneseg.lattice.read_lattice`; a reading ambiguous by sqrt 3 warns and says so in its source); when none of them gives one, the image is segmented at its
 native scale with a `ScaleWarning` naming the file and `pixel_size_source = unknown`.
 benchmarks/bench_apply.py measures resampling against tiling at the native scale, and
 benchmarks/bench_scale.py the whole chain on rescaled real micrographs.
@@ -27,7 +27,7 @@ from PIL import Image
 
 from grapheneseg import GRAPHENE_D100
 from grapheneseg.formats import SUPPORTED, Micrograph, read_micrograph
-from grapheneseg.lattice import read_pixel_size
+from grapheneseg.lattice import read_lattice
 from grapheneseg.micrographs import LABEL_SUFFIX, DataError
 from grapheneseg.preprocessing import preprocess
 from grapheneseg.tables import merge_rows
@@ -96,14 +96,23 @@ class ScaleWarning(UserWarning):
 
 
 def scale_of(micrograph: Micrograph, pixel_size: float | None = None) -> tuple[float | None, str]:
-    """(pixel size in A, where it came from: file, given, lattice or unknown); unknown warns."""
+    """(pixel size in A, where it came from: file, given, lattice, "lattice (ambiguous)" or
+    unknown); unknown and ambiguous warn. Ambiguous: the lattice spectrum allows the reading and
+    one sqrt 3 apart ({110} taken for {100} or the reverse, grapheneseg.lattice.read_lattice); the
+    reading is used and the warning names both, so the user can give --pixel-size."""
     if micrograph.pixel_size:
         return micrograph.pixel_size, "file"
     if pixel_size:
         return pixel_size, "given"
-    size = read_pixel_size(micrograph.image)
-    if size is not None:
-        return size, "lattice"
+    reading = read_lattice(micrograph.image)
+    if reading.pixel_size is not None and reading.ambiguous:
+        warnings.warn(f"{micrograph.path}: the graphene lattice reads {reading.pixel_size:.3f} A/px, but "
+                      f"{reading.rival:.3f} A/px fits its spectrum too (a ring that may be {{100}} or {{110}}: "
+                      f"{reading.reason}); segmented at {reading.pixel_size:.3f}, give --pixel-size if you know it",
+                      ScaleWarning, stacklevel=2)
+        return reading.pixel_size, "lattice (ambiguous)"
+    if reading.pixel_size is not None:
+        return reading.pixel_size, "lattice"
     warnings.warn(f"{micrograph.path}: no pixel size in the file, none given (--pixel-size) and no graphene "
                   "lattice found; segmented at its native scale, which is right only near 0.3-0.5 A/px",
                   ScaleWarning, stacklevel=2)
