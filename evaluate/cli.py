@@ -248,6 +248,27 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
     return _report_failures(failed)
 
 
+def _cmd_structure(args: argparse.Namespace) -> int:
+    from .apply.atoms import atoms_of, load_atom_models
+    from .apply.structure import run_structure, structure_row
+
+    cfg, out_dir, results, failed = _segment(args)
+    atom_results = []
+    if args.rings:
+        models, model_cfg, _ = load_atom_models(args.atom_model, args.device, cfg.apply)
+        atom_results, not_found = atoms_of(results, out_dir, cfg.atoms, "network", models, model_cfg)
+        failed.update(not_found)
+    structures, (structure_csv, grains_csv) = run_structure(results, out_dir, cfg.get("structure_maps"), atom_results)
+    save_run_config(cfg, out_dir)
+    print(f"{len(structures)} micrograph(s) mapped ({_used(results) if results else 'none'}) -> {out_dir} "
+          f"(<stem>_classes.png, <stem>_orientation.png, {structure_csv.name}, {grains_csv.name})")
+    for s in structures[:10]:
+        row = structure_row(s)
+        print(f"  {Path(s.path).name}: {row['grains']} grain(s), boundaries {row['boundary_length_nm']} nm, "
+              f"lattice {s.lattice_check}, registration {s.registration}")
+    return _report_failures(failed)
+
+
 def _cmd_fetch_real(args: argparse.Namespace) -> int:
     from grapheneseg.fetch import fetch_real
 
@@ -365,6 +386,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast", choices=["auto", "white", "black"], default="auto",
                    help="atom contrast for --method extrema (default: detected from the honeycomb)")
     p.set_defaults(func=_cmd_atoms)
+
+    p = add_apply("structure", "Structure maps (the paper's four classes): lattice orientation (angle mod 60), grains, "
+                               "grain boundaries and vacuum outside the contamination: <stem>_classes.png, "
+                               "<stem>_orientation.png, structure.csv (one row per micrograph, areas in nm2) and "
+                               "grains.csv (one row per grain, misorientations).")
+    p.add_argument("--rings", action="store_true",
+                   help="also the ring census (4- to 9-membered rings) from the atom-map network's bond graph, "
+                        "counted only where the registration check is ok")
+    p.add_argument("--atom-model", dest="atom_model", help="atom-map checkpoint for --rings (default: the packaged one)")
+    p.set_defaults(func=_cmd_structure)
 
     p = add("fetch-real", "Download the public labelled micrographs (github.com/lbnlcomputerarch/graphene-u-net, "
                           "training_images/) as one archive over HTTPS, check them and unpack the pairs.")

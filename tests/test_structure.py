@@ -67,8 +67,9 @@ def test_run_structure_writes_maps_and_tables(tmp_path: Path) -> None:
     for cls in (LATTICE, CONTAMINATION, VACUUM, BOUNDARY):
         assert (rgb[structures[0].classes == cls] == COLOURS[cls]).all()
     assert (tmp_path / "two_grains_orientation.png").stat().st_size > 10_000
-    rows = list(csv.DictReader(table.open()))
-    first, second = rows
+    rows = {Path(r["file"]).name: r for r in csv.DictReader(table.open())}  # files as absolute paths, sorted
+    first, second = rows["two_grains.png"], rows["blank.png"]
+    assert Path(next(iter(csv.DictReader(table.open())))["file"]).is_absolute()
     assert first["pixel_size_source"] == "file" and first["grains"] == "2" and first["rings_6"] == "81"
     assert first["registration"] == "ok" and first["rings_5"] == "0"
     area_nm2 = image.size * 0.03 ** 2
@@ -82,3 +83,30 @@ def test_run_structure_writes_maps_and_tables(tmp_path: Path) -> None:
     grain_rows = list(csv.DictReader(grains.open()))
     assert len(grain_rows) == 2 and {r["neighbours"] for r in grain_rows} == {"1", "2"}
     assert [float(r["misorientation_deg"]) for r in grain_rows] == pytest.approx([17.0, 17.0], abs=1.0)
+
+
+def test_evaluate_structure_answers_a_folder_and_keeps_earlier_rows(tmp_path: Path) -> None:
+    """The CLI command: a two-grain micrograph and a tiny file; two grains and their boundary in
+    structure.csv, the tiny one refused; a second run into the folder keeps the first run's rows."""
+    from evaluate.cli import main
+    from tests.test_folder import tiny_model
+
+    image = contaminated()[0]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.clip((image - image.min()) / np.ptp(image) * 255, 0, 255).astype(np.uint8)).save(folder / "gb.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "tiny.png")
+    model = tiny_model(tmp_path / "m.ckpt")
+    args = ["structure", "--model", str(model), "--input", str(folder), "--out", str(tmp_path / "out"),
+            "--pixel-size", "0.3", "--threshold", "1.0", "--device", "cpu", "--quiet"]
+    assert main(args) == 3  # the tiny file refused, nothing failed
+    rows = {Path(r["file"]).name: r for r in csv.DictReader((tmp_path / "out" / "structure.csv").open())}
+    assert set(rows) == {"gb.png"} and rows["gb.png"]["grains"] == "2" and rows["gb.png"]["pixel_size_source"] == "given"
+    assert (tmp_path / "out" / "gb_classes.png").exists() and (tmp_path / "out" / "gb_orientation.png").exists()
+    (folder / "tiny.png").unlink()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "gb2.png").write_bytes((folder / "gb.png").read_bytes())
+    assert main([*args[:4], str(other), *args[5:]]) == 0
+    grains = list(csv.DictReader((tmp_path / "out" / "grains.csv").open()))
+    assert sorted({Path(r["file"]).name for r in grains}) == ["gb.png", "gb2.png"] and len(grains) == 4

@@ -20,7 +20,6 @@ Writers: `<stem>_classes.png` (lattice white, boundaries red, vacuum green, cont
 """
 from __future__ import annotations
 
-import csv
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 import scipy.ndimage
 
 from grapheneseg.lattice import read_lattice
+from grapheneseg.tables import merge_rows
 from grapheneseg.orientation import (JUMP_DEG, MERGE_DEG, VACUUM_FRACTION, WINDOW_PERIODS, Grains, OrientationMap,
                                      grains_of, lattice_and_vacuum, orientation_map)
 from grapheneseg.preprocessing import preprocess
@@ -82,17 +82,16 @@ def structure_of(image: np.ndarray, mask: np.ndarray | None = None, pixel_size: 
                  pixel_size_source: str = "given", graph: Any = None, registration: str | None = None,
                  path: Path | str = "", cfg: Any = None) -> Structure:
     """The structure map of one micrograph (module doc). `mask`: contamination (True); `pixel_size`
-    (A/px) and its source as `evaluate.apply.segment.scale_of` gives them (None: read here from the
-    lattice, source "lattice"); `graph`: its atom graph (evaluate.apply.atoms.AtomGraph) and
+    (A/px) and its source as `evaluate.apply.segment.scale_of` gives them (its "lattice
+    (ambiguous)" is kept as the lattice check; None: read here from the lattice, source "lattice"); `graph`: its atom graph (evaluate.apply.atoms.AtomGraph) and
     `registration` its check ("ok", "uncertain", "unknown"); `cfg`: options of `DEFAULTS`."""
     start = time.perf_counter()
     image = np.asarray(image, dtype=np.float32)
     mask = np.zeros(image.shape, bool) if mask is None else np.asarray(mask, bool)
-    check = "ok"
-    if pixel_size is None or pixel_size_source == "lattice":
+    check = "ambiguous" if pixel_size_source == "lattice (ambiguous)" else "ok"  # scale_of read it
+    if pixel_size is None:
         reading = read_lattice(image)
-        if pixel_size is None:
-            pixel_size, pixel_size_source = reading.pixel_size, "lattice" if reading.pixel_size else "unknown"
+        pixel_size, pixel_size_source = reading.pixel_size, "lattice" if reading.pixel_size else "unknown"
         if reading.pixel_size is None:
             check = "no lattice"
         elif reading.ambiguous:
@@ -120,7 +119,7 @@ def structure_row(s: Structure) -> dict[str, Any]:
     """The row of `structure.csv` for one structure map (`unknown` where the scale is)."""
     h, w = s.classes.shape
     nm2 = (s.pixel_size / 10.0) ** 2 if s.pixel_size else None
-    row: dict[str, Any] = {"file": str(s.path), "pixel_size_A": f"{s.pixel_size:.4f}" if s.pixel_size else "unknown",
+    row: dict[str, Any] = {"file": str(Path(s.path).resolve()), "pixel_size_A": f"{s.pixel_size:.4f}" if s.pixel_size else "unknown",
                            "pixel_size_source": s.pixel_size_source, "lattice_check": s.lattice_check,
                            "height": h, "width": w}
     for cls, name in enumerate(CLASS_NAMES):
@@ -154,7 +153,7 @@ def grain_rows(s: Structure) -> list[dict[str, Any]]:
     for g, area in s.grains.area.items():
         others = s.grains.neighbours(g)
         pairs = [s.grains.pairs[(min(g, o), max(g, o))] for o in others]
-        rows.append({"file": str(s.path), "grain": g, "area_px": area, "area_nm2": f"{area * nm2:.3f}",
+        rows.append({"file": str(Path(s.path).resolve()), "grain": g, "area_px": area, "area_nm2": f"{area * nm2:.3f}",
                      "orientation_deg": f"{s.grains.orientation[g]:.2f}",
                      "neighbours": " ".join(map(str, others)),
                      "misorientation_deg": " ".join(f"{p['misorientation']:.2f}" for p in pairs),
@@ -243,15 +242,12 @@ def write_orientation(image: np.ndarray, s: Structure, path: Path) -> Path:
 
 
 def write_tables(structures: Sequence[Structure], out_dir: Path) -> tuple[Path, Path]:
-    """`structure.csv` (one row per micrograph) and `grains.csv` (one row per grain) in `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """`structure.csv` (one row per micrograph) and `grains.csv` (one row per grain) in `out_dir`,
+    merged with the rows of earlier runs into `out_dir` (grapheneseg.tables.merge_rows: a file
+    structured again replaces all its rows; safe for parallel runs)."""
     paths = out_dir / "structure.csv", out_dir / "grains.csv"
-    for path, columns, rows in ((paths[0], STRUCTURE_COLUMNS, [structure_row(s) for s in structures]),
-                                (paths[1], GRAIN_COLUMNS, [r for s in structures for r in grain_rows(s)])):
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
+    merge_rows(paths[0], STRUCTURE_COLUMNS, [structure_row(s) for s in structures])
+    merge_rows(paths[1], GRAIN_COLUMNS, [r for s in structures for r in grain_rows(s)])
     return paths
 
 
