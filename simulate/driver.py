@@ -21,7 +21,7 @@ from grapheneseg.config import ConfigError
 
 from .dataset import DatasetError, DatasetWriter, rewrite
 from .imaging import band_limit, configure_abtem, limit_threads
-from .pipeline import STAGES, simulate_structure
+from .pipeline import STAGES, PlainConfig, simulate_structure
 
 # Keys that change how a run executes, not what it produces (left out of the file's config).
 RUNTIME_KEYS = ("workers", "scheduler", "out", "device", "preview", "data")
@@ -113,9 +113,9 @@ def init_worker(cfg_yaml: str, device: str) -> None:
     limit_threads()
     configure_abtem(device)
     cfg = OmegaConf.create(cfg_yaml)
-    _WORKER.update(cfg=cfg, yaml=cfg_yaml)
+    _WORKER.update(cfg=PlainConfig.of(cfg), yaml=cfg_yaml)
     warm = OmegaConf.merge(cfg, {"grid": {"image_px": 16, "margin_px": 4}, "variants_per_structure": 1})
-    simulate_structure(warm, 0, 0, [0])
+    simulate_structure(PlainConfig.of(warm), 0, 0, [0])
 
 
 def run_task(task: tuple[int, int, list[int]]):

@@ -46,6 +46,29 @@ class Sample:
     atoms: np.ndarray  # uint8 map of the sheet's atoms (255 = on an atom), labels.atom_map
 
 
+class PlainConfig(dict):
+    """A resolved config as nested dicts read by attribute (cfg.grid.image_px) or key: the same
+    values as the DictConfig it came from, without OmegaConf's per-access checks (drawing one
+    variant's optics: 0.4 ms from a DictConfig, 0.04 ms from this)."""
+
+    def __getattr__(self, key: str):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    @classmethod
+    def of(cls, cfg) -> "PlainConfig":
+        from omegaconf import OmegaConf
+
+        def wrap(value):
+            if isinstance(value, dict):
+                return cls({k: wrap(v) for k, v in value.items()})
+            return [wrap(v) for v in value] if isinstance(value, list) else value
+
+        return wrap(OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg)
+
+
 def structure_rng(seed: int, s: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, s)))
 
