@@ -21,7 +21,8 @@ READERS = {  # suffix -> RosettaSciIO plugin
 PILLOW = (".png", ".jpg", ".jpeg")
 SUPPORTED = tuple(READERS) + PILLOW
 TO_ANGSTROM = {"a": 1.0, "å": 1.0, "angstrom": 1.0, "nm": 10.0, "pm": 0.01, "um": 1e4, "µm": 1e4, "μm": 1e4,
-               "mm": 1e7, "m": 1e10}  # keys lower-case; µ (micro sign) and μ (Greek mu) both occur
+               "mm": 1e7, "m": 1e10, "nanometer": 10.0, "nanometers": 10.0, "micron": 1e4, "microns": 1e4,
+               "\\u00c5": 1.0}  # keys lower-case; µ (micro sign) and μ (Greek mu) both occur; ImageJ writes Å as \u00c5
 
 
 @dataclass
@@ -48,6 +49,24 @@ def _pixel_size(axes: list[dict]) -> float | None:
             return None
         sizes.append(float(axis["scale"]) * TO_ANGSTROM[unit])
     return float(np.mean(sizes)) if sizes else None
+
+
+def _imagej_pixel_size(path: Path) -> float | None:
+    """Pixel size in Angstrom of an ImageJ (Fiji) TIFF from its resolution tags and the length unit
+    of its ImageJ description; None without both. RosettaSciIO reads only ImageJ's "micron"; a
+    plain TIFF's resolution (dots per inch) is never taken for a pixel size."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            unit = str((tif.imagej_metadata or {}).get("unit", "")).strip().lower()
+            tags = tif.pages[0].tags
+            if unit not in TO_ANGSTROM or "XResolution" not in tags or "YResolution" not in tags:
+                return None
+            sizes = [den / num for num, den in (tags[n].value for n in ("XResolution", "YResolution")) if num]
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    return float(np.mean(sizes)) * TO_ANGSTROM[unit] if len(sizes) == 2 else None
 
 
 def read_micrograph(path: Path | str) -> Micrograph:
@@ -79,5 +98,8 @@ def read_micrograph(path: Path | str) -> Micrograph:
             image = data.astype(np.float32)
             if not np.isfinite(image).all():
                 raise DataError(f"{path}: contains non-finite pixel values (NaN or inf)")
-            return Micrograph(path, image, _pixel_size(signal.get("axes", [])), frames)
+            size = _pixel_size(signal.get("axes", []))
+            if size is None and suffix in (".tif", ".tiff"):
+                size = _imagej_pixel_size(path)
+            return Micrograph(path, image, size, frames)
     raise DataError(f"{path}: no 2-D real-valued image found in the file")

@@ -223,3 +223,15 @@ def test_an_ambiguous_lattice_reading_is_said_not_guessed_silently():
     with pytest.warns(ScaleWarning, match=r"m\.dm3: the graphene lattice reads 0\.5\d\d A/px, but 0\.3\d\d A/px"):
         size, source = scale_of(Micrograph(Path("m.dm3"), image.astype(np.float32), None))
     assert source == "lattice (ambiguous)" and size == pytest.approx(0.3 * np.sqrt(3), rel=0.03)
+
+
+def test_a_fiji_tiff_in_nm_is_read_at_its_scale_and_a_tiny_file_has_no_lattice_reading(tmp_path):
+    from evaluate.apply.segment import ScaleWarning, scale_of
+
+    tifffile.imwrite(tmp_path / "fiji.tif", np.ones((64, 64), np.float32), imagej=True, resolution=(25.0, 25.0),
+                     metadata={"unit": "nm"})
+    tifffile.imwrite(tmp_path / "dpi.tif", np.ones((64, 64), np.uint8), resolution=(72, 72), resolutionunit="INCH")
+    assert read_micrograph(tmp_path / "fiji.tif").pixel_size == pytest.approx(0.4)
+    assert read_micrograph(tmp_path / "dpi.tif").pixel_size is None  # dots per inch are not a pixel size
+    with pytest.warns(ScaleWarning, match="no graphene lattice found"):
+        assert scale_of(micrograph((3, 3))) == (None, "unknown")

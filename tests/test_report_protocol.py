@@ -100,3 +100,12 @@ def test_paired_bootstrap_interval():
     assert paired_bootstrap(repeated, both)["n_images"] == 40  # repeats averaged per image
     with pytest.raises(ValueError, match="same images"):
         paired_bootstrap(better, {"other": 0.5})
+
+
+def test_an_arm_stopped_by_its_budget_is_said_to_be_capped():
+    runs = {"U-Net real-only": {"chosen_epochs": [12, 12, 8, 12, 12], "of_epochs": [12] * 5},
+            "U-Net sim-pretrained + fine-tuned": {"chosen_epochs": [0, 4, 6, 0, 2], "of_epochs": [12] * 5},
+            "Bragg filter": {"folder": "x"}}
+    notes = comparison.capped_notes(runs)
+    assert len(notes) == 1 and notes[0].startswith("U-Net real-only chose the budget's longest training (12 epochs) "
+                                                   "in 4 of 5 folds")

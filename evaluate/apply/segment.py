@@ -104,19 +104,19 @@ def scale_of(micrograph: Micrograph, pixel_size: float | None = None) -> tuple[f
         return micrograph.pixel_size, "file"
     if pixel_size:
         return pixel_size, "given"
-    reading = read_lattice(micrograph.image)
-    if reading.pixel_size is not None and reading.ambiguous:
+    reading = read_lattice(micrograph.image) if min(micrograph.image.shape) >= MIN_SIDE else None
+    if reading is None or reading.pixel_size is None:
+        warnings.warn(f"{micrograph.path}: no pixel size in the file, none given (--pixel-size) and no graphene "
+                      "lattice found; segmented at its native scale, which is right only near 0.3-0.5 A/px",
+                      ScaleWarning, stacklevel=2)
+        return None, "unknown"
+    if reading.ambiguous:
         warnings.warn(f"{micrograph.path}: the graphene lattice reads {reading.pixel_size:.3f} A/px, but "
                       f"{reading.rival:.3f} A/px fits its spectrum too (a ring that may be {{100}} or {{110}}: "
                       f"{reading.reason}); segmented at {reading.pixel_size:.3f}, give --pixel-size if you know it",
                       ScaleWarning, stacklevel=2)
         return reading.pixel_size, "lattice (ambiguous)"
-    if reading.pixel_size is not None:
-        return reading.pixel_size, "lattice"
-    warnings.warn(f"{micrograph.path}: no pixel size in the file, none given (--pixel-size) and no graphene "
-                  "lattice found; segmented at its native scale, which is right only near 0.3-0.5 A/px",
-                  ScaleWarning, stacklevel=2)
-    return None, "unknown"
+    return reading.pixel_size, "lattice"
 
 
 @dataclass

@@ -214,6 +214,21 @@ def _pretrained(out: Path, budget: Any, sim: Path | None, pretrained: Path | Non
     return Path(pretrained), digest
 
 
+def capped_notes(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """One caveat per arm whose inner validation chose the budget's longest training in some fold:
+    the curve was still rising at the cap, so the arm may be under-trained and its gap to the
+    others overstated."""
+    notes = []
+    for name, run in runs.items():
+        chosen, cap = run.get("chosen_epochs") or [], run.get("of_epochs") or []
+        capped = sum(c is not None and c == m for c, m in zip(chosen, cap))
+        if capped:
+            notes.append(f"{name} chose the budget's longest training ({cap[0]} epochs) in {capped} of {len(chosen)} "
+                         "folds: its inner validation was still improving at the cap, so it may be under-trained and "
+                         "its gap to the other arms overstated (a longer budget, `--budget full`, tells)")
+    return notes
+
+
 def _scored_arm(name: str, scored: dict[str, Any], test: Path) -> Arm:
     """An arm scored once on the labelled folder `test` (one "fold": no spread)."""
     return Arm(name, [{"repeat": 0, "fold": 0, **scored["pooled"]}], scored["counts"], str(test))
@@ -249,6 +264,7 @@ def _trained_arms(out: Path, real: Path, budget: Any, train_extra: list[str], pr
                 jaccard = arm.summary["jaccard"]["mean"]
                 record = {"folder": str(run_dir), "key": key, "train_seconds": summary.get("train_seconds"),
                           "chosen_epochs": [f.get("epochs") for f in summary["selection"]],
+                          "of_epochs": [f.get("of_epochs") for f in summary["selection"]],
                           "choices": [f.get("choice") for f in summary["selection"]]}
             else:
                 run_dir = out / "arms" / f"{stem}-all-{key}.ckpt"
@@ -383,6 +399,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
         f"{name}: " + ", ".join(f"K={k} {v:.3f}" for k, v in sorted(c.items())) for name, c in curves.items()),
         "Training lengths chosen by inner validation on each fold's training images (epochs per fold; "
         "0 = the pretrained model kept): " + "; ".join(
-            f"{name}: {run['chosen_epochs']}" for name, run in provenance["runs"].items() if "chosen_epochs" in run)]
+            f"{name}: {run['chosen_epochs']}" for name, run in provenance["runs"].items() if "chosen_epochs" in run),
+        *capped_notes(provenance["runs"])]
     return write_report(out, ordered, figures, provenance, curves=curves, notes=notes, intervals=intervals,
                         sections=sections, extra_metrics=extra_metrics)
