@@ -15,16 +15,18 @@ defined before it was measured), the band std (mean std over 0.1 < p < 0.9), the
 the mutual information, and the predicted coverage (a baseline with no uncertainty in it), with
 bootstrap 95 % intervals over images (2,000 resamples, seed 0) and the interval of each minus
 the disagreement's on the same resamples; and the number of images with an OOD flag
-(evaluate.ood.REFERENCE).
+(evaluate.apply.ood.packaged_reference).
 
     python benchmarks/bench_uncertainty.py --run /work/main/data/measure/ft_K20 --real DIR [--json] [--out FILE]
     python benchmarks/bench_uncertainty.py --model grapheneseg/models/sim_default.ckpt --real DIR
-    python benchmarks/bench_uncertainty.py --reference --real DIR [--sim H5]  # the measures behind
-                                          # ood.REFERENCE, and the 105 at 4x their noise
+    python benchmarks/bench_uncertainty.py --reference --real DIR [--sim H5] [--write FILE]  # the measures
+                          # behind the OOD reference (--write: the packaged grapheneseg/models/ood_reference.json),
+                          # and the 105 at 4x their noise
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import warnings
@@ -34,7 +36,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluate.apply.ood import MARGIN, REFERENCE, OODWarning, check, measures, out_of_range  # noqa: E402
+from evaluate.apply.ood import (MARGIN, OODWarning, check, measures, out_of_range,  # noqa: E402
+                                reference_from, summarise, write_reference)
 from evaluate.benchmark.uncertainty_study import uncertainty_vs_error  # noqa: E402
 from grapheneseg.config import load_config  # noqa: E402
 from grapheneseg.micrographs import load_labelled  # noqa: E402
@@ -79,6 +82,8 @@ def main() -> None:
     parser.add_argument("--real", type=Path, required=True, help="folder of NAME.png + NAME_LABEL.png")
     parser.add_argument("--reference", action="store_true", help="print the OOD measures of --real and stop")
     parser.add_argument("--sim", type=Path, help="with --reference: also a simulated HDF5 dataset")
+    parser.add_argument("--write", type=Path, help="with --reference and --sim: write the reference file (the "
+                                                   "packaged one: grapheneseg/models/ood_reference.json)")
     parser.add_argument("--json", action="store_true", help="last stdout line: the figures as JSON (no per-image rows)")
     parser.add_argument("--out", type=Path, help="with --run: also write the figures and per-image rows to this JSON")
     args = parser.parse_args()
@@ -102,13 +107,19 @@ def main() -> None:
                 a = np.array([v[name] for v in sim])
                 print(f"{name}: min {a.min():.4g} median {np.median(a):.4g} max {a.max():.4g} "
                       f"({len(a)} simulated images)")
-            both = values + sim
-            print("REFERENCE (min / 1.5, max * 1.5 of both):", {
-                k: (round(min(v[k] for v in both) / MARGIN, 4), round(max(v[k] for v in both) * MARGIN, 4))
-                for k in ("noise", "contrast")})
+            sources = {"real": {"description": f"{args.real.name}: {len(values)} labelled micrographs",
+                                "names_sha256": hashlib.sha256("\n".join(data.names).encode()).hexdigest(),
+                                **summarise(values)},
+                       "simulated": {"description": f"{args.sim.name}: {len(sim)} simulated images", **summarise(sim)}}
+            print(f"REFERENCE (min / {MARGIN}, max * {MARGIN} of both):",
+                  {k: tuple(round(x, 4) for x in r) for k, r in reference_from(sources).items()})
+            if args.write:
+                command = (f"python benchmarks/bench_uncertainty.py --reference --real DIR --sim {args.sim} "
+                           f"--write {args.write}")
+                print(f"reference file: {write_reference(args.write, sources, command)}")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OODWarning)
-                print(f"simulated images flagged: {sum(bool(out_of_range(v, REFERENCE)) for v in sim)} of "
+                print(f"simulated images flagged: {sum(bool(out_of_range(v, reference_from(sources))) for v in sim)} of "
                       f"{len(sim)} ({sum(not v['lattice'] for v in sim)} for no lattice)")
         rng = np.random.default_rng(0)
         flagged = 0

@@ -19,6 +19,6 @@ def test_wheel_ships_configs_and_packages(tmp_path: Path) -> None:
                for p in (REPO / package).rglob("*.py")}
     assert "evaluate/apply/segment.py" in sources and sources <= names, f"missing from wheel: {sorted(sources - names)}"
     models = {f"grapheneseg/models/{p.name}" for p in (REPO / "grapheneseg" / "models").iterdir()
-              if p.suffix in (".ckpt", ".md")}
+              if p.suffix in (".ckpt", ".md", ".json")}
     assert {"grapheneseg/models/sim_default.ckpt", "grapheneseg/models/atoms_default.ckpt",
-            "grapheneseg/models/atoms_default.md"} <= models <= names, f"missing from wheel: {sorted(models - names)}"
+            "grapheneseg/models/atoms_default.md", "grapheneseg/models/ood_reference.json"} <= models <= names, f"missing from wheel: {sorted(models - names)}"

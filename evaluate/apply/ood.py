@@ -15,19 +15,28 @@ measured as the network sees it (after any resampling to its scale, evaluate.app
   statistic that preprocessing's standardisation hides from the network.
 
 A measure outside its reference range [lo, hi] is flagged with a `OODWarning` naming the file,
-the measure and the range. `REFERENCE` covers what this project's models are trained on: the
-105 public labelled micrographs (real-only and fine-tuned models) and the default simulation
+the measure and the range. The reference (`packaged_reference()`) covers what this project's
+models are trained on: the 105 public labelled micrographs (real-only and fine-tuned models) and
+the default simulation
 (`simulate generate --n 5000`, the default model's and the pretraining data), their joint min-max
-widened by `MARGIN` on a log scale, printed by `python benchmarks/bench_uncertainty.py --reference
---real DIR --sim data/sim/sim_5000_seed0.h5`. The two differ: the simulations are 2-3x quieter
-and lower in contrast than the real images, so ranges from one alone flag most of the other
-(the real-only ranges flag 3,188 of the 5,000 simulations). Ranges per model, carried in its
-checkpoint, would be tighter: not done yet.
+widened by `MARGIN` on a log scale. The measured summaries live in the packaged file
+`REFERENCE_FILE` (grapheneseg/models/ood_reference.json), written by `python
+benchmarks/bench_uncertainty.py --reference --real DIR --sim data/sim/sim_5000_seed0.h5 --write
+grapheneseg/models/ood_reference.json`, never copied by hand (tests/test_ood_reference.py ties the
+file to the command on the 105). The two differ: the default simulations' medians are about 4x
+quieter and 3-4x lower in contrast than the real images' (the file holds both summaries), so
+ranges from one alone would flag most of the other. Ranges per model, carried in its checkpoint,
+would be tighter: not done yet.
 """
 from __future__ import annotations
 
+import functools
+import json
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,10 +45,37 @@ from grapheneseg.preprocessing import flat_field
 from grapheneseg.spectrum import frequencies, power_spectrum
 
 MARGIN = 1.5  # reference ranges: [min / MARGIN, max * MARGIN] of the training images' measures
-# The 105: noise 0.0431-0.185 (median 0.090), contrast 0.0889-0.254 (median 0.177); 4 of them have
-# no lattice found (2015_0310_Gr_D4_FS_001_layer_0027, _0035, _0039, FS_002_layer_0007).
-# The 5,000 simulations: noise 0.0111-0.0847 (median 0.034), contrast 0.0234-0.134 (median 0.057).
-REFERENCE = {"noise": (0.0074, 0.278), "contrast": (0.0156, 0.382)}
+MEASURES = ("noise", "contrast")
+REFERENCE_FILE = Path(str(files("grapheneseg") / "models" / "ood_reference.json"))  # packaged with the models
+
+
+def summarise(values: Sequence[dict[str, float]]) -> dict[str, Any]:
+    """{"n", "no_lattice", and per measure [min, median, max]} of the `measures` of a set of images."""
+    return {"n": len(values), "no_lattice": int(sum(not v["lattice"] for v in values)),
+            **{m: [float(np.min([v[m] for v in values])), float(np.median([v[m] for v in values])),
+                   float(np.max([v[m] for v in values]))] for m in MEASURES}}
+
+
+def reference_from(sources: dict[str, dict[str, Any]], margin: float = MARGIN) -> dict[str, tuple[float, float]]:
+    """{measure: (lo, hi)}: the joint min-max of the `summarise`d `sources`, widened by `margin`."""
+    return {m: (min(s[m][0] for s in sources.values()) / margin, max(s[m][2] for s in sources.values()) * margin)
+            for m in MEASURES}
+
+
+def write_reference(path: Path, sources: dict[str, dict[str, Any]], command: str, margin: float = MARGIN) -> Path:
+    """The reference file: each source's summary (with its description) and the ranges it gives."""
+    ranges = reference_from(sources, margin)
+    path.write_text(json.dumps({"command": command, "margin": margin, "sources": sources,
+                                "ranges": {m: list(r) for m, r in ranges.items()}}, indent=1) + "\n")
+    return path
+
+
+@functools.cache
+def packaged_reference(path: Path = REFERENCE_FILE) -> dict[str, tuple[float, float]]:
+    """{measure: (lo, hi)} of a reference file (default: the packaged one), recomputed from its
+    summaries, so the ranges can never disagree with the measurements they come from."""
+    record = json.loads(Path(path).read_text())
+    return reference_from(record["sources"], float(record["margin"]))
 
 
 class OODWarning(UserWarning):
@@ -87,7 +123,7 @@ def check(image: np.ndarray, name: str, reference: dict[str, tuple[float, float]
           zoom: float = 1.0, lattice: bool | None = None) -> list[str]:
     """The OOD flags of one raw micrograph (`zoom`, `lattice`: see `measures`); warns naming `name`
     when any."""
-    flags = out_of_range(measures(image, zoom, lattice), REFERENCE if reference is None else reference)
+    flags = out_of_range(measures(image, zoom, lattice), packaged_reference() if reference is None else reference)
     if flags:
         warnings.warn(f"{name}: out of the training distribution ({'; '.join(flags)}); "
                       "the segmentation may be wrong", OODWarning, stacklevel=2)
