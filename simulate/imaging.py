@@ -317,9 +317,10 @@ class VariantImager:
         kx, ky = np.meshgrid(k, k, indexing="ij")
         alpha = np.hypot(kx, ky) * energy2wavelength(energy)  # rad
         # the CTF is only evaluated inside the objective aperture (soft edge included): ~6x cheaper
-        self.inside = alpha < APERTURE_EDGE * semiangle_cutoff * 1e-3
-        self.angles = AngularGrid(alpha[self.inside].astype(np.float32), np.arctan2(ky, kx)[self.inside].astype(np.float32), semiangle_cutoff)
-        self.spectrum = fourier_crop(spectrum, self.wave_px)[self.inside]
+        self.inside = np.flatnonzero(alpha < APERTURE_EDGE * semiangle_cutoff * 1e-3)  # flat indices
+        self.angles = AngularGrid(alpha.ravel()[self.inside].astype(np.float32),
+                                  np.arctan2(ky.ravel()[self.inside], kx.ravel()[self.inside]).astype(np.float32), semiangle_cutoff)
+        self.spectrum = fourier_crop(spectrum, self.wave_px).ravel()[self.inside]
         q = scipy.fft.fftfreq(self.full_px) * 2  # output frequencies in units of Nyquist (rfft layout)
         self.q = np.hypot(q[:, None], scipy.fft.rfftfreq(self.full_px)[None, :] * 2).astype(np.float32)
         half = self.full_px // 2  # rows of the wave-grid intensity spectrum kept on the output grid
@@ -334,7 +335,7 @@ class VariantImager:
     def noiseless(self, optics: Optics) -> np.ndarray:
         """Intensity after the CTF and detector MTF on the output grid (mean ~1), margin cropped."""
         filtered = np.zeros((self.wave_px, self.wave_px), dtype=np.complex64)
-        filtered[self.inside] = self.spectrum * self.ctf(optics)
+        filtered.ravel()[self.inside] = self.spectrum * self.ctf(optics)
         wave = scipy.fft.ifft2(filtered, norm="forward")
         intensity = (wave.real**2 + wave.imag**2).astype(np.float32)
         spectrum = scipy.fft.rfft2(intensity, norm="forward")[self.rows, : self.full_px // 2 + 1]  # Fourier crop

@@ -20,6 +20,7 @@ labels come from the model itself and never from the image.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numba
@@ -269,11 +270,18 @@ def prune_close(pos: np.ndarray, extent: float, min_distance: float) -> np.ndarr
         pos = np.delete(pos, np.unique(pairs[:, 1]), axis=0)
 
 
-def smooth_field(rng: np.random.Generator, n: int, sigma_px: float) -> np.ndarray:
-    """Periodic Gaussian-correlated random field on an n x n grid, zero mean and unit std."""
+@functools.lru_cache(maxsize=8)
+def _frequencies_squared(n: int) -> np.ndarray:
+    """|k|^2 (cycles/px) on the rfft2 grid of an n x n field (read-only, shared between calls)."""
     ky, kx = np.fft.fftfreq(n), np.fft.rfftfreq(n)
     k2 = ky[:, None] ** 2 + kx[None, :] ** 2
-    spectrum = scipy.fft.rfft2(rng.standard_normal((n, n))) * np.exp(-2 * (np.pi * sigma_px) ** 2 * k2)
+    k2.flags.writeable = False
+    return k2
+
+
+def smooth_field(rng: np.random.Generator, n: int, sigma_px: float) -> np.ndarray:
+    """Periodic Gaussian-correlated random field on an n x n grid, zero mean and unit std."""
+    spectrum = scipy.fft.rfft2(rng.standard_normal((n, n))) * np.exp(-2 * (np.pi * sigma_px) ** 2 * _frequencies_squared(n))
     out = scipy.fft.irfft2(spectrum, s=(n, n))
     return (out - out.mean()) / (out.std() + 1e-12)
 
