@@ -1,0 +1,156 @@
+"""The four-class structure network (`train pretrain --task classes`) against the truth it was
+made from and against the binary contamination model.
+
+    python benchmarks/bench_classes.py --model CLASSES_CKPT --sim HELDOUT.h5 [--real DIR]
+        [--binary grapheneseg/models/sim_default.ckpt] [--json]
+
+Simulated part (`--sim`, held-out structures: a seed no training file holds, e.g.
+`simulate generate --n 96 --seed 7`): every image at its own 256 px, the argmax class map of the
+network against the file's `classes`: IoU per class pooled over the images; boundary precision and
+recall within 3 A (a predicted boundary pixel counts when a true boundary pixel lies within 3 A,
+and the reverse); each also per defocus bin (6 bins over the file's defocus range).
+
+Real part (`--real`, the labelled micrographs, labels say contamination or not): the
+contamination channel's pooled Jaccard zero-shot, beside the binary model's (`--binary`, default the
+packaged sim_default.ckpt) on the same images at their native scale (as `evaluate score`), and the
+per-image Jaccard difference with its paired bootstrap 95 % interval over images. On the
+grain-boundary micrographs (`*_GrGB_*`), the network's boundary pixels against the orientation
+map's boundary lines (grapheneseg.orientation via evaluate.apply.structure at the lattice reading):
+the share of each within 5 px of the other, both ways.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import scipy.ndimage
+import torch
+
+from evaluate.apply.segment import default_model
+from evaluate.apply.structure import structure_of
+from grapheneseg.lattice import read_pixel_size
+from grapheneseg.metrics import confusion, scores
+from grapheneseg.micrographs import load_labelled
+from grapheneseg.preprocessing import preprocess
+from grapheneseg.stats import paired_bootstrap
+from simulate.dataset import open_dataset
+from simulate.labels import BOUNDARY, CLASS_NAMES
+from train.inference import load_models, predict_probability
+
+TOLERANCE_A = 3.0  # boundary precision / recall tolerance
+NEAR_PX = 5  # GrGB: network boundary vs orientation boundary
+
+
+@torch.inference_mode()
+def class_maps(models, images: np.ndarray, batch: int = 8) -> np.ndarray:
+    """Argmax class maps (N, H, W) of raw `images` (N, H, W) by the mean softmax of `models`."""
+    out = []
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(np.stack([preprocess(im) for im in images[start:start + batch]]))[:, None]
+        prob = sum(torch.softmax(m(x).float(), 1) for m in models) / len(models)
+        out.append(prob.argmax(1).numpy())
+    return np.concatenate(out)
+
+
+def near(a: np.ndarray, b: np.ndarray, px: float) -> tuple[int, int]:
+    """(pixels of `a` within `px` of `b`, pixels of `a`)."""
+    if not a.any():
+        return 0, 0
+    if not b.any():
+        return 0, int(a.sum())
+    return int((scipy.ndimage.distance_transform_edt(~b)[a] <= px).sum()), int(a.sum())
+
+
+def simulated(models, path: Path) -> dict:
+    with open_dataset(path) as f:
+        images, truth, meta = f["images"][:], f["classes"][:], f["meta"][:]
+    pred = class_maps(models, images)
+    edges = np.linspace(meta["defocus"].min(), meta["defocus"].max() + 1e-9, 7)
+
+    def summary(idx: np.ndarray) -> dict:
+        iou = {}
+        for k, name in enumerate(CLASS_NAMES):
+            inter = np.sum((pred[idx] == k) & (truth[idx] == k))
+            union = np.sum((pred[idx] == k) | (truth[idx] == k))
+            iou[name] = float(inter / union) if union else float("nan")
+        hits = np.zeros(4, int)
+        for i in idx:
+            tol = TOLERANCE_A / float(meta["pixel_size"][i])
+            p, t = pred[i] == BOUNDARY, truth[i] == BOUNDARY
+            hits += [*near(p, t, tol), *near(t, p, tol)]
+        return {"n": int(len(idx)), "iou": iou, "boundary_precision": hits[0] / max(hits[1], 1),
+                "boundary_recall": hits[2] / max(hits[3], 1)}
+
+    bins = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        idx = np.nonzero((meta["defocus"] >= lo) & (meta["defocus"] < hi))[0]
+        if len(idx):
+            bins.append({"defocus_A": [round(float(lo), 1), round(float(hi), 1)], **summary(idx)})
+    return {"all": summary(np.arange(len(images))), "by_defocus": bins}
+
+
+def real(models, binary, folder: Path) -> dict:
+    data = load_labelled(folder)
+    images = np.stack([preprocess(im) for im in data.images])
+    per = {}
+    for name, ms in (("classes", models), ("binary", binary)):
+        prob = predict_probability(ms, images)
+        counts = [confusion(p > 0.5, t) for p, t in zip(prob, data.masks)]
+        per[name] = {"pooled": scores(np.sum(counts, 0))["jaccard"],
+                     "images": {n: scores(c)["jaccard"] for n, c in zip(data.names, counts)}}
+    result = {k: v["pooled"] for k, v in per.items()}
+    result["classes_minus_binary"] = paired_bootstrap(per["classes"]["images"], per["binary"]["images"])
+    gb = [i for i, n in enumerate(data.names) if "_GrGB_" in n]
+    maps = class_maps(models, np.stack([data.images[i] for i in gb])) if gb else []
+    net_hits, orient_hits = np.zeros(2, int), np.zeros(2, int)
+    for i, classes in zip(gb, maps):
+        size = read_pixel_size(data.images[i])
+        s = structure_of(data.images[i], data.masks[i], size, "lattice") if size else None
+        lines = s.grains.boundary if s is not None and s.grains is not None else np.zeros(classes.shape, bool)
+        network = classes == BOUNDARY
+        net_hits += near(network, lines, NEAR_PX)
+        orient_hits += near(lines, network, NEAR_PX)
+    result["grgb"] = {"images": len(gb), "network_boundary_near_orientation_lines": net_hits[0] / max(net_hits[1], 1),
+                      "orientation_lines_near_network_boundary": orient_hits[0] / max(orient_hits[1], 1),
+                      "network_boundary_px": int(net_hits[1]), "orientation_line_px": int(orient_hits[1])}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="the classes checkpoint")
+    parser.add_argument("--sim", type=Path, help="held-out simulated HDF5 file")
+    parser.add_argument("--real", type=Path, help="labelled real folder")
+    parser.add_argument("--binary", type=Path, help="binary contamination model (default: the packaged one)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    models = load_models(args.model, "cpu", task="contamination")
+    result = {}
+    if args.sim:
+        result["sim"] = sim = simulated(models, args.sim)
+        print(f"held-out simulations ({sim['all']['n']}): IoU " + ", ".join(
+            f"{k} {v:.3f}" for k, v in sim["all"]["iou"].items())
+              + f"; boundary precision {sim['all']['boundary_precision']:.3f}, recall "
+              f"{sim['all']['boundary_recall']:.3f} (within {TOLERANCE_A} A)")
+        for b in sim["by_defocus"]:
+            print(f"  defocus {b['defocus_A'][0]:7.1f} to {b['defocus_A'][1]:7.1f} A ({b['n']}): IoU "
+                  + " ".join(f"{v:.2f}" for v in b["iou"].values())
+                  + f"; boundary P {b['boundary_precision']:.2f} R {b['boundary_recall']:.2f}")
+    if args.real:
+        binary = load_models(args.binary or default_model(), "cpu")
+        result["real"] = r = real(models, binary, args.real)
+        d = r["classes_minus_binary"]
+        print(f"real ({d['n_images']}): contamination Jaccard pooled, classes {r['classes']:.3f} vs binary "
+              f"{r['binary']:.3f}; per image classes - binary {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
+        g = r["grgb"]
+        print(f"grain-boundary micrographs ({g['images']}): network boundary within {NEAR_PX} px of an orientation "
+              f"line {g['network_boundary_near_orientation_lines']:.2f}, orientation lines within {NEAR_PX} px of the "
+              f"network boundary {g['orientation_lines_near_network_boundary']:.2f}")
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
