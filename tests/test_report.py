@@ -62,3 +62,17 @@ def test_report_files_embed_every_figure(tmp_path: Path) -> None:
     assert {r["arm"] for r in metrics["table1"]} == {"Bragg filter", "U-Net real-only"}
     assert set(metrics["per_image_jaccard"]["Bragg filter"]) == {f"img{i}" for i in range(6)}
     assert "| Bragg filter | 3 |" in out["md"].read_text()
+
+
+def test_the_structure_panel_draws_each_micrograph_over_its_map_in_the_papers_colours(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from evaluate.benchmark.report import plot_structure_panel
+
+    classes = np.zeros((32, 32), np.uint8)
+    classes[:, 10:12], classes[:8, :8], classes[20:, 20:] = 3, 1, 2
+    path = plot_structure_panel([("a", np.random.default_rng(0).normal(size=(32, 32)), classes)] * 2, tmp_path / "p.png")
+    rgb = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)
+    for colour in ((230, 20, 20), (40, 80, 255), (40, 200, 40)):  # boundary, contamination, vacuum
+        assert (np.abs(rgb.astype(int) - colour).sum(axis=1) < 10).any(), colour

@@ -35,7 +35,7 @@ from grapheneseg.splits import image_key, load_or_make_splits
 from grapheneseg.stats import paired_bootstrap
 
 from .report import (Arm, arm_from_bragg_cv, arm_from_train_cv, error_example_names, plot_data_efficiency,
-                     plot_error_examples, plot_per_image, write_report)
+                     plot_error_examples, plot_per_image, plot_structure_panel, write_report)
 
 REAL_ONLY, SIM_ONLY, FINETUNED, BRAGG = ("U-Net real-only", "U-Net sim-only", "U-Net sim-pretrained + fine-tuned",
                                          "Bragg filter")
@@ -193,6 +193,31 @@ def _error_examples(arms: dict[str, Arm], real: Path, splits: list[dict], bragg_
             masks[label] = predict_probability(models, pre[None])[0] > 0.5
         masks["sim-only"] = predict_probability(load_models(sim_ckpt, device), pre[None])[0] > 0.5
         examples.append((f"{title}: {name[:28]}", pre, masks))
+    return examples
+
+
+def structure_examples(real: Path, model: Path, n: int = 6, device: str = "auto") -> list:
+    """Up to `n` real micrographs for the Figure-1-style panel, half of them grain-boundary ones
+    (`_GrGB_` in the name) when there are, evenly spaced in name order; each with its four-class
+    map (evaluate.apply.structure.structure_of: the contamination predicted by `model`, the other
+    classes from the lattice orientation at the lattice's own pixel size)."""
+    from evaluate.apply.structure import structure_of
+    from grapheneseg.lattice import read_pixel_size
+    from train.inference import load_models, predict_probability
+
+    data = load_labelled(real)
+    gb = [i for i, name in enumerate(data.names) if "_GrGB_" in name]
+    other = [i for i in range(len(data)) if i not in set(gb)]
+    pick = lambda idx, k: [idx[j] for j in np.linspace(0, len(idx) - 1, k).round().astype(int)] if idx and k else []
+    chosen = pick(gb, min(len(gb), n // 2))
+    chosen += pick(other, min(len(other), n - len(chosen)))
+    models = load_models(model, device)
+    examples = []
+    for i in chosen:
+        mask = predict_probability(models, preprocess(data.images[i])[None])[0] > 0.5
+        size = read_pixel_size(data.images[i])
+        s = structure_of(data.images[i], mask, size, "lattice" if size else "unknown")
+        examples.append((data.names[i][:28], data.images[i], s.classes))
     return examples
 
 
@@ -387,6 +412,9 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
             curves, out / "data_efficiency.png", n_all=len(splits[0]["train"]), intervals=intervals),
         "Errors (Figure 4 colours) on the fine-tuned arm's best, median and worst images": plot_error_examples(
             _error_examples(arms, real, splits, bragg_dir, run_dirs, pretrained, device), out / "error_examples.png"),
+        "Structure maps (Figure 1 style): contamination by the simulation-only model, grains, boundaries and "
+        "vacuum from the lattice orientation (evaluate structure)": plot_structure_panel(
+            structure_examples(real, pretrained, device=device), out / "structure_maps.png"),
     }
     if sim is not None:
         from simulate.report import compare, preview

@@ -214,6 +214,27 @@ def plot_error_examples(examples: list[tuple[str, np.ndarray, dict[str, np.ndarr
     return path
 
 
+def plot_structure_panel(examples: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -> Path:
+    """Figure 1 of Sadre et al. (g-l) for our maps: each (title, micrograph, four-class map) as the
+    micrograph above its map in the paper's colours (lattice white, grain boundary red, vacuum
+    green, contamination blue; evaluate.apply.structure.classes_rgb)."""
+    from evaluate.apply.structure import classes_rgb
+
+    fig, axes = plt.subplots(2, len(examples), figsize=(2.3 * len(examples), 4.8), squeeze=False)
+    for column, (title, image, classes) in zip(axes.T, examples):
+        lo, hi = np.percentile(image, [1, 99])
+        column[0].imshow(np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1), cmap="gray")
+        column[0].set_title(title, fontsize=7)
+        column[1].imshow(classes_rgb(classes))
+        for ax in column:
+            ax.axis("off")
+    fig.suptitle("lattice white, grain boundary red, vacuum green, contamination blue", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _embed(path: Path) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode()
     return f'<img alt="{html.escape(Path(path).stem)}" src="data:image/png;base64,{data}">'
