@@ -14,7 +14,8 @@ evaluate.apply.sorting.rank; train.inference.load_models), so a result equals `e
 on the same file with the same model and options. The pixel size comes from the file or the
 signal's axes, else from `pixel_size`, else from the graphene lattice (as `--pixel-size` and the
 CLI's fallback); `pixel_size_source` says which (file, signal, given, lattice or unknown). Loaded
-models are kept per (model path, device), so repeated calls in a notebook do not reload them.
+models are kept per (model path, device, backend), so repeated calls in a notebook do not reload
+them. `backend="onnx"` runs the networks by ONNX Runtime on the CPU (as `--backend onnx`).
 """
 from __future__ import annotations
 
@@ -90,10 +91,10 @@ def _key(model: Any) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=8)
-def _models(key: tuple[str, ...], device: str, task: str) -> list:
+def _models(key: tuple[str, ...], device: str, task: str, backend: str = "torchscript") -> list:
     from train.inference import load_models
 
-    return load_models([Path(p) for p in key] if len(key) > 1 else Path(key[0]), device, task)
+    return load_models([Path(p) for p in key] if len(key) > 1 else Path(key[0]), device, task, backend)
 
 
 def clear_cache() -> None:
@@ -178,7 +179,7 @@ def _hyperspy_present() -> bool:
 
 def segment(x: Any, pixel_size: float | None = None, model: Any = None, device: str = "auto",
             tta: bool = False, uncertainty: bool = False, threshold: float | None = None,
-            config: dict | None = None) -> SegmentResult:
+            config: dict | None = None, backend: str = "torchscript") -> SegmentResult:
     """Contamination probability, mask (and per-pixel uncertainty) of one micrograph: a path,
     a 2-D array (with `pixel_size` in A/px when known) or a 2-D HyperSpy signal.
 
@@ -189,7 +190,7 @@ def segment(x: Any, pixel_size: float | None = None, model: Any = None, device: 
     path = _model_path(model)
     cfg, _ = apply_config(config, tta=tta, threshold=threshold)
     cfg = _seg.model_scale(path, cfg)
-    models = _models(_key(path), device, "contamination")
+    models = _models(_key(path), device, "contamination", backend)
     seg = _seg.segment(models, micrograph, cfg, given, uncertainty)
     return _result(seg, x if _is_signal(x) and _hyperspy_present() else None)
 
@@ -217,7 +218,7 @@ class AtomsResult:
 
 def atoms(x: Any, pixel_size: float | None = None, model: Any = None, atom_model: Any = None,
           method: str = "network", contrast: str = "auto", device: str = "auto", tta: bool = False,
-          config: dict | None = None) -> AtomsResult:
+          config: dict | None = None, backend: str = "torchscript") -> AtomsResult:
     """Atoms and bonds outside the contamination, as `evaluate atoms` finds them: `method`
     "network" (the atom-map network `atom_model`, default the packaged one) or "extrema" (local
     extrema at `contrast`). A ValueError when no scale is known (give `pixel_size`)."""
@@ -225,12 +226,12 @@ def atoms(x: Any, pixel_size: float | None = None, model: Any = None, atom_model
 
     if method not in ("network", "extrema"):
         raise ValueError(f"method must be network or extrema, not {method!r}")
-    seg = segment(x, pixel_size, model, device, tta, config=config)
+    seg = segment(x, pixel_size, model, device, tta, config=config, backend=backend)
     lib, micrograph = seg.segmentation, seg.segmentation.micrograph
     cfg, atoms_cfg = apply_config(config, tta=tta)
     if method == "network":
         path = _model_path(atom_model, _seg.DEFAULT_ATOM_MODEL)
-        models = _models(_key(path), device, "atoms")
+        models = _models(_key(path), device, "atoms", backend)
         graph = find_atoms_network(models, micrograph, _seg.model_scale(path, cfg), lib.mask, lib.pixel_size,
                                    atoms_cfg.threshold, atoms_cfg.bond_tolerance)
     else:
@@ -241,7 +242,7 @@ def atoms(x: Any, pixel_size: float | None = None, model: Any = None, atom_model
 
 
 def sort(inputs: Any, pixel_size: float | None = None, model: Any = None, device: str = "auto",
-         tta: bool = False, config: dict | None = None) -> list[SegmentResult]:
+         tta: bool = False, config: dict | None = None, backend: str = "torchscript") -> list[SegmentResult]:
     """The micrographs cleanest first (highest graphene fraction; `evaluate sort`'s order):
     `inputs` a folder, or a list of paths, arrays or signals. Arrays are named <array>#i."""
     from .apply.sorting import rank
@@ -250,7 +251,7 @@ def sort(inputs: Any, pixel_size: float | None = None, model: Any = None, device
         inputs = _seg.input_files([inputs])
     results = []
     for i, x in enumerate(inputs):
-        one = segment(x, pixel_size, model, device, tta, config=config)
+        one = segment(x, pixel_size, model, device, tta, config=config, backend=backend)
         if one.file == ARRAY_NAME:
             name = Path(f"{ARRAY_NAME}#{i}")
             one.segmentation.micrograph.path, one.file = name, str(name)

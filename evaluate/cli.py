@@ -106,7 +106,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if args.method != "bragg":
         from train.inference import score_model  # torch is imported only when a network is scored
         args.model = _model(args)
-        result = score_model(args.model, Path(args.test), tta=args.tta, device=args.device)
+        result = score_model(args.model, Path(args.test), tta=args.tta, device=args.device, backend=args.backend)
         _warn_overlap(args.model, list(result["scores"]), Path(args.test))
     else:
         params = load_bragg_params(Path(args.params)) if args.params else bragg.BraggParams.from_config(cfg.bragg)
@@ -131,7 +131,7 @@ def _segment(args: argparse.Namespace, uncertainty: bool = False, files: list[Pa
                                                         "max_memory": "apply.max_memory_gb"}))
     results, failed = segment_files(_model(args), args.input, cfg.apply, args.pixel_size,
                                     progress=not args.quiet, device=args.device, uncertainty=uncertainty,
-                                    files=files)
+                                    files=files, backend=args.backend)
     return cfg, Path(args.out), results, failed
 
 
@@ -225,7 +225,7 @@ def _cmd_atoms(args: argparse.Namespace) -> int:
     cfg, out_dir, results, failed = _segment(args)
     models, model_cfg = (), None
     if args.method == "network":
-        models, model_cfg, path = load_atom_models(args.atom_model, args.device, cfg.apply)
+        models, model_cfg, path = load_atom_models(args.atom_model, args.device, cfg.apply, args.backend)
         if not args.atom_model:
             print(f"no --atom-model given: using the default atom-map model {path} (trained on simulations "
                   f"only; model card {path.with_suffix('.md')})", file=sys.stderr)
@@ -255,7 +255,7 @@ def _cmd_structure(args: argparse.Namespace) -> int:
     cfg, out_dir, results, failed = _segment(args)
     atom_results = []
     if args.rings:
-        models, model_cfg, _ = load_atom_models(args.atom_model, args.device, cfg.apply)
+        models, model_cfg, _ = load_atom_models(args.atom_model, args.device, cfg.apply, args.backend)
         atom_results, not_found = atoms_of(results, out_dir, cfg.atoms, "network", models, model_cfg)
         failed.update(not_found)
     structures, (structure_csv, grains_csv) = run_structure(results, out_dir, cfg.get("structure_maps"), atom_results)
@@ -294,6 +294,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
                      device=args.device)
     print(f"report: {out['html']} ({out['md'].name}, {out['metrics'].name})")
     return 0
+
+
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["torchscript", "onnx"], default="torchscript",
+                   help="how the network runs on the CPU: torchscript (default) or onnx (ONNX Runtime, faster on "
+                        "a CPU; needs pip install -e '.[export]'; CPU only, not with --device cuda)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,10 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write all metrics (pooled, per image) to this JSON file")
     p.add_argument("--json", action="store_true", help="last stdout line: JSON of the six pooled metrics")
     p.add_argument("--tta", action="store_true", help="U-Net: average over the 8 dihedral symmetries (8x the time)")
+    _add_backend(p)
     p.set_defaults(func=_cmd_score)
 
     def add_apply(name: str, help_text: str) -> argparse.ArgumentParser:
         p = add(name, help_text, network=True)
+        _add_backend(p)
         p.add_argument("--model", nargs="+", metavar="CKPT_OR_RUN_DIR",
                        help="U-Net checkpoint, or a CV run folder (fold ensemble), or several of them (one "
                             "ensemble of all their models); default: the packaged simulation-only model "

@@ -5,13 +5,18 @@ by averaging their softmax outputs (as nnU-Net does). Inputs are raw micrographs
 here exactly as in training (grapheneseg.preprocessing.preprocess). For speed on a CPU the models
 are prepared for inference: batch norm folded into the convolutions, channels-last memory
 layout, frozen TorchScript. On a GPU (`device` auto or cuda) they run in eager mode under
-bfloat16/float16 autocast, in batches of at least `CUDA_BATCH`.
+bfloat16/float16 autocast, in batches of at least `CUDA_BATCH`. With `backend="onnx"` (CPU
+only; the optional onnxruntime, `pip install -e '.[export]'`) each checkpoint is exported to ONNX
+in memory and run by ONNX Runtime instead of TorchScript (`OnnxModel`).
 """
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import io
+import warnings
 
 import numpy as np
 import torch
@@ -24,6 +29,8 @@ from train.checkpoints import CheckpointError, load_model, read_checkpoint
 
 MODEL_FILE = "model.ckpt"
 DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("torchscript", "onnx")  # how a network runs on the CPU (a GPU always runs torch eager)
+ONNX_OPSET = 17
 CUDA_BATCH = 64  # images per forward pass on a GPU (the CPU keeps its small, cache-friendly batches)
 
 
@@ -89,11 +96,81 @@ def for_device(model: torch.nn.Module, device: torch.device) -> InferenceModel:
     return InferenceModel(model.eval().to(device, memory_format=torch.channels_last), model.depth, device)
 
 
+def _onnxruntime() -> Any:
+    """The onnxruntime module, or a ValueError saying how to install the optional backend."""
+    import importlib.util
+
+    try:
+        import onnxruntime
+    except ImportError:
+        onnxruntime = None
+    if onnxruntime is None or importlib.util.find_spec("onnx") is None:
+        raise ValueError("--backend onnx needs the optional packages onnxruntime and onnx, not installed here: "
+                         "pip install -e '.[export]' (or use the default --backend torchscript)")
+    return onnxruntime
+
+
+class OnnxModel:
+    """A network run by an ONNX Runtime CPU session: called like `InferenceModel` on a float32
+    (N, 1, H, W) tensor (any N, H, W), it returns the logits tensor (N, C, H, W); `depth` and
+    `device` (cpu) as there, so that predict_probability, tiled_probability and
+    probability_samples use it unchanged."""
+
+    def __init__(self, session: Any, depth: int):
+        self.session, self.depth, self.device = session, depth, torch.device("cpu")
+        self.input_name = session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
+
+
+def for_onnx(model: torch.nn.Module) -> OnnxModel:
+    """The eval-mode model exported to ONNX (opset 17, dynamic batch, height and width) in memory,
+    nothing written to disk, in an ONNX Runtime session on the CPU: graph optimisations on
+    (ORT_ENABLE_ALL, which folds the batch norm), torch.get_num_threads() intra-op threads (so
+    --threads and OMP_NUM_THREADS hold for it as for TorchScript)."""
+    ort = _onnxruntime()
+    size = 2 ** (model.depth - 1) * 4
+    buffer = io.BytesIO()
+    axes = {0: "n", 2: "h", 3: "w"}
+    with warnings.catch_warnings():  # the TorchScript-based exporter's deprecation and tracer warnings
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (torch.zeros(1, 1, size, size),), buffer, input_names=["x"],
+                          output_names=["logits"], opset_version=ONNX_OPSET, dynamo=False,
+                          dynamic_axes={"x": axes, "logits": axes})
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    return OnnxModel(session, model.depth)
+
+
+def _onnx_device(device: str) -> None:
+    """The onnx backend runs on the CPU: `device` cuda is an error; auto on a machine with CUDA
+    runs on the CPU with a warning."""
+    if inference_device(device).type == "cpu":
+        return
+    if device == "cuda":
+        raise ValueError("--backend onnx runs on the CPU only (ONNX Runtime's CPUExecutionProvider): use "
+                         "--device cpu with it, or --backend torchscript (the default) on the GPU")
+    warnings.warn("--backend onnx runs on the CPU: the CUDA device is not used (--backend torchscript "
+                  "runs on it)", stacklevel=3)
+
+
 def load_models(model_path: Path | Sequence[Path], device: str = "auto",
-                task: str = "contamination") -> list[InferenceModel]:
+                task: str = "contamination", backend: str = "torchscript") -> list[Any]:
     """The inference-ready models of a checkpoint, run folder or several (see `checkpoint_paths`): frozen
-    TorchScript on the CPU, eager on a GPU (see `inference_device`); a CheckpointError when one
-    is not of `task` (contamination or atoms)."""
+    TorchScript on the CPU, eager on a GPU (see `inference_device`); with `backend` "onnx",
+    ONNX Runtime sessions on the CPU (`for_onnx`; `device` cuda is then a ValueError, auto runs on
+    the CPU). A CheckpointError when one is not of `task` (contamination or atoms)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend == "onnx":
+        _onnx_device(device)
+        _onnxruntime()  # before the checkpoints are read
+        return [for_onnx(load_model(p, task)[0]) for p in checkpoint_paths(model_path)]
     target = inference_device(device)
     prepare = for_inference if target.type == "cpu" else lambda m: for_device(m, target)
     return [prepare(load_model(p, task)[0]) for p in checkpoint_paths(model_path)]
@@ -221,9 +298,10 @@ def probability_samples(models: Sequence[torch.nn.Module], image: np.ndarray, ti
 
 
 def predict_masks(model_path: Path, images: Sequence[np.ndarray], batch_size: int = 2,
-                  threshold: float = 0.5, tta: bool = False, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+                  threshold: float = 0.5, tta: bool = False, device: str = "auto",
+                  backend: str = "torchscript") -> tuple[np.ndarray, np.ndarray]:
     """(probability, boolean mask) for raw micrographs `images`, each (N, H, W)."""
-    models = load_models(model_path, device)
+    models = load_models(model_path, device, backend=backend)
     prob = predict_probability(models, np.stack([preprocess(im) for im in images]), batch_size, tta=tta)
     return prob, prob > threshold
 
@@ -241,7 +319,8 @@ def trained_on(model_path: Path, names: Sequence[str]) -> dict[str, list[str]]:
 
 
 def score_model(model_path: Path, test_dir: Path, batch_size: int = 2,
-                threshold: float = 0.5, tta: bool = False, device: str = "auto") -> dict[str, Any]:
+                threshold: float = 0.5, tta: bool = False, device: str = "auto",
+                backend: str = "torchscript") -> dict[str, Any]:
     """Metrics of a checkpoint or run folder (ensemble; with `tta` also over the 8 dihedral
     symmetries) on the labelled folder `test_dir`.
 
@@ -250,7 +329,7 @@ def score_model(model_path: Path, test_dir: Path, batch_size: int = 2,
     "n_images", "n_models", "model", "test"} (the same keys as the Bragg scorer).
     """
     data = load_labelled(Path(test_dir))
-    _, masks = predict_masks(model_path, data.images, batch_size, threshold, tta, device)
+    _, masks = predict_masks(model_path, data.images, batch_size, threshold, tta, device, backend)
     counts = [confusion(p, t) for p, t in zip(masks, data.masks)]
     result: dict[str, Any] = {
         "pooled": pooled(counts), "per_image": per_image(counts),

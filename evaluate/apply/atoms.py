@@ -285,7 +285,8 @@ class AtomResult:
     check: dict
 
 
-def load_atom_models(atom_model: Path | None, device: str, apply_cfg: Any) -> tuple[list, Any, Path]:
+def load_atom_models(atom_model: Path | None, device: str, apply_cfg: Any,
+                     backend: str = "torchscript") -> tuple[list, Any, Path]:
     """(the atom-map models, the apply config resolved for their pixel range, the checkpoint):
     `atom_model`, else the packaged default (evaluate.apply.segment.DEFAULT_ATOM_MODEL)."""
     from train.inference import load_models
@@ -293,7 +294,7 @@ def load_atom_models(atom_model: Path | None, device: str, apply_cfg: Any) -> tu
     from .segment import DEFAULT_ATOM_MODEL, default_model, model_scale
 
     path = Path(atom_model) if atom_model else default_model(DEFAULT_ATOM_MODEL)
-    return load_models(path, device, task="atoms"), model_scale(path, apply_cfg), path
+    return load_models(path, device, task="atoms", backend=backend), model_scale(path, apply_cfg), path
 
 
 def atoms_of(results: Sequence[Any], out_dir: Path, atoms_cfg: Any, method: str = "network",

@@ -267,17 +267,18 @@ def input_files(inputs: Sequence[Path | str]) -> list[Path]:
 
 def segment_files(model_path: Path | Sequence[Path], inputs: Sequence[Path | str], cfg: Any,
                   pixel_size: float | None = None, progress: bool = True, device: str = "auto",
-                  uncertainty: bool = False, files: Sequence[Path] | None = None
+                  uncertainty: bool = False, files: Sequence[Path] | None = None, backend: str = "torchscript"
                   ) -> tuple[list[Segmentation], dict[str, Skipped]]:
     """Segment every input (or exactly `files`, when given) with the checkpoint, run folder or
-    several of them (one ensemble) `model_path` on `device` (auto, cpu or cuda). A file that
+    several of them (one ensemble) `model_path` on `device` (auto, cpu or cuda), run by `backend`
+    (torchscript or onnx, see train.inference.load_models). A file that
     cannot be read, or that `network_scale` refuses, or whose segmentation raises, is collected in
     {path: Skipped} and the others go on: one file never stops a folder."""
     from tqdm import tqdm
 
     from train.inference import load_models
 
-    models = load_models(model_path, device)
+    models = load_models(model_path, device, backend=backend)
     cfg = model_scale(model_path, cfg)
     done, skipped = [], {}
     for path in tqdm(input_files(inputs) if files is None else files, desc="segment", unit="img",
