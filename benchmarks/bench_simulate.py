@@ -13,7 +13,11 @@ Measures, on this machine:
    border `simulate` sizes from the optics.
 5. (--structures) Structure building: seconds per default structure and the ring census of the
    stitched grain boundaries (ring sizes from the Delaunay dual, counted once per ring).
-6. (--accuracy) Exit-wave accuracy vs a 0.05 A / 1 A-slice reference after CTF and resampling to
+6. (--stage-cpu S) CPU seconds per stage for the first S structures of seed 0 at the defaults, in
+   this one process (time.process_time, so other load on the machine does not count), after the
+   workers' own warm-up: the figures to compare two versions by (the wall-clock stage times of
+   `generate` include waiting for a shared core).
+7. (--accuracy) Exit-wave accuracy vs a 0.05 A / 1 A-slice reference after CTF and resampling to
    256 px: relative RMS error (fraction of the noiseless image's std) for candidate samplings and
    slicings, raw and after the best constant defocus offset (which the random defocus absorbs).
 
@@ -204,11 +208,34 @@ def bench_structures(count: int = 40) -> dict:
     return {"s_per_structure": round(float(np.mean(times)), 3), "ring_census_10_sheets_5_grains_120A": dict(sorted(census.items()))}
 
 
+def bench_stage_cpu(structures: int) -> dict:
+    from omegaconf import OmegaConf
+
+    from simulate import pipeline
+
+    cfg = load_config("simulate")
+    driver.init_worker(OmegaConf.to_yaml(driver.physics_config(cfg)), "cpu")
+    wall = pipeline.time.perf_counter
+    pipeline.time.perf_counter = time.process_time  # the stage clocks read CPU time
+    try:
+        stages, t0 = dict.fromkeys(pipeline.STAGES, 0.0), time.process_time()
+        for s in range(structures):
+            _, timing, _ = driver.run_task((int(cfg.seed), s, list(range(cfg.variants_per_structure))))
+            for key, value in timing.items():
+                stages[key] += value
+        total = time.process_time() - t0
+    finally:
+        pipeline.time.perf_counter = wall
+    return {"structures": structures, "images": structures * cfg.variants_per_structure, "cpu_s": round(total, 2),
+            "stage_cpu_s": {k: round(v, 2) for k, v in stages.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=500, help="images for the generate benchmark (0 = skip)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--naive", type=int, default=4, help="images for the naive loop (0 = skip)")
+    parser.add_argument("--stage-cpu", type=int, default=0, metavar="S", help="also CPU seconds per stage for S structures, one process")
     parser.add_argument("--accuracy", action="store_true", help="also run the sampling/slicing accuracy study")
     parser.add_argument("--fft", action="store_true", help="also time estimated vs measured FFT plans per grid size")
     parser.add_argument("--seam", action="store_true", help="also measure the seam leak by border width")
@@ -227,6 +254,8 @@ def main() -> None:
         result["seam"] = bench_seam()
     if args.structures:
         result["structures"] = bench_structures()
+    if args.stage_cpu:
+        result["stage_cpu"] = bench_stage_cpu(args.stage_cpu)
     if args.accuracy:
         result["accuracy"] = bench_accuracy()
     print(json.dumps(result))

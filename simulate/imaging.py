@@ -327,6 +327,7 @@ class VariantImager:
         self.rows = np.r_[0 : self.full_px - half, self.wave_px - half : self.wave_px]
         c = (np.arange(image_px) + 0.5) / image_px * 2 - 1
         self.x, self.y = np.meshgrid(c, c, indexing="ij")
+        self.bowl = self.x**2 + self.y**2 - 2 / 3  # the quadratic part of the illumination, zero mean
 
     def ctf(self, optics: Optics) -> np.ndarray:
         """abTEM's CTF kernel (aberrations x envelopes x soft aperture) on the cropped wave grid."""
@@ -349,8 +350,7 @@ class VariantImager:
         `gradient`, removed by the Bezier flat-field) times large random patches (`patchiness`,
         which real images also keep after flat-fielding)."""
         ramp = np.cos(optics.gradient_angle) * self.x + np.sin(optics.gradient_angle) * self.y
-        bowl = self.x**2 + self.y**2 - 2 / 3
-        shape = (1 - abs(optics.gradient_curvature)) * ramp + optics.gradient_curvature * bowl
+        shape = (1 - abs(optics.gradient_curvature)) * ramp + optics.gradient_curvature * self.bowl
         patches = optics.patchiness * smooth_field(rng, self.image_px, optics.patch_scale)
         return (1 + optics.gradient * shape / max(np.abs(shape).max(), 1e-9)) * np.exp(patches)
 
