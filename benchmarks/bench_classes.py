@@ -8,7 +8,10 @@ Simulated part (`--sim`, held-out structures: a seed no training file holds, e.g
 `simulate generate --n 96 --seed 7`): every image at its own 256 px, the argmax class map of the
 network against the file's `classes`: IoU per class pooled over the images; boundary precision and
 recall within 3 A (a predicted boundary pixel counts when a true boundary pixel lies within 3 A,
-and the reverse); each also per defocus bin (6 bins over the file's defocus range).
+and the reverse); each also per defocus bin (6 bins over the file's defocus range). Also the
+classical orientation map's grain count (evaluate.apply.structure with the true contamination as
+its mask) against the structure's number of grains (meta `n_grains`; grains cut by the field of
+view or hidden under contamination count too, so exact agreement is a lower bound).
 
 Real part (`--real`, the labelled micrographs, labels say contamination or not): the
 contamination channel's pooled Jaccard zero-shot, beside the binary model's (`--binary`, default the
@@ -83,12 +86,18 @@ def simulated(models, path: Path) -> dict:
         return {"n": int(len(idx)), "iou": iou, "boundary_precision": hits[0] / max(hits[1], 1),
                 "boundary_recall": hits[2] / max(hits[3], 1)}
 
+    grain_counts = []  # the orientation map's grain count (true contamination as mask) vs the structure's
+    for i in range(len(images)):
+        s = structure_of(images[i], truth[i] == 1, float(meta["pixel_size"][i]), "given")
+        grain_counts.append((s.grains.labels.max() if s.grains is not None else 0, int(meta["n_grains"][i])))
+    found, true = np.array(grain_counts).T
     bins = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         idx = np.nonzero((meta["defocus"] >= lo) & (meta["defocus"] < hi))[0]
         if len(idx):
             bins.append({"defocus_A": [round(float(lo), 1), round(float(hi), 1)], **summary(idx)})
-    return {"all": summary(np.arange(len(images))), "by_defocus": bins}
+    return {"all": summary(np.arange(len(images))), "by_defocus": bins,
+            "grain_count_exact": float(np.mean(found == true)), "grain_count_within_one": float(np.mean(abs(found - true) <= 1))}
 
 
 def real(models, binary, folder: Path) -> dict:
@@ -134,6 +143,8 @@ def main() -> None:
             f"{k} {v:.3f}" for k, v in sim["all"]["iou"].items())
               + f"; boundary precision {sim['all']['boundary_precision']:.3f}, recall "
               f"{sim['all']['boundary_recall']:.3f} (within {TOLERANCE_A} A)")
+        print(f"  grain count of the orientation map (true contamination as its mask) equals the structure's in "
+              f"{sim['grain_count_exact']:.2f} of the images, within one in {sim['grain_count_within_one']:.2f}")
         for b in sim["by_defocus"]:
             print(f"  defocus {b['defocus_A'][0]:7.1f} to {b['defocus_A'][1]:7.1f} A ({b['n']}): IoU "
                   + " ".join(f"{v:.2f}" for v in b["iou"].values())
