@@ -3,12 +3,19 @@ channels-last, frozen: train.inference.load_models) against ONNX Runtime on the 
 in ms per image at batch 1 and 8, 256 px and 2048 px, one thread each.
 
     taskset -c 1 python benchmarks/bench_backend.py [--repeats 5] [--sizes 256 2048] [--batches 1 8]
+    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/bench_backend.py --folder DIR [--repeats 3]
 
 Both run the network alone on preprocessed input (the preprocessing is the same NumPy code for
 either). The ONNX model is exported from the same eval-mode module (opset 17) and run with
 graph optimisations on (ORT_ENABLE_ALL), 1 intra-op thread, CPUExecutionProvider. Each figure is
 the median over `--repeats` timed runs after one warm-up, the two backends interleaved so that
 load from other processes affects both alike. Prints a table and, with --json, one JSON line.
+
+With --folder, the tool's own path instead: `evaluate predict`'s per-file segmentation
+(evaluate.apply.segment.segment: scale, resample, preprocess, network, OOD check; no files
+written) of every micrograph in DIR with train.inference.load_models(backend=torchscript | onnx),
+the two backends interleaved file by file (each first on every other file), `--repeats` passes; prints the model load seconds and,
+per backend, the seconds of all segmentations and of the network calls alone (median pass).
 """
 from __future__ import annotations
 
@@ -31,7 +38,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--folder", help="time evaluate predict's segmentation of this folder with each backend")
     args = parser.parse_args()
+    if args.folder:
+        return folder_main(args)
 
     import onnxruntime as ort
 
@@ -85,6 +95,61 @@ def main() -> None:
                   flush=True)
     if args.json:
         print(json.dumps({"torch": torch.__version__, "onnxruntime": ort.__version__, "rows": rows}))
+
+
+class _Timed:
+    """A loaded model that adds the seconds of its calls to `seconds`."""
+
+    def __init__(self, model):
+        self.model, self.depth, self.device, self.seconds = model, model.depth, model.device, 0.0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        out = self.model(x)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def folder_main(args: argparse.Namespace) -> None:
+    from evaluate.apply.segment import Refused, input_files, model_scale, segment
+    from grapheneseg.config import load_config
+    from grapheneseg.formats import read_micrograph
+    from train.inference import BACKENDS, load_models
+
+    path = Path(args.model) if args.model else Path(__file__).resolve().parent.parent / "grapheneseg" / "models" / "sim_default.ckpt"
+    cfg = model_scale(path, load_config("evaluate").apply)
+    models, load_s = {}, {}
+    for backend in BACKENDS:
+        start = time.perf_counter()
+        models[backend] = [_Timed(m) for m in load_models(path, "cpu", backend=backend)]
+        load_s[backend] = round(time.perf_counter() - start, 2)
+    micrographs = [read_micrograph(f) for f in input_files([Path(args.folder)])]
+    passes: dict[str, list[tuple[float, float]]] = {b: [] for b in BACKENDS}
+    for _ in range(args.repeats):
+        total = dict.fromkeys(BACKENDS, 0.0)
+        for m in models.values():
+            m[0].seconds = 0.0
+        for i, micrograph in enumerate(micrographs):
+            for backend in BACKENDS[::1 if i % 2 else -1]:  # each backend first on every other file
+                start = time.perf_counter()
+                try:
+                    segment(models[backend], micrograph, cfg)
+                except Refused:
+                    pass
+                total[backend] += time.perf_counter() - start
+        for backend in BACKENDS:
+            passes[backend].append((total[backend], sum(m.seconds for m in models[backend])))
+    n = len(micrographs)
+    result = {"images": n, "threads": torch.get_num_threads(), "load_s": load_s}
+    for backend in BACKENDS:
+        seg_s, net_s = sorted(passes[backend])[len(passes[backend]) // 2]
+        result[backend] = {"segment_s": round(seg_s, 2), "network_s": round(net_s, 2),
+                           "ms_per_img": round(1000 * seg_s / n, 1), "network_ms_per_img": round(1000 * net_s / n, 1)}
+        print(f"{backend:>11}: load {load_s[backend]:.2f} s; {n} images: segment {seg_s:.2f} s "
+              f"({1000 * seg_s / n:.1f} ms/img), of which network {net_s:.2f} s ({1000 * net_s / n:.1f} ms/img)",
+              flush=True)
+    if args.json:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":
