@@ -40,3 +40,19 @@ def write_labelled_folder(folder: Path, n: int = 6, size: int = 64, seed: int = 
 def real_dir(tmp_path: Path) -> Path:
     """A folder of 6 synthetic 64x64 labelled micrographs."""
     return write_labelled_folder(tmp_path / "real")
+
+
+def formats_dir() -> Path | None:
+    """The small real microscope files (DM3, DM4, TIA, EMD, TIFF) read in place:
+    $GRAPHENESEG_FORMATS_DIR, else shared/data/formats in a folder above the checkout; None when absent."""
+    import os
+
+    if os.environ.get("GRAPHENESEG_FORMATS_DIR"):
+        return Path(os.environ["GRAPHENESEG_FORMATS_DIR"])
+    for base in Path(__file__).resolve().parents:
+        if (base / "shared" / "data" / "formats").is_dir():
+            return base / "shared" / "data" / "formats"
+    return None
+
+
+FORMATS = formats_dir()

@@ -15,16 +15,7 @@ from grapheneseg.formats import read_micrograph
 from .conftest import synthetic_micrograph
 
 
-def _formats_dir() -> Path | None:
-    if os.environ.get("GRAPHENESEG_FORMATS_DIR"):
-        return Path(os.environ["GRAPHENESEG_FORMATS_DIR"])
-    for base in Path(__file__).resolve().parents:
-        if (base / "shared" / "data" / "formats").is_dir():
-            return base / "shared" / "data" / "formats"
-    return None
-
-
-FORMATS = _formats_dir()
+from .conftest import FORMATS
 DM3 = FORMATS / "test_dm_image_um_unit.dm3" if FORMATS else None
 needs_formats = pytest.mark.skipif(DM3 is None or not DM3.is_file(), reason="sample files not present")
 

@@ -18,10 +18,10 @@ from evaluate.cli import main
 from grapheneseg.config import load_config, save_run_config
 from grapheneseg.formats import Micrograph, read_micrograph
 from grapheneseg.tables import merge_rows
+from tests.conftest import FORMATS
 from train.checkpoints import save_checkpoint
 from train.model import architecture, build_model
 
-FORMATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "formats"
 CFG = {"pixel_range": [0.3, 0.6], "target_pixel_size": 0.45, "max_memory_gb": 4.0}
 
 
@@ -101,7 +101,7 @@ def test_a_folder_is_answered_file_by_file(tmp_path):
                  "--pixel-size", "0.4", "--device", "cpu", "--quiet"]) == 3  # refusals only
 
 
-@pytest.mark.skipif(not FORMATS.is_dir(), reason="the RosettaSciIO samples are not here")
+@pytest.mark.skipif(FORMATS is None, reason="the RosettaSciIO samples are not here")
 def test_the_rosettasciio_samples_are_refused_in_a_microscopists_words():
     cfg = {"pixel_range": [0.3, 0.6], "target_pixel_size": 0.45, "max_memory_gb": 4.0}
     words = {"test_dm_image_um_unit.dm3": "169 nm/px (file): an overview image",
@@ -189,7 +189,7 @@ def test_the_closing_line_says_how_many_images_trained(tmp_path, capsys):
     assert len(torch.load(out, weights_only=True)["train_images"]) == 3
 
 
-@pytest.mark.skipif(not FORMATS.is_dir(), reason="the RosettaSciIO samples are not here")
+@pytest.mark.skipif(FORMATS is None, reason="the RosettaSciIO samples are not here")
 def test_tiff_masks_carry_the_input_scale(tmp_path):
     """A DM3 micrograph (the sample's data, tiled to a graphene-sized pixel) predicted with
     --format tiff: the mask read back by tifffile has the file's pixel size."""

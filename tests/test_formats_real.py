@@ -12,16 +12,7 @@ from grapheneseg.formats import read_micrograph
 from grapheneseg.micrographs import DataError
 
 
-def _formats_dir() -> Path | None:
-    if os.environ.get("GRAPHENESEG_FORMATS_DIR"):
-        return Path(os.environ["GRAPHENESEG_FORMATS_DIR"])
-    for base in Path(__file__).resolve().parents:
-        if (base / "shared" / "data" / "formats").is_dir():
-            return base / "shared" / "data" / "formats"
-    return None
-
-
-FORMATS = _formats_dir()
+from tests.conftest import FORMATS
 pytestmark = pytest.mark.skipif(FORMATS is None or not FORMATS.is_dir(), reason="sample files not present")
 
 # file, shape, pixel size in A (None: the file has no length calibration); checked against the axes

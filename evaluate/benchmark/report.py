@@ -138,10 +138,7 @@ def plot_per_image(arms: list[Arm], path: Path, metric: str = "jaccard") -> Path
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"per-image {LABELS[metric]} (images with no contamination in truth and prediction score 1)",
                  fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_data_efficiency(curves: dict[str, dict[int, float]], path: Path, n_all: int | None = None,
@@ -178,10 +175,7 @@ def plot_data_efficiency(curves: dict[str, dict[int, float]], path: Path, n_all:
         diff.set_title("mean over images, paired bootstrap 95% interval", fontsize=9)
         diff.grid(alpha=0.3)
         diff.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def error_overlay(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -208,10 +202,7 @@ def plot_error_examples(examples: list[tuple[str, np.ndarray, dict[str, np.ndarr
         for ax in row:
             ax.axis("off")
     fig.suptitle("white TP, black TN, red FP, blue FN", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_structure_panel(examples: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -> Path:
@@ -229,6 +220,11 @@ def plot_structure_panel(examples: list[tuple[str, np.ndarray, np.ndarray]], pat
         for ax in column:
             ax.axis("off")
     fig.suptitle("lattice white, grain boundary red, vacuum green, contamination blue", fontsize=9)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out, write at the report's resolution and close a figure."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
