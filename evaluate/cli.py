@@ -86,15 +86,18 @@ def _warn_overlap(model: Path, names: list[str], test: Path) -> None:
 
 
 def _model(args: argparse.Namespace) -> Path | list[Path]:
-    """--model (several of them: one ensemble), else the packaged default model, said on stderr."""
+    """--model (several of them: one ensemble), else the packaged default model of the command
+    (`evaluate structure`: the four-class structure model), said on stderr."""
     if isinstance(args.model, list):
         return [Path(m) for m in args.model] if len(args.model) > 1 else Path(args.model[0])
     if args.model:
         return Path(args.model)
-    from .apply.segment import default_model
+    from .apply.segment import DEFAULT_CLASSES_MODEL, default_model
 
-    path = default_model()
-    print(f"no --model given: using the default simulation-only model {path} (zero human labels; "
+    structure = getattr(args, "command", None) == "structure"
+    path = default_model(DEFAULT_CLASSES_MODEL if structure else None)
+    what = "four-class structure model" if structure else "simulation-only model"
+    print(f"no --model given: using the default {what} {path} (zero human labels; "
           f"model card {path.with_suffix('.md')})", file=sys.stderr)
     return path
 

@@ -35,6 +35,7 @@ from train.inference import tiled_probability
 
 DEFAULT_MODEL = "sim_default.ckpt"  # shipped in grapheneseg/models/ with its model card (sim_default.md)
 DEFAULT_ATOM_MODEL = "atoms_default.ckpt"  # the atom-map network of `evaluate atoms` (atoms_default.md)
+DEFAULT_CLASSES_MODEL = "classes_default.ckpt"  # the four-class structure network of `evaluate structure`
 CSV_COLUMNS = ["file", "status", "pixel_size_A", "pixel_size_source", "height", "width",
                "contamination_fraction", "graphene_fraction", "seconds", "uncertainty", "ood", "note"]
 MIN_SIDE = 32  # px: a smaller image holds too few lattice periods to say anything about
