@@ -34,7 +34,7 @@ def test_tiny_report_pretrains_on_the_simulation(tmp_path: Path, capsys) -> None
     assert metrics["sources"]["U-Net sim-only"] == str(ckpt)
     assert metrics["pooled_all_folds"]["U-Net sim-only"] == pytest.approx(score_model(ckpt, real)["pooled"])
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 5  # 3 figures + contact sheet + compare
+    assert page.count("data:image/png;base64,") == 6  # 4 figures (structure panel included) + contact sheet + compare
     compared = json.loads((out / "sim_vs_real" / "compare.json").read_text())
     assert compared["n_sim"] == 12 and compared["n_real"] == 6
     assert (out / "sim_sheet.png").stat().st_size > 10_000
