@@ -222,7 +222,7 @@ def segment(models: Sequence[Any], micrograph: Micrograph, cfg: Any,
             pixel_size: float | None = None, uncertainty: bool = False) -> Segmentation:
     """Contamination probability and mask of one micrograph on its own grid (see module doc).
     With `uncertainty`, the probability is the mean over ensemble members x 8 symmetries and the
-    per-pixel std over them is kept (evaluate.uncertainty); the OOD measures are always checked."""
+    per-pixel std over them is kept (evaluate.apply.uncertainty); the OOD measures are always checked."""
     from .ood import check
 
     start = time.perf_counter()
@@ -238,7 +238,7 @@ def segment(models: Sequence[Any], micrograph: Micrograph, cfg: Any,
                                  bool(cfg.get("tta", False)))
     prob = np.clip(_resample(prob, micrograph.image.shape), 0.0, 1.0)
     ood = check(micrograph.image, str(micrograph.path), zoom=image.shape[0] / micrograph.image.shape[0],
-                lattice=True if source == "lattice" else None)
+                lattice=True if source.startswith("lattice") else None)
     return Segmentation(micrograph, prob, prob > cfg.threshold, size, source, time.perf_counter() - start,
                         std, ood, disagreement)
 
