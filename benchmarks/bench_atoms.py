@@ -50,16 +50,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.ndimage
 from evaluate.apply.segment import DEFAULT_ATOM_MODEL, default_model, segment
 from evaluate.apply.atoms import (bond_statistics, draw_graph, find_atoms, find_atoms_network, match_atoms,
                             registration)
-from grapheneseg import GRAPHENE_D100
 from grapheneseg.config import load_config
 from grapheneseg.formats import Micrograph, read_micrograph
 from grapheneseg.lattice import ring_signs
 from simulate.report import ctf_100_table
-from grapheneseg.preprocessing import preprocess
 from simulate.labels import VACUUM
 from simulate.pipeline import simulate_structure, structure_for
 from train.inference import load_models

@@ -168,7 +168,7 @@ def read_lattice(image: np.ndarray) -> LatticeReading:
     rings = [(r, s, a) for r, s, p, a in rings if p >= top - FAINT_DECADES]  # interpolation replicas are faint
     radii = np.array([r for r, _, _ in rings])
     strength = np.array([s for _, s, _ in rings])
-    best, best_key, best_orders, best_q = None, None, None, None
+    best, best_key, best_orders = None, None, None
     for q, _, _ in rings:
         for k, order in enumerate(READ_ORDERS):
             predicted = q / order * np.array(ORDERS)

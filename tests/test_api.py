@@ -2,8 +2,6 @@
 metadata of `evaluate predict` out, equal to what the library gives the CLI."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,7 +34,6 @@ def test_array_with_pixel_size_equals_the_library(image):
                          "graphene_fraction", "seconds", "uncertainty", "ood", "note"}
     assert meta["pixel_size_A"] == 0.38 and meta["height"] == 96
     # the same numbers as the library call the CLI makes
-    from evaluate.apply.segment import segment_files  # noqa: F401  (the CLI's entry; same segment() inside)
     from train.inference import load_models
 
     path = default_model()

@@ -3,8 +3,6 @@ in Angstrom, from nm, um and pm calibrations (issue 13). Skipped where the folde
 GRAPHENESEG_FORMATS_DIR to point at it."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 

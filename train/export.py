@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import io
 import json
-import shutil
 import tempfile
 import warnings
 import zipfile
@@ -40,7 +38,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from grapheneseg.preprocessing import preprocess
 from train.checkpoints import load_model
 from train.inference import probability
 

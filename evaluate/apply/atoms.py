@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.ndimage
@@ -28,6 +28,9 @@ from scipy.spatial import cKDTree
 from grapheneseg.formats import Micrograph
 from grapheneseg.lattice import read_pixel_size, reflection_balance
 from grapheneseg.preprocessing import preprocess
+
+if TYPE_CHECKING:
+    from .segment import Skipped
 
 BOND = 1.42  # C-C bond length, A
 

@@ -5,7 +5,6 @@ fraction of the predicted mask); the cleanest image ranks first.
 """
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 from collections.abc import Sequence
