@@ -176,7 +176,7 @@ def load_models(model_path: Path | Sequence[Path], device: str = "auto",
     return [prepare(load_model(p, task)[0]) for p in checkpoint_paths(model_path)]
 
 
-def _pad_to(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+def pad_to(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Reflect-pad (N, 1, H, W) to sizes divisible by `multiple` (the U-Net's pooling)."""
     h, w = image.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
@@ -216,7 +216,7 @@ def probability(logits: torch.Tensor) -> torch.Tensor:
 
 def _ensemble(models: Sequence[torch.nn.Module], x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Mean `probability` of `models` on (N, 1, H, W) `x`, reflect-padded to `multiple`."""
-    padded, (h, w) = _pad_to(x, multiple)
+    padded, (h, w) = pad_to(x, multiple)
     padded = padded.contiguous(memory_format=torch.channels_last)
     prob = sum(probability(m(padded)) for m in models) / len(models)
     return prob[:, :h, :w]

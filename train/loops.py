@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from grapheneseg.metrics import confusion, pooled
 from train.datasets import ATOM_IGNORE, ATOM_PEAK
-from train.inference import DEVICES, inference_device, predict_probability
+from train.inference import DEVICES, inference_device, pad_to, predict_probability
 from train.checkpoints import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from torch.utils.data import Dataset
 from train.model import UNet, architecture, build_model
@@ -119,7 +119,7 @@ def loss_function(config: Mapping[str, Any], targets: str) -> Any:
     atom maps): masks train a 2-class network with `ce_dice_loss` and a K-class one with the
     partial-label `marginal_loss`."""
     if targets == "atoms":
-        return lambda logits, target: atom_loss(logits, target)
+        return atom_loss
     dice = float(config["loop"].get("dice_weight", 1.0))
     if targets == "classes":
         return lambda logits, target: classes_loss(logits, target, dice)
@@ -175,15 +175,18 @@ CLASS_NAMES = ("lattice", "contamination", "vacuum", "boundary")  # simulate.lab
 def validate_classes(model: UNet, images: Sequence[np.ndarray], targets: Sequence[np.ndarray],
                      batch_size: int, device: torch.device) -> tuple[dict[str, float], list[np.ndarray]]:
     """Pooled metrics of the contamination channel (as `validate`) and the IoU of each class of
-    the argmax map ("iou_<class>", "miou") of a K-class `model` against class-index `targets`."""
-    prob = predict_probability([model], np.stack(images), batch_size=batch_size, device=device)
-    counts = [confusion(p > 0.5, np.asarray(t) == 1) for p, t in zip(prob, targets)]
+    the argmax map ("iou_<class>", "miou") of a K-class `model` against class-index `targets`,
+    from one forward pass per batch."""
+    counts = []
     inter = np.zeros(len(CLASS_NAMES))
     union = np.zeros(len(CLASS_NAMES))
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(np.stack(images[start:start + batch_size]))[:, None].to(device)
-        pred = model(x).argmax(1).cpu().numpy()
+        padded, (h, w) = pad_to(x, 2 ** (model.depth - 1))
+        prob = torch.softmax(model(padded).float(), dim=1)[:, :, :h, :w].cpu().numpy()
+        pred = prob.argmax(1)
         truth = np.stack(targets[start:start + batch_size])
+        counts += [confusion(p > 0.5, t == 1) for p, t in zip(prob[:, 1], truth)]
         for k in range(len(CLASS_NAMES)):
             inter[k] += np.sum((pred == k) & (truth == k))
             union[k] += np.sum((pred == k) | (truth == k))
