@@ -35,9 +35,9 @@ EXAMPLES = """examples:
   evaluate bragg --real DIR bragg.lowpass=4       # any config key as a Hydra override
   evaluate fetch-real --out data/real             # the public labelled set (GitHub, one archive)
 
-predict, sort, atoms and suggest answer every file of a folder or refuse it with a reason, before
-computing (an overview image coarser than 1.07 A/px, under 32 px, or over --max-memory); refused and
-failed files are listed at the end and in the CSV's status and note columns. Their exit code: 0 every
+predict, sort, atoms, suggest and structure answer every file of a folder or refuse it with a reason,
+before computing (an overview image coarser than 1.065 A/px, under 32 px, or over --max-memory);
+refused and failed files are listed at the end and in predictions.csv's status and note columns. Their exit code: 0 every
 file answered, 1 some file failed (unreadable, or an error), 3 none failed but some were refused.
 Several runs may share one --out folder: predictions.csv and ranking.csv keep every run's rows.
 """
@@ -138,13 +138,13 @@ def _segment(args: argparse.Namespace, uncertainty: bool = False, files: list[Pa
     return cfg, Path(args.out), results, failed
 
 
-def _report_failures(skipped: dict[str, Any]) -> int:
+def _report_failures(skipped: dict[str, Any]) -> int:  # {path: evaluate.apply.segment.Skipped}
     """Every file without an answer, listed at the end; the exit code: 0 all answered, 1 some
     failed (unreadable, or an error), 3 none failed but some were refused (not images the model
     can answer for: an overview, a few pixels, too large)."""
     for skip in skipped.values():
-        print(f"{getattr(skip, 'status', 'failed')}: {skip}", file=sys.stderr)
-    refused = sum(getattr(s, "status", "failed") == "refused" for s in skipped.values())
+        print(f"{skip.status}: {skip}", file=sys.stderr)
+    refused = sum(s.status == "refused" for s in skipped.values())
     failed = len(skipped) - refused
     if skipped:
         print(f"error: {refused} file(s) refused, {failed} failed (listed above)", file=sys.stderr)
@@ -152,7 +152,10 @@ def _report_failures(skipped: dict[str, Any]) -> int:
 
 
 def _used(results: list) -> str:
-    """What the answers rest on: how many pixel sizes came from where, and the stacks."""
+    """What the answers rest on: how many pixel sizes came from where, and the stacks ("none"
+    without answers)."""
+    if not results:
+        return "none"
     sources: dict[str, int] = {}
     for seg in results:
         sources[seg.pixel_size_source] = sources.get(seg.pixel_size_source, 0) + 1
@@ -167,7 +170,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     cfg, out_dir, results, failed = _segment(args, uncertainty=args.uncertainty)
     table = write_predictions(results, out_dir, failed, args.format)
     save_run_config(cfg, out_dir)
-    print(f"{len(results)} micrograph(s) segmented ({_used(results) if results else 'none'}) -> {out_dir} "
+    print(f"{len(results)} micrograph(s) segmented ({_used(results)}) -> {out_dir} "
           f"(masks, overlays, {table.name})")
     return _report_failures(failed)
 
@@ -190,7 +193,7 @@ def _cmd_suggest(args: argparse.Namespace) -> int:
     if chosen:
         suggestion_sheet(chosen, table.with_suffix(".png"))
     save_run_config(cfg, out_dir)
-    print(f"{len(chosen)} of {len(results)} unlabelled micrograph(s) suggested ({_used(results) if results else 'none'}) "
+    print(f"{len(chosen)} of {len(results)} unlabelled micrograph(s) suggested ({_used(results)}) "
           f"-> {table}, {table.with_suffix('.png')}")
     for c in chosen[:10]:
         print(f"  #{c.rank} {c.segmentation.micrograph.path.name}: {c.why}")
@@ -211,7 +214,7 @@ def _cmd_sort(args: argparse.Namespace) -> int:
     if args.best:
         export_best(ranked, args.best, out_dir / "best", mode="link" if args.link else "copy")
     save_run_config(cfg, out_dir)
-    print(f"{len(ranked)} micrograph(s) ranked ({_used(results) if results else 'none'}) -> {out_dir / 'ranking.csv'} "
+    print(f"{len(ranked)} micrograph(s) ranked ({_used(results)}) -> {out_dir / 'ranking.csv'} "
           f"(with the rows of earlier runs into {out_dir}), {out_dir / 'contact_sheet.png'} (this run's)")
     for i, seg in enumerate(ranked[:5], 1):
         print(f"  #{i} {seg.micrograph.path.name}: graphene fraction {seg.graphene_fraction:.3f}")
@@ -263,7 +266,7 @@ def _cmd_structure(args: argparse.Namespace) -> int:
         failed.update(not_found)
     structures, (structure_csv, grains_csv) = run_structure(results, out_dir, cfg.get("structure_maps"), atom_results)
     save_run_config(cfg, out_dir)
-    print(f"{len(structures)} micrograph(s) mapped ({_used(results) if results else 'none'}) -> {out_dir} "
+    print(f"{len(structures)} micrograph(s) mapped ({_used(results)}) -> {out_dir} "
           f"(<stem>_classes.png, <stem>_orientation.png, {structure_csv.name}, {grains_csv.name})")
     for s in structures[:10]:
         row = structure_row(s)

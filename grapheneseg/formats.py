@@ -21,8 +21,8 @@ READERS = {  # suffix -> RosettaSciIO plugin
 PILLOW = (".png", ".jpg", ".jpeg")
 SUPPORTED = tuple(READERS) + PILLOW
 TO_ANGSTROM = {"a": 1.0, "å": 1.0, "angstrom": 1.0, "nm": 10.0, "pm": 0.01, "um": 1e4, "µm": 1e4, "μm": 1e4,
-               "mm": 1e7, "m": 1e10, "nanometer": 10.0, "nanometers": 10.0, "micron": 1e4, "microns": 1e4,
-               "\\u00c5": 1.0}  # keys lower-case; µ (micro sign) and μ (Greek mu) both occur; ImageJ writes Å as \u00c5
+               "mm": 1e7, "cm": 1e8, "m": 1e10, "nanometer": 10.0, "nanometers": 10.0, "micron": 1e4,
+               "microns": 1e4, "micrometer": 1e4, "\\u00c5": 1.0}  # keys lower-case; µ (micro sign) and μ (Greek mu) both occur; ImageJ writes Å as \u00c5
 
 
 @dataclass

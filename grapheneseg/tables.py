@@ -38,8 +38,8 @@ def merge_rows(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]
                 merged = [{c: old.get(c) or "" for c in columns} for old in csv.DictReader(f)
                           if old.get(key) is not None and old[key] not in keys]
         table = sorted(merged + new, key=order or (lambda r: r[key]))
-        for i, row in enumerate(table, 1):
-            if number:
+        if number:
+            for i, row in enumerate(table, 1):
                 row[number] = str(i)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with tmp.open("w", newline="") as f:

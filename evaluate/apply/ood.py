@@ -105,9 +105,7 @@ def measures(image: np.ndarray, zoom: float = 1.0, lattice: bool | None = None) 
 
 def reference_ranges(images: Iterable[np.ndarray], margin: float = MARGIN) -> dict[str, tuple[float, float]]:
     """{measure: (lo, hi)} of training `images`: their range widened by `margin` on a log scale."""
-    values = [measures(im) for im in images]
-    return {name: (min(v[name] for v in values) / margin, max(v[name] for v in values) * margin)
-            for name in ("noise", "contrast")}
+    return reference_from({"images": summarise([measures(im) for im in images])}, margin)
 
 
 def out_of_range(values: dict[str, float], reference: dict[str, tuple[float, float]]) -> list[str]:

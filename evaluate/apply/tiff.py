@@ -15,10 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-# unit names ImageJ and other writers put in the description -> A per unit
-UNIT_ANGSTROM = {"nm": 10.0, "nanometer": 10.0, "nanometers": 10.0, "a": 1.0, "å": 1.0, "angstrom": 1.0,
-                 "\\u00c5": 1.0, "um": 1e4, "µm": 1e4, "μm": 1e4, "micron": 1e4, "microns": 1e4,
-                 "micrometer": 1e4, "pm": 0.01, "mm": 1e7, "cm": 1e8, "m": 1e10}
+from grapheneseg.formats import TO_ANGSTROM  # unit names (ImageJ's among them) -> A per unit
+
 RESOLUTION_UNIT_ANGSTROM = {2: 2.54e8, 3: 1e8}  # TIFF ResolutionUnit INCH, CENTIMETER -> A
 
 
@@ -45,8 +43,8 @@ def write_tiff(path: Path | str, array: np.ndarray, pixel_size_A: float | None, 
     array = np.asarray(array)
     if array.ndim != 2:
         raise ValueError(f"a 2-D map is needed, not shape {array.shape}")
-    if unit.lower() not in UNIT_ANGSTROM:
-        raise ValueError(f"unknown unit {unit!r}; one of {', '.join(sorted(UNIT_ANGSTROM))}")
+    if unit.lower() not in TO_ANGSTROM:
+        raise ValueError(f"unknown unit {unit!r}; one of {', '.join(sorted(TO_ANGSTROM))}")
     data = imagej_array(array)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +53,7 @@ def write_tiff(path: Path | str, array: np.ndarray, pixel_size_A: float | None, 
     if data.dtype == np.float32 and data.size:
         metadata.update(min=float(np.nanmin(data)), max=float(np.nanmax(data)))
     if pixel_size_A:
-        size = pixel_size_A / UNIT_ANGSTROM[unit.lower()]
+        size = pixel_size_A / TO_ANGSTROM[unit.lower()]
         metadata["unit"] = unit
         kwargs["resolution"] = (1.0 / size, 1.0 / size)
         # the same scale as DigitalMicrograph's private tags (x, y unit; x, y scale): RosettaSciIO
@@ -86,7 +84,7 @@ def read_tiff_scale(path: Path | str) -> tuple[np.ndarray, float | None]:
             sizes.append(den / num)  # units per pixel
         unit = (tif.imagej_metadata or {}).get("unit")
         if unit is not None:
-            factor = UNIT_ANGSTROM.get(str(unit).strip().lower())
+            factor = TO_ANGSTROM.get(str(unit).strip().lower())
         else:
             code = tags["ResolutionUnit"].value if "ResolutionUnit" in tags else None
             factor = RESOLUTION_UNIT_ANGSTROM.get(int(code)) if code is not None else None
