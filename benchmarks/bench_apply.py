@@ -28,7 +28,7 @@ from grapheneseg.config import default_real_dir, load_config  # noqa: E402
 from grapheneseg.formats import read_micrograph  # noqa: E402
 from grapheneseg.metrics import confusion, pooled  # noqa: E402
 from grapheneseg.micrographs import load_labelled  # noqa: E402
-from train.inference import load_models, tiled_probability  # noqa: E402
+from train.models.runtime import load_models, tiled_probability  # noqa: E402
 from grapheneseg.preprocessing import preprocess  # noqa: E402
 
 

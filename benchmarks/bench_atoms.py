@@ -55,11 +55,11 @@ from evaluate.apply.atoms import (bond_statistics, draw_graph, find_atoms, find_
                             registration)
 from grapheneseg.config import load_config
 from grapheneseg.formats import Micrograph, read_micrograph
-from grapheneseg.lattice import ring_signs
+from evaluate.analysis.registration import ring_signs
 from simulate.report import ctf_100_table
-from simulate.labels import VACUUM
+from grapheneseg.classes import VACUUM
 from simulate.pipeline import simulate_structure, structure_for
-from train.inference import load_models
+from train.models.runtime import load_models
 
 BORDER = 4  # px ignored at the image edge (extrema there are truncated)
 METHODS = ("network", "extrema")
@@ -140,7 +140,7 @@ def threshold_sweep(path: Path, models, atoms_cfg) -> list[dict]:
     import h5py
     from evaluate.apply.atoms import bond_length_px, map_peaks
     from grapheneseg.preprocessing import preprocess
-    from train.inference import predict_probability
+    from train.models.runtime import predict_probability
     from train.pretrain import split_by_structure
 
     pre = load_config("pretrain").sim

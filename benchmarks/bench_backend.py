@@ -1,5 +1,5 @@
 """CPU inference backends for the packaged U-Net: the tool's TorchScript (batch norm folded,
-channels-last, frozen: train.inference.load_models) against ONNX Runtime on the same network,
+channels-last, frozen: train.models.runtime.load_models) against ONNX Runtime on the same network,
 in ms per image at batch 1 and 8, 256 px and 2048 px, one thread each.
 
     taskset -c 1 python benchmarks/bench_backend.py [--repeats 5] [--sizes 256 2048] [--batches 1 8]
@@ -13,7 +13,7 @@ load from other processes affects both alike. Prints a table and, with --json, o
 
 With --folder, the tool's own path instead: `evaluate predict`'s per-file segmentation
 (evaluate.apply.segment.segment: scale, resample, preprocess, network, OOD check; no files
-written) of every micrograph in DIR with train.inference.load_models(backend=torchscript | onnx),
+written) of every micrograph in DIR with train.models.runtime.load_models(backend=torchscript | onnx),
 the two backends interleaved file by file (each first on every other file), `--repeats` passes; prints the model load seconds and,
 per backend, the seconds of all segmentations and of the network calls alone (median pass).
 """
@@ -46,8 +46,8 @@ def main() -> None:
     import onnxruntime as ort
 
     from grapheneseg.preprocessing import preprocess
-    from train.checkpoints import load_model
-    from train.inference import load_models
+    from train.models.checkpoints import load_model
+    from train.models.runtime import load_models
 
     torch.set_num_threads(1)
     path = Path(args.model) if args.model else Path(__file__).resolve().parent.parent / "grapheneseg" / "models" / "sim_default.ckpt"
@@ -114,7 +114,7 @@ def folder_main(args: argparse.Namespace) -> None:
     from evaluate.apply.segment import Refused, input_files, model_scale, segment
     from grapheneseg.config import load_config
     from grapheneseg.formats import read_micrograph
-    from train.inference import BACKENDS, load_models
+    from train.models.runtime import BACKENDS, load_models
 
     path = Path(args.model) if args.model else Path(__file__).resolve().parent.parent / "grapheneseg" / "models" / "sim_default.ckpt"
     cfg = model_scale(path, load_config("evaluate").apply)

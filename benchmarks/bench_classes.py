@@ -18,7 +18,7 @@ contamination channel's pooled Jaccard zero-shot, beside the binary model's (`--
 packaged sim_default.ckpt) on the same images at their native scale (as `evaluate score`), and the
 per-image Jaccard difference with its paired bootstrap 95 % interval over images. On the
 grain-boundary micrographs (`*_GrGB_*`), the network's boundary pixels against the orientation
-map's boundary lines (grapheneseg.orientation via evaluate.apply.structure at the lattice reading):
+map's boundary lines (evaluate.analysis.orientation via evaluate.apply.structure at the lattice reading):
 the share of each within 5 px of the other, both ways.
 """
 from __future__ import annotations
@@ -39,8 +39,8 @@ from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
 from grapheneseg.stats import paired_bootstrap
 from simulate.dataset import open_dataset
-from simulate.labels import BOUNDARY, CLASS_NAMES
-from train.inference import load_models, predict_probability
+from grapheneseg.classes import BOUNDARY, CLASS_NAMES
+from train.models.runtime import load_models, predict_probability
 
 TOLERANCE_A = 3.0  # boundary precision / recall tolerance
 NEAR_PX = 5  # GrGB: network boundary vs orientation boundary

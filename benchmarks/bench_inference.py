@@ -4,7 +4,7 @@
         [--threads 2] [--batches 1 4 8 16] [--images 64] [--device cpu|cuda]
 
 On --device cuda the network runs as `evaluate predict --device cuda` runs it (eager, autocast,
-batches of at least train.inference.CUDA_BATCH, so smaller --batches values time that floor).
+batches of at least train.models.runtime.CUDA_BATCH, so smaller --batches values time that floor).
 
 Without --model a randomly initialised network of the preset's architecture is timed (speed does
 not depend on the weights). Reports ms per image (median of repeats, preprocessing excluded and
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from grapheneseg.config import load_config
-from train.inference import for_device, for_inference, inference_device, load_models, predict_probability
+from train.models.runtime import for_device, for_inference, inference_device, load_models, predict_probability
 from grapheneseg.preprocessing import preprocess
-from train.model import build_model
+from train.models.unet import build_model
 
 
 def rss_mib() -> float:

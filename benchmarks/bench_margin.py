@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     from evaluate.apply.segment import default_model
-    from train.inference import predict_masks
+    from train.models.runtime import predict_masks
 
     shifts = sorted(set(args.shifts) | {0.0})
     model = Path(args.model) if args.model else default_model()

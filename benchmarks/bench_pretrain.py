@@ -23,7 +23,7 @@ import torch
 from grapheneseg.config import load_config, to_plain
 from train.datasets import sim_pairs
 from train.loops import ce_dice_loss, make_optimizer, set_threads
-from train.model import build_model
+from train.models.unet import build_model
 from train.pretrain import sim_rows
 
 

@@ -22,7 +22,7 @@ import torch
 from grapheneseg.metrics import confusion, pooled
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
-from train.inference import load_models, predict_probability
+from train.models.runtime import load_models, predict_probability
 
 
 def main() -> None:

@@ -60,7 +60,7 @@ def _one_model(model: Path, data, cfg) -> dict:
     test part is every image (a temporary folder linking to it)."""
     import tempfile
 
-    from train.checkpoints import read_checkpoint
+    from train.models.checkpoints import read_checkpoint
 
     seen = set(read_checkpoint(model).get("train_images", [])) & set(data.names)
     if seen:

@@ -8,18 +8,21 @@ file or a HyperSpy signal.
     result = api.segment(signal)                      # a HyperSpy Signal2D: its axes give the scale;
     result.mask                                       # ... and the maps come back as signals on them
 
-Everything here only calls the library that the `evaluate` commands call
-(evaluate.apply.segment.segment, model_scale, network_scale; evaluate.apply.atoms;
-evaluate.apply.sorting.rank; train.inference.load_models), so a result equals `evaluate predict`'s
-on the same file with the same model and options. The pixel size comes from the file or the
-signal's axes, else from `pixel_size`, else from the graphene lattice (as `--pixel-size` and the
-CLI's fallback); `pixel_size_source` says which (file, signal, given, lattice or unknown). Loaded
-models are kept per (model path, device, backend), so repeated calls in a notebook do not reload
-them. `backend="onnx"` runs the networks by ONNX Runtime on the CPU (as `--backend onnx`).
+Everything here goes through the Predictor that the `evaluate` commands use
+(evaluate.apply.predictor; evaluate.apply.atoms; evaluate.apply.sorting.rank), so a result equals
+`evaluate predict`'s on the same file with the same model and options. The pixel size comes from
+the file or the signal's axes, else from `pixel_size`, else from the graphene lattice (as
+`--pixel-size` and the CLI's fallback); `pixel_size_source` says which (file, signal, given,
+lattice, lattice (ambiguous) or unknown). What the CLI prints as a warning is issued here as a
+Python warning (`ScaleWarning`, `OODWarning`, UserWarning). Loaded models are kept per (the
+checkpoints' bytes, device, task, backend), so repeated calls in a notebook do not reload them and a
+checkpoint overwritten in place is loaded afresh. `backend="onnx"` runs the networks by ONNX
+Runtime on the CPU (as `--backend onnx`).
 """
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +31,20 @@ from typing import Any
 import numpy as np
 
 from grapheneseg.formats import Micrograph, _pixel_size, read_micrograph
+from train.models import registry
+from train.models.checkpoints import checkpoint_paths
 
-from .apply import segment as _seg
+from .apply.predictor import Predictor
+from .apply.scale import Scale, ScaleSource, decide_scale
+from .apply.segment import input_files
+
+
+class ScaleWarning(UserWarning):
+    """A micrograph's pixel size is unknown (segmented at its native scale) or ambiguous."""
+
+
+class OODWarning(UserWarning):
+    """A micrograph is out of the training distribution (evaluate.apply.ood)."""
 
 ARRAY_NAME = "<array>"  # the Micrograph path of an input given as an array
 
@@ -75,37 +90,44 @@ def _like(signal: Any, data: np.ndarray, title: str) -> Any:
     return out
 
 
-def scale(x: Any, pixel_size: float | None = None) -> tuple[float | None, str]:
-    """(pixel size in A, its source) of a path, array or signal, as `evaluate predict` decides it
-    (evaluate.apply.segment.scale_of; a signal's calibration reported as `signal`)."""
+def scale(x: Any, pixel_size: float | None = None) -> Scale:
+    """The scale of a path, array or signal as `evaluate predict` decides it
+    (evaluate.apply.scale.decide_scale: its pixel size in A, its source, the lattice reading; a
+    signal's calibration reported as `signal`)."""
     micrograph, given = as_micrograph(x, pixel_size)
-    size, source = _seg.scale_of(micrograph, given)
-    return size, "signal" if source == "file" and _is_signal(x) else source
+    return _scale_of(x, micrograph, given)
 
 
-# ---- models, cached per (model path, device) --------------------------------------------------
-
-def _key(model: Any) -> tuple[str, ...]:
-    paths = [model] if isinstance(model, (str, Path)) else list(model)
-    return tuple(str(Path(p).resolve()) for p in paths)
-
+# ---- models, cached by content (a checkpoint overwritten in place is loaded again) -------------
 
 @functools.lru_cache(maxsize=8)
-def _models(key: tuple[str, ...], device: str, task: str, backend: str = "torchscript") -> list:
-    from train.inference import load_models
+def _loaded(key: str, paths: tuple[str, ...], device: str, task: str, backend: str) -> Predictor:
+    model = Path(paths[0]) if len(paths) == 1 else [Path(p) for p in paths]
+    return Predictor(model, {}, device, backend, task)
 
-    return load_models([Path(p) for p in key] if len(key) > 1 else Path(key[0]), device, task, backend)
+
+def predictor(model: Any = None, cfg: Any = None, device: str = "auto", task: str = "contamination",
+              backend: str = "torchscript") -> Predictor:
+    """The Predictor of `model` (a checkpoint, a run folder, a list of them; None: the packaged
+    model of `task`) under the apply config `cfg` (default: `apply_config()`). Loaded models are
+    kept per (the checkpoints' bytes, device, task, backend), so repeated calls in a notebook do
+    not reload them, and a checkpoint file overwritten in place is loaded afresh."""
+    path = registry.packaged(task) if model is None else model
+    paths = tuple(str(p) for p in checkpoint_paths(Path(path) if isinstance(path, (str, Path)) else [Path(p) for p in path]))
+    shared = _loaded(registry.content_key([Path(p) for p in paths]), paths, device, task, backend)
+    return shared.configured(apply_config()[0] if cfg is None else cfg)
 
 
 def clear_cache() -> None:
-    """Forget the loaded models (e.g. after overwriting a checkpoint file)."""
-    _models.cache_clear()
+    """Forget the loaded models."""
+    _loaded.cache_clear()
 
 
-def _model_path(model: Any, default: str | None = None) -> Path | list[Path]:
-    if model is None:
-        return _seg.default_model(default)
-    return Path(model) if isinstance(model, (str, Path)) else [Path(m) for m in model]
+def _issue(notices: Sequence[Any]) -> None:
+    """The library's notices as Python warnings (a notebook shows them): ScaleWarning, OODWarning or UserWarning."""
+    for notice in notices:
+        category = {"scale": ScaleWarning, "ood": OODWarning}.get(notice.kind, UserWarning)
+        warnings.warn(str(notice), category, stacklevel=3)
 
 
 def apply_config(config: dict | None = None, **flags: Any) -> Any:
@@ -158,13 +180,11 @@ class SegmentResult:
 
 def _result(seg: Any, signal: Any = None) -> SegmentResult:
     prob, mask, std = seg.probability, seg.mask, seg.uncertainty
-    source = seg.pixel_size_source
     if signal is not None:
-        source = "signal" if source == "file" else source
         prob = _like(signal, prob, "contamination probability")
         mask = _like(signal, mask.astype(np.uint8), "contamination mask")
         std = None if std is None else _like(signal, std, "uncertainty (std of P)")
-    return SegmentResult(prob, mask, std, seg.pixel_size, source, seg.contamination_fraction,
+    return SegmentResult(prob, mask, std, seg.pixel_size, seg.pixel_size_source.value, seg.contamination_fraction,
                          seg.graphene_fraction, list(seg.ood), seg.disagreement, seg.seconds,
                          str(seg.micrograph.path), seg)
 
@@ -179,20 +199,27 @@ def _hyperspy_present() -> bool:
 
 def segment(x: Any, pixel_size: float | None = None, model: Any = None, device: str = "auto",
             tta: bool = False, uncertainty: bool = False, threshold: float | None = None,
-            config: dict | None = None, backend: str = "torchscript") -> SegmentResult:
+            config: dict | None = None, backend: str = "torchscript", *,
+            scale: Scale | None = None) -> SegmentResult:
     """Contamination probability, mask (and per-pixel uncertainty) of one micrograph: a path,
     a 2-D array (with `pixel_size` in A/px when known) or a 2-D HyperSpy signal.
 
     `model`: a checkpoint, a run folder (fold ensemble) or a list of them; None: the packaged
     simulation-only model. `config`: further apply options (configs/apply/default.yaml: tile,
-    overlap, batch_size, pixel_range, target_pixel_size). As `evaluate predict` does."""
+    overlap, batch_size, pixel_range, target_pixel_size). `scale`: a scale decided by the caller
+    (e.g. napari's layer scale), used as it is. As `evaluate predict` does; what `evaluate
+    predict` would print as a warning is issued as a Python warning (ScaleWarning, OODWarning)."""
     micrograph, given = as_micrograph(x, pixel_size)
-    path = _model_path(model)
     cfg, _ = apply_config(config, tta=tta, threshold=threshold)
-    cfg = _seg.model_scale(path, cfg)
-    models = _models(_key(path), device, "contamination", backend)
-    seg = _seg.segment(models, micrograph, cfg, given, uncertainty)
+    one = predictor(model, cfg, device, "contamination", backend)
+    _issue(one.notices)
+    seg = one.segment(micrograph, scale or _scale_of(x, micrograph, given), uncertainty)
+    _issue(seg.notices)
     return _result(seg, x if _is_signal(x) and _hyperspy_present() else None)
+
+
+def _scale_of(x: Any, micrograph: Micrograph, given: float | None) -> Scale:
+    return decide_scale(micrograph, given, calibration_source=ScaleSource.SIGNAL if _is_signal(x) else ScaleSource.FILE)
 
 
 @dataclass
@@ -218,26 +245,25 @@ class AtomsResult:
 
 def atoms(x: Any, pixel_size: float | None = None, model: Any = None, atom_model: Any = None,
           method: str = "network", contrast: str = "auto", device: str = "auto", tta: bool = False,
-          config: dict | None = None, backend: str = "torchscript") -> AtomsResult:
+          config: dict | None = None, backend: str = "torchscript", *, scale: Scale | None = None) -> AtomsResult:
     """Atoms and bonds outside the contamination, as `evaluate atoms` finds them: `method`
     "network" (the atom-map network `atom_model`, default the packaged one) or "extrema" (local
     extrema at `contrast`). A ValueError when no scale is known (give `pixel_size`)."""
-    from .apply.atoms import find_atoms, find_atoms_network, registration
+    from .apply.atoms import find_atoms, find_atoms_network, registration, registration_notices
 
     if method not in ("network", "extrema"):
         raise ValueError(f"method must be network or extrema, not {method!r}")
-    seg = segment(x, pixel_size, model, device, tta, config=config, backend=backend)
+    seg = segment(x, pixel_size, model, device, tta, config=config, backend=backend, scale=scale)
     lib, micrograph = seg.segmentation, seg.segmentation.micrograph
     cfg, atoms_cfg = apply_config(config, tta=tta)
     if method == "network":
-        path = _model_path(atom_model, _seg.DEFAULT_ATOM_MODEL)
-        models = _models(_key(path), device, "atoms", backend)
-        graph = find_atoms_network(models, micrograph, _seg.model_scale(path, cfg), lib.mask, lib.pixel_size,
-                                   atoms_cfg.threshold, atoms_cfg.bond_tolerance)
+        graph = find_atoms_network(predictor(atom_model, cfg, device, "atoms", backend), micrograph, lib.scale,
+                                   lib.mask, atoms_cfg.threshold, atoms_cfg.bond_tolerance)
     else:
         graph = find_atoms(micrograph.image, lib.mask, lib.pixel_size, contrast=contrast,
                            bond_tolerance=atoms_cfg.bond_tolerance)
     check = registration(micrograph.image, lib.pixel_size, atoms_cfg.min_reflection_balance)
+    _issue(registration_notices(str(micrograph.path), check, atoms_cfg.min_reflection_balance))
     return AtomsResult(graph.atoms, graph.bonds, graph.angles, graph.bond_px, graph.how, check, seg)
 
 
@@ -248,7 +274,7 @@ def sort(inputs: Any, pixel_size: float | None = None, model: Any = None, device
     from .apply.sorting import rank
 
     if isinstance(inputs, (str, Path)):
-        inputs = _seg.input_files([inputs])
+        inputs = input_files([inputs])
     results = []
     for i, x in enumerate(inputs):
         one = segment(x, pixel_size, model, device, tta, config=config, backend=backend)

@@ -9,12 +9,13 @@ import argparse
 import json
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from .benchmark import bragg
 from .benchmark.bragg import fit_bragg, load_bragg_params, run_bragg_cv, score_bragg
-from grapheneseg.config import (DEFAULT_REAL_DIR, ConfigError, flag_overrides, load_config, real_dir, run_command,
+from grapheneseg.config import (DEFAULT_REAL_DIR, ConfigError, add_debug, flag_overrides, load_config, real_dir, run_command,
                                 save_config, save_run_config, write_json)
 from grapheneseg.metrics import METRICS
 
@@ -75,42 +76,42 @@ def _cmd_bragg_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_overlap(model: Path, names: list[str], test: Path) -> None:
-    """Warn on stderr, naming the files, when test images were among a checkpoint's training images."""
-    from train.inference import trained_on
-
-    for ckpt, seen in trained_on(model, names).items():
-        shown = ", ".join(seen[:8]) + (f", ... ({len(seen) - 8} more)" if len(seen) > 8 else "")
-        print(f"warning: {len(seen)} of the {len(names)} test images in {test} were used to train {ckpt}; "
-              f"its scores on them are optimistic: {shown}", file=sys.stderr)
+def _show(notices: Iterable[Any]) -> None:
+    """Print the library's notices (evaluate.apply.segment.Notice) on stderr: the default model
+    used as a plain line, everything else as `warning: ...`."""
+    for notice in notices:
+        print(str(notice) if notice.kind == "model" and str(notice).startswith("no model given")
+              else f"warning: {notice}", file=sys.stderr)
 
 
-def _model(args: argparse.Namespace) -> Path | list[Path]:
-    """--model (several of them: one ensemble), else the packaged default model of the command
-    (`evaluate structure`: the four-class structure model), said on stderr."""
+def _models(args: argparse.Namespace) -> Path | list[Path] | None:
+    """--model (several of them: one ensemble), None when not given (the Predictor then takes the
+    packaged model of its task and says so)."""
+    if not args.model:
+        return None
     if isinstance(args.model, list):
         return [Path(m) for m in args.model] if len(args.model) > 1 else Path(args.model[0])
-    if args.model:
-        return Path(args.model)
-    from .apply.segment import DEFAULT_CLASSES_MODEL, default_model
+    return Path(args.model)
 
-    structure = getattr(args, "command", None) == "structure"
-    path = default_model(DEFAULT_CLASSES_MODEL if structure else None)
-    what = "four-class structure model" if structure else "simulation-only model"
-    print(f"no --model given: using the default {what} {path} (zero human labels; "
-          f"model card {path.with_suffix('.md')})", file=sys.stderr)
-    return path
+
+def _predictor(args: argparse.Namespace, apply_cfg: Any, task: str = "contamination") -> Any:
+    """The Predictor of --model (or the packaged model of `task`), its notices shown."""
+    from .apply.predictor import Predictor
+
+    predictor = Predictor(_models(args), apply_cfg, args.device, args.backend, task)
+    _show(predictor.notices)
+    return predictor
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
     if args.method == "bragg" and args.model is not None:
         raise ConfigError("give either --method bragg [--params FILE] or --model CKPT_OR_RUN_DIR, not both")
-    cfg = load_config("evaluate", flag_overrides(args, {}))
+    cfg = load_config("evaluate", flag_overrides(args, {"tta": "apply.tta"}))
     if args.method != "bragg":
-        from train.inference import score_model  # torch is imported only when a network is scored
-        args.model = _model(args)
-        result = score_model(args.model, Path(args.test), tta=args.tta, device=args.device, backend=args.backend)
-        _warn_overlap(args.model, list(result["scores"]), Path(args.test))
+        predictor = _predictor(args, cfg.apply)  # torch is imported only when a network is scored
+        result = predictor.score(Path(args.test), progress=not args.quiet)
+        _show(result.pop("notices"))
+        args.model = predictor.model
     else:
         params = load_bragg_params(Path(args.params)) if args.params else bragg.BraggParams.from_config(cfg.bragg)
         result = score_bragg(params, Path(args.test))
@@ -125,17 +126,19 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment(args: argparse.Namespace, uncertainty: bool = False, files: list[Path] | None = None
-             ) -> tuple[Any, Path, list, dict[str, str]]:
-    """Config, output folder, segmentations and {path: reason} of failures for predict/sort/atoms/suggest."""
-    from .apply.segment import segment_files
+def _segment(args: argparse.Namespace, uncertainty: bool = False, files: list[Path] | None = None,
+             task: str = "contamination") -> tuple[Any, Path, list, dict[str, Any]]:
+    """Config, output folder, segmentations and {path: Skipped} for predict/sort/atoms/suggest/structure;
+    the notices of the model and of each segmentation shown."""
+    from .apply.segment import input_files
 
     cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold", "tta": "apply.tta",
                                                         "max_memory": "apply.max_memory_gb"}))
-    results, failed = segment_files(_model(args), args.input, cfg.apply, args.pixel_size,
-                                    progress=not args.quiet, device=args.device, uncertainty=uncertainty,
-                                    files=files, backend=args.backend)
-    return cfg, Path(args.out), results, failed
+    predictor = _predictor(args, cfg.apply, task)
+    files = input_files(args.input) if files is None else files
+    results, skipped = predictor.segment_files(files, args.pixel_size, uncertainty, progress=not args.quiet)
+    _show(n for seg in results for n in seg.notices)
+    return cfg, Path(args.out), results, skipped
 
 
 def _report_failures(skipped: dict[str, Any]) -> int:  # {path: evaluate.apply.segment.Skipped}
@@ -221,48 +224,48 @@ def _cmd_sort(args: argparse.Namespace) -> int:
     return _report_failures(failed)
 
 
+def _atom_predictor(args: argparse.Namespace, apply_cfg: Any) -> Any:
+    """The atom-map Predictor of --atom-model, else the packaged one (said on stderr)."""
+    from .apply.predictor import Predictor
+
+    predictor = Predictor(Path(args.atom_model) if args.atom_model else None, apply_cfg, args.device, args.backend,
+                          task="atoms")
+    _show(predictor.notices)
+    return predictor
+
+
 def _cmd_atoms(args: argparse.Namespace) -> int:
-    from .apply.atoms import atoms_of, load_atom_models
+    from train.models.registry import card
+
+    from .apply.atoms import ASTIGMATISM_NOTE, atoms_of
 
     if args.method == "extrema" and args.atom_model:
         raise ConfigError("--atom-model is the network method's; --method extrema finds atoms without one")
     if args.method == "network" and args.contrast != "auto":
         raise ConfigError("--contrast belongs to --method extrema; the network method needs no contrast")
     cfg, out_dir, results, failed = _segment(args)
-    models, model_cfg = (), None
+    predictor = None
     if args.method == "network":
-        models, model_cfg, path = load_atom_models(args.atom_model, args.device, cfg.apply, args.backend)
-        if not args.atom_model:
-            print(f"no --atom-model given: using the default atom-map model {path} (trained on simulations "
-                  f"only; model card {path.with_suffix('.md')})", file=sys.stderr)
-        print("note: where two-fold astigmatism gives the three {100} reflection pairs CTFs of different signs, the "
-              "lattice image is also that of the sheet shifted by half a lattice vector, and the network's honeycomb "
-              "can be that shifted one (atoms ~0.7 A off, bond directions unchanged); images where it is likely are "
-              f"flagged 'registration uncertain'; measured in the model card {path.with_suffix('.md').name}",
-              file=sys.stderr)
-    found, not_found = atoms_of(results, out_dir, cfg.atoms, args.method, models, model_cfg, args.contrast)
+        predictor = _atom_predictor(args, cfg.apply)
+        print(f"note: {ASTIGMATISM_NOTE}; measured in the model card {card(predictor.model).name}", file=sys.stderr)
+    found, not_found = atoms_of(results, out_dir, cfg.atoms, args.method, predictor, args.contrast)
     failed.update(not_found)
     for one in found:
         print(f"{one.path.name}: {len(one.graph.atoms)} atoms outside contamination, {len(one.graph.bonds)} bonds, "
               f"{one.graph.how}, registration {one.check['registration']}")
-        if one.check["registration"] == "uncertain":
-            print(f"warning: {one.path}: registration uncertain: the weakest {{100}} reflection pair has "
-                  f"{one.check['reflection_balance']:.2f} of the strongest's amplitude (< atoms.min_reflection_balance "
-                  f"{cfg.atoms.min_reflection_balance}); the atoms may all be half a C-C bond (0.7 A) off",
-                  file=sys.stderr)
+        _show(one.notices)
     save_run_config(cfg, out_dir)
     return _report_failures(failed)
 
 
 def _cmd_structure(args: argparse.Namespace) -> int:
-    from .apply.atoms import atoms_of, load_atom_models
+    from .apply.atoms import atoms_of
     from .apply.structure import run_structure, structure_row
 
-    cfg, out_dir, results, failed = _segment(args)
+    cfg, out_dir, results, failed = _segment(args, task="classes")
     atom_results = []
     if args.rings:
-        models, model_cfg, _ = load_atom_models(args.atom_model, args.device, cfg.apply, args.backend)
-        atom_results, not_found = atoms_of(results, out_dir, cfg.atoms, "network", models, model_cfg)
+        atom_results, not_found = atoms_of(results, out_dir, cfg.atoms, "network", _atom_predictor(args, cfg.apply))
         failed.update(not_found)
     structures, (structure_csv, grains_csv) = run_structure(results, out_dir, cfg.get("structure_maps"), atom_results)
     save_run_config(cfg, out_dir)
@@ -286,10 +289,10 @@ def _cmd_fetch_real(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from .apply.predictor import check_device
     from .benchmark.comparison import run_report
-    from train.inference import inference_device
 
-    inference_device(args.device)  # fail now, not after an hour of training, when CUDA is absent
+    check_device(args.device)  # fail now, not after an hour of training, when CUDA is absent
     real = Path(args.real) if args.real else real_dir(load_config("evaluate"))
     overrides = list(args.overrides)
     if args.device != "auto":  # training and pretraining follow the same device
@@ -439,10 +442,10 @@ def _warning_line(message: Warning | str, category: type[Warning], *_: Any, **__
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = add_debug(build_parser()).parse_args(argv)
     default_format, warnings.formatwarning = warnings.formatwarning, _warning_line
     try:
-        return run_command(lambda: args.func(args))
+        return run_command(lambda: args.func(args), debug=args.debug)
     finally:
         warnings.formatwarning = default_format
 

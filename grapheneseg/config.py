@@ -6,6 +6,8 @@ truth; the command-line tools translate their `--flags` into Hydra overrides and
 """
 from __future__ import annotations
 
+import argparse
+
 import json
 import os
 import sys
@@ -39,12 +41,26 @@ def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
         GlobalHydra.instance().clear()
 
 
-def run_command(command: Callable[[], int], interrupted: str = "interrupted") -> int:
+def add_debug(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`--debug` on `parser` and on each of its subcommands (before or after the subcommand's name):
+    an error then shows its full traceback instead of one `error:` line."""
+    help_text = "on an error, show the full Python traceback (for a bug report) instead of one line"
+    parser.add_argument("--debug", action="store_true", help=help_text)
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        for sub in action.choices.values():
+            sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=help_text)
+    return parser
+
+
+def run_command(command: Callable[[], int], interrupted: str = "interrupted", debug: bool = False) -> int:
     """Run one CLI command: a user error (ValueError, which DataError, ConfigError and
-    CheckpointError are, or OSError) prints `error: ...` and returns 1; Ctrl-C returns 130."""
+    CheckpointError are, or OSError) prints `error: ...` and returns 1, or with `debug` raises
+    with its traceback; Ctrl-C returns 130."""
     try:
         return command()
     except (ValueError, OSError) as err:
+        if debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from grapheneseg.config import flag_overrides, load_config, real_dir, run_command, save_config
+from grapheneseg.config import add_debug, flag_overrides, load_config, real_dir, run_command, save_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,9 +135,9 @@ COMMANDS = {"generate": cmd_generate, "inspect": cmd_inspect, "preview": cmd_pre
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = add_debug(build_parser()).parse_args(argv)
     return run_command(lambda: COMMANDS[args.command](args),
-                       "interrupted; finished images are saved, rerun with --resume to complete the file")
+                       "interrupted; finished images are saved, rerun with --resume to complete the file", args.debug)
 
 
 if __name__ == "__main__":

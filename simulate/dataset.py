@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .labels import CLASS_NAMES
+from grapheneseg.classes import CLASS_NAMES
 from .pipeline import META_DTYPE, Sample
 
 SCHEMA_VERSION = 2

@@ -13,10 +13,9 @@ import numba
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .structures import Structure
+from grapheneseg.classes import BOUNDARY, CONTAMINATION, LATTICE, VACUUM
 
-LATTICE, CONTAMINATION, VACUUM, BOUNDARY = 0, 1, 2, 3
-CLASS_NAMES = ("lattice", "contamination", "vacuum", "grain_boundary")
+from .structures import Structure
 
 
 def pixel_centres(image_px: int, margin_px: int, pixel_size: float) -> np.ndarray:

@@ -12,10 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 import numpy as np  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from scipy import ndimage  # noqa: E402
@@ -61,7 +58,8 @@ def preview(cfg: DictConfig, n: int, out: Path, source: Path | None = None) -> P
         meta = np.stack([s.meta for s in samples])
     cols = min(4, len(images))
     rows = int(np.ceil(len(images) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    fig = Figure(figsize=(3.2 * cols, 3.4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, image, mask, cls, m in zip(axes.ravel(), images, masks, classes, meta):
@@ -76,7 +74,6 @@ def preview(cfg: DictConfig, n: int, out: Path, source: Path | None = None) -> P
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
@@ -234,7 +231,8 @@ def compare(sim: Path, real: Path, out: Path, max_sim: int = 500) -> dict:
 
 
 def _compare_figure(s: dict, r: dict, radii: np.ndarray, path: Path) -> None:
-    fig, ax = plt.subplots(2, 2, figsize=(10, 8))
+    fig = Figure(figsize=(10, 8))
+    ax = fig.subplots(2, 2)
     for stats, name, colour in ((s, "simulated", "C0"), (r, "real", "C3")):
         q = np.percentile(stats["spectra"], [25, 50, 75], axis=0)
         ax[0, 0].fill_between(radii, q[0], q[2], color=colour, alpha=0.25)
@@ -252,14 +250,13 @@ def _compare_figure(s: dict, r: dict, radii: np.ndarray, path: Path) -> None:
         a.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def ctf_100_table(cfg: DictConfig, draws: int, seed: int = 0) -> list[dict]:
     """Per defocus bin (6 over `cfg.optics.defocus`): the simulator's CTF sin(chi) at the {100} ring of
     one grain's three reflection pairs over `draws` optics: its median |value|, the share with one
     pair near a CTF zero (< 0.2) and the share whose three signs differ (`mixed_share`: images whose
-    lattice is also the half-lattice-shifted sheet's; grapheneseg.lattice.ring_signs)."""
+    lattice is also the half-lattice-shifted sheet's; evaluate.analysis.registration.ring_signs)."""
     from abtem.core.energy import energy2wavelength
 
     from .imaging import draw_optics

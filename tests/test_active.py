@@ -14,10 +14,10 @@ from grapheneseg.config import load_config, to_plain
 from grapheneseg.metrics import pooled
 from grapheneseg.splits import kfold_splits
 from tests.conftest import write_labelled_folder
-from train.checkpoints import save_checkpoint
+from train.models.checkpoints import save_checkpoint
 from train.crossval import fold_train_names, real_subset, train_all
-from train.inference import score_model
-from train.model import architecture, build_model
+from train.models.runtime import score_model
+from train.models.unet import architecture, build_model
 
 TINY = ["model.depth=2", "model.features=4", "model.batch_norm=true", "loop.batch_size=4", "loop.crop=32",
         "loop.epochs=1", "loop.min_steps=0", "loop.crops_per_image=1", "loop.checkpoint_every=100",

@@ -34,7 +34,7 @@ def test_array_with_pixel_size_equals_the_library(image):
                          "graphene_fraction", "seconds", "uncertainty", "ood", "note"}
     assert meta["pixel_size_A"] == 0.38 and meta["height"] == 96
     # the same numbers as the library call the CLI makes
-    from train.inference import load_models
+    from train.models.runtime import load_models
 
     path = default_model()
     cfg = model_scale(path, api.apply_config()[0])

@@ -10,15 +10,15 @@ import torch
 from PIL import Image
 
 from evaluate.apply.segment import _resample
-from train.inference import tiled_probability
+from train.models.runtime import tiled_probability
 from grapheneseg.lattice import read_pixel_size
 from evaluate.cli import main
 from grapheneseg.formats import read_micrograph
 from grapheneseg.micrographs import DataError
 from tests.conftest import synthetic_micrograph
 from tests.test_atoms import honeycomb
-from train.checkpoints import save_checkpoint
-from train.model import architecture, build_model
+from train.models.checkpoints import save_checkpoint
+from train.models.unet import architecture, build_model
 
 
 @pytest.fixture(scope="module")

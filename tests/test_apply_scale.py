@@ -12,8 +12,8 @@ from PIL import Image
 from evaluate.apply.segment import ScaleWarning
 from evaluate.cli import main
 from tests.test_lattice import graphene
-from train.checkpoints import save_checkpoint
-from train.model import architecture, build_model
+from train.models.checkpoints import save_checkpoint
+from train.models.unet import architecture, build_model
 
 
 @pytest.fixture(scope="module")

@@ -116,7 +116,7 @@ def test_the_tree_imports_one_way_and_has_no_cycle():
 
 
 @pytest.mark.parametrize("package, line", [
-    ("grapheneseg", "from train.model import build_model"),       # core reaching up
+    ("grapheneseg", "from train.models.unet import build_model"),       # core reaching up
     ("simulate", "def f():\n    from evaluate import bragg\n"),  # lazy upward import
     ("train", "from simulate.structures import build_structure"),  # past the HDF5 reader
     ("evaluate", "from .cli import main"),                        # library code importing a CLI

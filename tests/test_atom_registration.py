@@ -1,7 +1,7 @@
 """The registration ambiguity behind the atom network's failures (benchmarks/bench_atoms.py): a
 half-lattice translation of graphene flips the sign of two of its three {100} reflection pairs, so
 a weak-phase image whose {100} CTF signs are mixed equals the translated sheet's image under one
-sign; grapheneseg.lattice.ring_signs tells the two CTF classes apart, simulate.report.ctf_100_table
+sign; evaluate.analysis.registration.ring_signs tells the two CTF classes apart, simulate.report.ctf_100_table
 counts them per defocus bin."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from grapheneseg.config import load_config
-from grapheneseg.lattice import ring_signs
+from evaluate.analysis.registration import ring_signs
 from simulate.report import ctf_100_table
 
 PIXEL, SIZE = 0.4, 96  # A/px, px
@@ -95,7 +95,7 @@ def hundred_ring(amplitudes: tuple[float, float, float], pixel: float = 0.4, siz
 
 @pytest.mark.parametrize("weak", [1.0, 0.6, 0.3])
 def test_reflection_balance_reads_the_weakest_pair(weak: float) -> None:
-    from grapheneseg.lattice import reflection_balance
+    from evaluate.analysis.registration import reflection_balance
 
     assert reflection_balance(hundred_ring((1.0, weak, 1.0)), 0.4) == pytest.approx(weak, abs=0.1)
 

@@ -22,9 +22,9 @@ from simulate.labels import atom_map, contamination_mask, pixel_centres
 from simulate.pipeline import META_DTYPE
 from simulate.structures import Structure
 from tests.test_atoms import PIXEL, honeycomb
-from train.checkpoints import CheckpointError
+from train.models.checkpoints import CheckpointError
 from train.datasets import ATOM_IGNORE, ATOM_PEAK, atom_target
-from train.inference import load_models
+from train.models.runtime import load_models
 from train.loops import atom_loss
 from train.pretrain import pretrain
 
@@ -129,7 +129,7 @@ def test_pretrain_atom_task_writes_a_task_checked_checkpoint(tmp_path: Path, cap
     assert heat.contrast == "network"
     with pytest.raises(CheckpointError, match=r"atoms\.ckpt: an 'atoms' checkpoint"):
         load_models(ckpt, "cpu")  # where a contamination model is expected
-    from train.checkpoints import read_checkpoint
+    from train.models.checkpoints import read_checkpoint
     from train.crossval import check_compatible
 
     with pytest.raises(CheckpointError, match=r"atoms\.ckpt: an 'atoms' checkpoint"):  # fine-tuning from it

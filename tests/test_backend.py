@@ -1,4 +1,4 @@
-"""The ONNX Runtime inference backend (train.inference.load_models(backend="onnx"), `--backend onnx`):
+"""The ONNX Runtime inference backend (train.models.runtime.load_models(backend="onnx"), `--backend onnx`):
 the same probabilities as the TorchScript backend, the same masks from `evaluate predict`, an
 optional dependency with a clear error when it is missing, and CPU only."""
 from __future__ import annotations
@@ -14,10 +14,10 @@ from PIL import Image
 
 from evaluate.cli import main
 from tests.conftest import write_labelled_folder
-from train.checkpoints import save_checkpoint
-from train.inference import (OnnxModel, load_models, predict_probability, probability_samples,
+from train.models.checkpoints import save_checkpoint
+from train.models.runtime import (OnnxModel, load_models, predict_probability, probability_samples,
                              tiled_probability)
-from train.model import architecture, build_model
+from train.models.unet import architecture, build_model
 
 ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
 needs_ort = pytest.mark.skipif(not ORT, reason="onnxruntime/onnx not installed (pip install -e '.[export]')")

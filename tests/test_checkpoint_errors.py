@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.checkpoints import CheckpointError, read_checkpoint
+from train.models.checkpoints import CheckpointError, read_checkpoint
 
 
 def test_pickled_objects_are_not_a_checkpoint_of_this_tool(tmp_path: Path) -> None:
@@ -32,9 +32,9 @@ def test_other_files_are_named(tmp_path: Path) -> None:
 def test_a_checkpoint_for_other_preprocessing_is_refused_before_fine_tuning(tmp_path: Path) -> None:
     """The pretrained model's preprocessing is checked once, where every checkpoint is read."""
     from grapheneseg.config import load_config, to_plain
-    from train.checkpoints import save_checkpoint
+    from train.models.checkpoints import save_checkpoint
     from train.crossval import finetune_setup
-    from train.model import architecture, build_model
+    from train.models.unet import architecture, build_model
 
     config = to_plain(load_config("train", ["model.features=4", "model.depth=2"]))
     path = tmp_path / "sim.ckpt"

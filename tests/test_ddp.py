@@ -13,9 +13,9 @@ import torch
 
 from grapheneseg.config import load_config
 from tests.test_pretrain import write_sim
-from train.checkpoints import read_checkpoint
+from train.models.checkpoints import read_checkpoint
 from train.loops import epoch_order
-from train.model import build_model
+from train.models.unet import build_model
 from train.pretrain import pretrain
 
 # no batch norm and no Dice term: then the mean of two per-rank losses over 4 samples is the

@@ -10,10 +10,10 @@ import torch
 
 from evaluate.cli import main
 from tests.conftest import write_labelled_folder
-from train.checkpoints import load_model, save_checkpoint
-from train.inference import for_device, inference_device, load_models, predict_probability
+from train.models.checkpoints import load_model, save_checkpoint
+from train.models.runtime import for_device, inference_device, load_models, predict_probability
 from train.loops import choose_device
-from train.model import architecture, build_model
+from train.models.unet import architecture, build_model
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="tests the error raised without CUDA")
 

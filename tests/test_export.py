@@ -14,9 +14,9 @@ import torch
 
 from grapheneseg.micrographs import read_image
 from grapheneseg.preprocessing import preprocess
-from train.checkpoints import load_model
-from train.export import RawToProbability, export_bioimageio, synthetic_micrograph
-from train.inference import load_models, predict_probability
+from train.models.checkpoints import load_model
+from train.models.export import RawToProbability, export_bioimageio, synthetic_micrograph
+from train.models.runtime import load_models, predict_probability
 
 from .conftest import synthetic_micrograph as lattice_with_blob
 

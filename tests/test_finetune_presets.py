@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from grapheneseg.config import load_config, to_plain
-from train.checkpoints import save_checkpoint
+from train.models.checkpoints import save_checkpoint
 from train.crossval import finetune_setup
-from train.model import architecture, build_model
+from train.models.unet import architecture, build_model
 
 
 @pytest.mark.parametrize("preset", ["cpu", "paper"])

@@ -19,8 +19,8 @@ from grapheneseg.config import load_config, save_run_config
 from grapheneseg.formats import Micrograph, read_micrograph
 from grapheneseg.tables import merge_rows
 from tests.conftest import FORMATS
-from train.checkpoints import save_checkpoint
-from train.model import architecture, build_model
+from train.models.checkpoints import save_checkpoint
+from train.models.unet import architecture, build_model
 
 CFG = {"pixel_range": [0.3, 0.6], "target_pixel_size": 0.45, "max_memory_gb": 4.0}
 

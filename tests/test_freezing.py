@@ -12,7 +12,7 @@ from grapheneseg.config import load_config, to_plain
 from tests.conftest import write_labelled_folder
 from train.datasets import real_pairs
 from train.loops import fit
-from train.model import build_model
+from train.models.unet import build_model
 
 MODEL = {"depth": 2, "features": 4, "batch_norm": True}
 

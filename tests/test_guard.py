@@ -9,9 +9,9 @@ import torch
 
 from grapheneseg.config import load_config
 from tests.conftest import write_labelled_folder
-from train.checkpoints import read_checkpoint, save_checkpoint
+from train.models.checkpoints import read_checkpoint, save_checkpoint
 from train.crossval import cross_validate, train_all
-from train.model import architecture, build_model
+from train.models.unet import architecture, build_model
 from train.selection import choose, describe, inner_splits
 
 TINY = ["model.depth=2", "model.features=4", "model.batch_norm=true", "loop.batch_size=4", "loop.crop=32",

@@ -8,7 +8,7 @@ from grapheneseg.config import load_config, to_plain
 from grapheneseg.micrographs import load_labelled
 from tests.conftest import write_labelled_folder
 from train.crossval import fit_selected
-from train.model import architecture, build_model
+from train.models.unet import architecture, build_model
 from train.selection import choose, describe
 
 # Inner counts [tp, fp, fn, tn] of fold 3 of `train finetune --n-real 5` on the 105 images

@@ -15,7 +15,7 @@ from grapheneseg.config import load_config
 from grapheneseg.formats import Micrograph
 from tests.conftest import write_labelled_folder
 from tests.test_pretrain import FT, TINY_LOOP, TINY_MODEL, write_sim
-from train.checkpoints import read_checkpoint
+from train.models.checkpoints import read_checkpoint
 from train.cli import main
 from train.pretrain import pretrain
 

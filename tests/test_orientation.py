@@ -1,10 +1,10 @@
-"""Lattice orientation, grains and boundaries (grapheneseg.orientation; issue 23, item 3)."""
+"""Lattice orientation, grains and boundaries (evaluate.analysis.orientation; issue 23, item 3)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from grapheneseg.orientation import grains_of, lattice_and_vacuum, misorientation, orientation_map
+from evaluate.analysis.orientation import grains_of, lattice_and_vacuum, misorientation, orientation_map
 
 
 def lattice_image(pixel: float, shape: tuple[int, int], theta, noise: float = 0.5, seed: int = 0) -> np.ndarray:

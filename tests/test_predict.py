@@ -1,4 +1,4 @@
-"""Inference library (train.inference): checkpoints and run folders, ensembles.
+"""Inference library (train.models.runtime): checkpoints and run folders, ensembles.
 (Scores against a known answer: tests/test_scoring_known_answer.py.)"""
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from train.inference import checkpoint_paths, for_inference, load_models, predict_probability
-from train.checkpoints import CheckpointError, save_checkpoint
-from train.model import architecture, build_model
+from train.models.runtime import checkpoint_paths, for_inference, load_models, predict_probability
+from train.models.checkpoints import CheckpointError, save_checkpoint
+from train.models.unet import architecture, build_model
 
 
 def save_model(path, seed, depth=2, batch_norm=True):

@@ -15,7 +15,7 @@ from grapheneseg.metrics import pooled
 from simulate.dataset import DatasetWriter
 from simulate.pipeline import META_DTYPE
 from tests.conftest import synthetic_micrograph, write_labelled_folder
-from train.checkpoints import CheckpointError, read_checkpoint
+from train.models.checkpoints import CheckpointError, read_checkpoint
 from train.cli import main
 from train.crossval import cross_validate, real_subset
 from train.datasets import H5Rows, sim_pairs
@@ -107,7 +107,7 @@ def test_pretrain_then_finetune_round_trip(sim_file, tmp_path, capsys):
     assert pretrain(cfg, [sim_file], ckpt, resume=True) == summary  # finished: read back
 
     # the real images watched while pretraining are scored as `score_model` scores them
-    from train.inference import score_model
+    from train.models.runtime import score_model
     assert summary["real_val"] == pytest.approx(score_model(ckpt, real)["pooled"], abs=1e-6)
 
     # fine-tune with the CLI: 3-fold CV on 2 of each fold's 4 training images, simulations mixed in
@@ -151,7 +151,7 @@ def test_min_steps_scale_small_sets_and_freezing_keeps_encoder(sim_file, tmp_pat
     cross_validate(cfg, real, tmp_path / "run")
     history = json.loads((tmp_path / "run" / "fold_0" / "metrics.json").read_text())["history"]
     assert len(history) == 6  # 2 epochs x 1 step < 6 steps: each epoch repeated 3 times
-    from train.checkpoints import load_model
+    from train.models.checkpoints import load_model
     tuned, pre = load_model(tmp_path / "run" / "fold_0" / "model.ckpt")[0], read_checkpoint(ckpt)["state_dict"]
     weights = tuned.state_dict()
     assert np.allclose(weights["down.0.0.weight"], pre["down.0.0.weight"])  # frozen encoder

@@ -8,7 +8,7 @@ import train.crossval as crossval
 from evaluate.cli import main as evaluate_main
 from grapheneseg.config import load_config
 from tests.conftest import write_labelled_folder
-from train.checkpoints import read_checkpoint
+from train.models.checkpoints import read_checkpoint
 
 TINY = ["model.depth=2", "model.features=4", "loop.batch_size=4", "loop.crop=32", "loop.epochs=2",
         "loop.val_every=1", "loop.checkpoint_every=1", "loop.min_steps=0", "threads=1", "cv.folds=2"]

@@ -12,9 +12,9 @@ from evaluate.cli import main
 from tests.conftest import write_labelled_folder
 from tests.test_comparison import TINY
 from tests.test_pretrain import write_sim
-from train.inference import score_model
+from train.models.runtime import score_model
 
-PRETRAIN = ["pretrain.model.depth=2", "pretrain.model.features=4", "pretrain.model.batch_norm=false",
+PRETRAIN = ["pretrain.models.unet.depth=2", "pretrain.models.unet.features=4", "pretrain.models.unet.batch_norm=false",
             "pretrain.loop.epochs=1", "pretrain.loop.samples_per_epoch=8", "pretrain.loop.batch_size=4",
             "pretrain.loop.crop=32", "pretrain.threads=1"]
 

@@ -1,11 +1,11 @@
-"""Ring census of the atom graph (evaluate.apply.rings; issue 23, item 4)."""
+"""Ring census of the atom graph (evaluate.analysis.rings; issue 23, item 4)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from evaluate.apply.atoms import bond_graph
-from evaluate.apply.rings import ring_census
+from evaluate.analysis.rings import ring_census
 
 BOND_PX = 6.0
 

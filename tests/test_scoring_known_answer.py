@@ -19,9 +19,9 @@ from grapheneseg.metrics import confusion, pooled
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
 from tests.conftest import write_labelled_folder
-from train.checkpoints import save_checkpoint
-from train.inference import score_model
-from train.model import architecture, build_model
+from train.models.checkpoints import save_checkpoint
+from train.models.runtime import score_model
+from train.models.unet import architecture, build_model
 
 
 def threshold_checkpoint(path: Path, t: float, w: float = 1.0) -> Path:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from evaluate.apply.atoms import bond_graph
 from evaluate.apply.structure import COLOURS, run_structure, structure_of
-from simulate.labels import BOUNDARY, CONTAMINATION, LATTICE, VACUUM
+from grapheneseg.classes import BOUNDARY, CONTAMINATION, LATTICE, VACUUM
 from tests.test_orientation import two_grains_and_a_hole
 from tests.test_rings import BOND_PX, honeycomb
 

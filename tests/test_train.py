@@ -14,11 +14,11 @@ from PIL import Image
 from grapheneseg.config import load_config, to_plain
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.splits import load_or_make_splits
-from train.checkpoints import CheckpointError, load_model, load_weights, read_checkpoint, save_checkpoint
+from train.models.checkpoints import CheckpointError, load_model, load_weights, read_checkpoint, save_checkpoint
 from train.cli import main
 from train.datasets import PairDataset, real_pairs
 from train.loops import ce_dice_loss, fit
-from train.model import build_model
+from train.models.unet import build_model
 
 TINY = ["model.depth=2", "model.features=4", "loop.batch_size=4", "loop.crop=32", "loop.epochs=2",
         "loop.val_every=1", "loop.checkpoint_every=1", "loop.min_steps=0", "threads=1"]

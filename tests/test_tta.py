@@ -10,9 +10,9 @@ from PIL import Image
 
 from evaluate.cli import main as evaluate_main
 from tests.conftest import write_labelled_folder
-from train.checkpoints import save_checkpoint
-from train.inference import for_inference, predict_probability
-from train.model import architecture, build_model
+from train.models.checkpoints import save_checkpoint
+from train.models.runtime import for_inference, predict_probability
+from train.models.unet import architecture, build_model
 
 ARCH = architecture({"depth": 3, "features": 4, "batch_norm": True})
 

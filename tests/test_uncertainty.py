@@ -55,7 +55,7 @@ def test_std_is_over_members_and_symmetries() -> None:
     cfg = type("Cfg", (), cfg)
     image = np.random.default_rng(0).normal(size=(32, 32)).astype(np.float32)
     prob, std, disagreement = probability_and_std([Shifted()], image, cfg)
-    from train.inference import DIHEDRAL
+    from train.models.runtime import DIHEDRAL
 
     expected = []
     for k, flip in DIHEDRAL:  # the sample of symmetry (k, flip), computed independently

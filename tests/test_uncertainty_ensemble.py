@@ -15,8 +15,8 @@ from evaluate.apply.uncertainty import jaccard_disagreement
 from evaluate.benchmark.uncertainty_study import held_out_members, mutual_information, uncertainty_vs_error
 from grapheneseg.micrographs import load_labelled
 from tests.conftest import write_labelled_folder
-from train.checkpoints import save_checkpoint
-from train.model import architecture, build_model
+from train.models.checkpoints import save_checkpoint
+from train.models.unet import architecture, build_model
 
 ARCH = architecture({"depth": 2, "features": 4, "batch_norm": False})
 

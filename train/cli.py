@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from grapheneseg.config import ConfigError, flag_overrides, load_config, real_dir, run_command
+from grapheneseg.config import ConfigError, add_debug, flag_overrides, load_config, real_dir, run_command
 from grapheneseg.metrics import METRICS
 
 EXAMPLES = """examples:
@@ -101,14 +101,14 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from grapheneseg.formats import read_micrograph
-    from train.export import export_bioimageio  # torch and the exporters only here
+    from train.models.export import export_bioimageio  # torch and the exporters only here
 
     if args.model:
         model = Path(args.model)
     else:
-        from importlib.resources import files
+        from train.models.registry import packaged
 
-        model = Path(str(files("grapheneseg") / "models" / "sim_default.ckpt"))
+        model = packaged("contamination")
         print(f"no --model given: exporting the packaged simulation-only model {model}", file=sys.stderr)
     image = read_micrograph(args.test_image).image if args.test_image else None
     summary = export_bioimageio(model, Path(args.bioimageio), image)
@@ -190,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(lambda: args.func(args), "interrupted (continue with --resume)")
+    args = add_debug(build_parser()).parse_args(argv)
+    return run_command(lambda: args.func(args), "interrupted (continue with --resume)", args.debug)
 
 
 if __name__ == "__main__":

@@ -45,10 +45,10 @@ from grapheneseg.config import save_config, to_plain, write_json
 from grapheneseg.metrics import mean_and_spread, pooled, scores
 from grapheneseg.micrographs import LabelledSet, load_labelled
 from grapheneseg.splits import adopt_splits, image_key, load_or_make_splits
-from train.checkpoints import CheckpointError, check_task, read_checkpoint, save_checkpoint
+from train.models.checkpoints import CheckpointError, check_task, read_checkpoint, save_checkpoint
 from train.datasets import MixedPairs, real_pairs, sim_pairs
 from train.loops import choose_device, fit, validate
-from train.model import architecture, build_model
+from train.models.unet import architecture, build_model
 from train.selection import choose, inner_splits
 
 

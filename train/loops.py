@@ -35,10 +35,10 @@ from tqdm import tqdm
 
 from grapheneseg.metrics import confusion, pooled
 from train.datasets import ATOM_IGNORE, ATOM_PEAK
-from train.inference import DEVICES, inference_device, pad_to, predict_probability
-from train.checkpoints import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from train.models.runtime import DEVICES, inference_device, pad_to, predict_probability
+from train.models.checkpoints import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from torch.utils.data import Dataset
-from train.model import UNet, architecture, build_model
+from train.models.unet import UNet, architecture, build_model
 
 
 def choose_device(name: str = "auto") -> torch.device:

@@ -31,10 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 from grapheneseg.config import save_config, to_plain, write_json
 from grapheneseg.metrics import METRICS
 from simulate.dataset import open_dataset, require_atoms
-from train.checkpoints import save_checkpoint
+from train.models.checkpoints import save_checkpoint
 from train.datasets import real_pairs, sim_pairs
 from train.loops import ATOM_METRICS, choose_device, fit, world
-from train.model import architecture
+from train.models.unet import architecture
 
 TASK_CLASSES = {"contamination": 2, "classes": 4, "atoms": 1}  # output channels of each task's network
 

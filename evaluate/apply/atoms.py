@@ -3,7 +3,7 @@
 Two methods. "network" (the default of `evaluate atoms`): a U-Net trained on simulated images
 only (`train pretrain --task atoms`) predicts a map of the graphene sheet's atoms, and the atoms
 are its peaks; the image is first brought to the network's scale exactly as for segmentation
-(`evaluate.apply.network_scale`), so the contrast (white or black atoms, any defocus) is the
+(`evaluate.apply.predictor.Predictor.plan`), so the contrast (white or black atoms, any defocus) is the
 network's business. "extrema": atoms are local extrema of the flat-field-corrected image; which
 sign marks the atoms is decided by the honeycomb's geometry: an atom's nearest neighbours sit one
 C-C bond (1.42 A) away, a hexagon centre's 2.46 A away, so the polarity whose extrema most often
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +26,15 @@ import scipy.ndimage
 from scipy.spatial import cKDTree
 
 from grapheneseg.formats import Micrograph
-from grapheneseg.lattice import read_pixel_size, reflection_balance
+from evaluate.analysis.registration import reflection_balance
+from grapheneseg.lattice import read_pixel_size
 from grapheneseg.preprocessing import preprocess
 
+from .segment import Notice, Segmentation, Skipped
+
 if TYPE_CHECKING:
-    from .segment import Skipped
+    from .predictor import Predictor
+    from .scale import Scale
 
 BOND = 1.42  # C-C bond length, A
 
@@ -152,32 +156,17 @@ def bond_graph(atoms: np.ndarray, mask: np.ndarray | None, bond_px: float, bond_
     return AtomGraph(atoms, bonds, angles, contrast, bond_px)
 
 
-def predict_atom_map(models, micrograph: Micrograph, cfg, pixel_size: float | None = None
-                     ) -> tuple[np.ndarray, float, float]:
-    """(atom map at the network's scale, its zoom relative to the micrograph, the micrograph's
-    pixel size): the micrograph resampled as for segmentation (`cfg` = the apply config), then
-    the atom-task `models` (train.inference.load_models(..., task="atoms"))."""
-    from train.inference import tiled_probability
-
-    from .segment import network_scale
-
-    scaled, size, _ = network_scale(micrograph, cfg, pixel_size)
-    if not size:
+def find_atoms_network(predictor: Predictor, micrograph: Micrograph, scale: Scale, mask: np.ndarray | None = None,
+                       threshold: float = 0.5, bond_tolerance: float = 1.3) -> AtomGraph:
+    """Atoms outside `mask` as the peaks (above `threshold`) of the atom map that the atom-task
+    `predictor` predicts at its own scale (the micrograph resampled as for segmentation), in the
+    micrograph's own pixels; bonds as in `find_atoms`. A ValueError when the scale is unknown."""
+    if not scale.pixel_size:
         raise ValueError("no graphene lattice found: give the pixel size (--pixel-size) to locate atoms")
-    heat = tiled_probability(models, preprocess(scaled), cfg.tile, cfg.overlap, cfg.batch_size,
-                             bool(cfg.get("tta", False)))
-    return heat, scaled.shape[0] / micrograph.image.shape[0], size
-
-
-def find_atoms_network(models, micrograph: Micrograph, cfg, mask: np.ndarray | None = None,
-                       pixel_size: float | None = None, threshold: float = 0.5,
-                       bond_tolerance: float = 1.3) -> AtomGraph:
-    """Atoms outside `mask` as the peaks (above `threshold`) of the atom map the network predicts
-    (`predict_atom_map`), in the micrograph's own pixels; bonds as in `find_atoms`."""
-    heat, zoom, size = predict_atom_map(models, micrograph, cfg, pixel_size)
-    peaks = map_peaks(heat, BOND / size * zoom, threshold)
+    heat, zoom = predictor.probability(micrograph, scale)
+    peaks = map_peaks(heat, BOND / scale.pixel_size * zoom, threshold)
     atoms = (peaks + 0.5) / zoom - 0.5  # network-scale pixel centres -> the micrograph's (grid-mode zoom)
-    return bond_graph(atoms, mask, BOND / size, bond_tolerance, "network")
+    return bond_graph(atoms, mask, BOND / scale.pixel_size, bond_tolerance, "network")
 
 
 def bond_statistics(graph: AtomGraph, mask: np.ndarray | None, shape: tuple[int, int],
@@ -222,6 +211,22 @@ def registration(image: np.ndarray, pixel_size: float | None, min_balance: float
     return {"reflection_balance": balance, "registration": verdict}
 
 
+def registration_notices(name: str, check: dict, min_balance: float) -> list[Notice]:
+    """The warning a user must see when `check` (see `registration`) finds the registration uncertain."""
+    if check["registration"] != "uncertain":
+        return []
+    return [Notice("registration", f"{name}: registration uncertain: the weakest {{100}} reflection pair has "
+                                   f"{check['reflection_balance']:.2f} of the strongest's amplitude (< "
+                                   f"atoms.min_reflection_balance {min_balance}); the atoms may all be half a C-C "
+                                   "bond (0.7 A) off")]
+
+
+ASTIGMATISM_NOTE = ("where two-fold astigmatism gives the three {100} reflection pairs CTFs of different signs, the "
+                    "lattice image is also that of the sheet shifted by half a lattice vector, and the network's "
+                    "honeycomb can be that shifted one (atoms ~0.7 A off, bond directions unchanged); images where it "
+                    "is likely are flagged 'registration uncertain'")
+
+
 def write_graph(graph: AtomGraph, out_dir: Path, stem: str, extra: dict | None = None) -> tuple[Path, Path, Path]:
     """<stem>_atoms.csv (row, col), <stem>_bonds.csv (i, j, length_px, angle_mod60_deg), summary
     JSON (with `extra`, e.g. `registration`)."""
@@ -244,8 +249,8 @@ def write_graph(graph: AtomGraph, out_dir: Path, stem: str, extra: dict | None =
 def draw_graph(ax, image: np.ndarray, graph: AtomGraph, mask: np.ndarray | None):
     """Draw the micrograph, the contamination (shaded) and the bonds coloured by angle mod 60
     degrees on a matplotlib axis; returns the bonds' LineCollection (None without bonds)."""
-    import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
+    from matplotlib.colors import Normalize
 
     ax.imshow(preprocess(image), cmap="gray", interpolation="nearest")
     if mask is not None and mask.any():
@@ -253,7 +258,7 @@ def draw_graph(ax, image: np.ndarray, graph: AtomGraph, mask: np.ndarray | None)
     lines = None
     if len(graph.bonds):
         segments = graph.atoms[graph.bonds][:, :, ::-1]  # (row, col) -> (x, y)
-        lines = LineCollection(segments, cmap="hsv", norm=plt.Normalize(0, 60), linewidths=1.5)
+        lines = LineCollection(segments, cmap="hsv", norm=Normalize(0, 60), linewidths=1.5)
         lines.set_array(graph.angles)
         ax.add_collection(lines)
     ax.axis("off")
@@ -262,12 +267,11 @@ def draw_graph(ax, image: np.ndarray, graph: AtomGraph, mask: np.ndarray | None)
 
 def plot_graph(image: np.ndarray, graph: AtomGraph, mask: np.ndarray | None, path: Path) -> Path:
     """Figure 5 of the paper: bonds coloured by angle mod 60 degrees, contamination shaded."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=(7, 7))
 
-    fig, ax = plt.subplots(figsize=(7, 7))
+    ax = fig.subplots()
     lines = draw_graph(ax, image, graph, mask)
     if lines is not None:
         fig.colorbar(lines, ax=ax, fraction=0.046, label="bond angle mod 60 (degrees)")
@@ -275,7 +279,6 @@ def plot_graph(image: np.ndarray, graph: AtomGraph, mask: np.ndarray | None, pat
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -286,37 +289,24 @@ class AtomResult:
     path: Path
     graph: AtomGraph
     check: dict
+    notices: list[Notice] = field(default_factory=list)  # the registration warning, when uncertain
 
 
-def load_atom_models(atom_model: Path | None, device: str, apply_cfg: Any,
-                     backend: str = "torchscript") -> tuple[list, Any, Path]:
-    """(the atom-map models, the apply config resolved for their pixel range, the checkpoint):
-    `atom_model`, else the packaged default (evaluate.apply.segment.DEFAULT_ATOM_MODEL)."""
-    from train.inference import load_models
-
-    from .segment import DEFAULT_ATOM_MODEL, default_model, model_scale
-
-    path = Path(atom_model) if atom_model else default_model(DEFAULT_ATOM_MODEL)
-    return load_models(path, device, task="atoms", backend=backend), model_scale(path, apply_cfg), path
-
-
-def atoms_of(results: Sequence[Any], out_dir: Path, atoms_cfg: Any, method: str = "network",
-             models: Sequence[Any] = (), model_cfg: Any = None, contrast: str = "auto"
+def atoms_of(results: Sequence[Segmentation], out_dir: Path, atoms_cfg: Any, method: str = "network",
+             predictor: Predictor | None = None, contrast: str = "auto"
              ) -> tuple[list[AtomResult], dict[str, Skipped]]:
     """Atoms and bonds outside the contamination of each segmentation in `results`
-    (evaluate.apply.segment.Segmentation) by `method` ("network": the atom-map `models` at
-    `model_cfg`'s scale, see `load_atom_models`; "extrema": local extrema at `contrast`), each
+    by `method` ("network": the atom-task `predictor`, at the scale each segmentation was made
+    at; "extrema": local extrema at `contrast`), each
     with its `registration` check, written to `out_dir` (`write_graph`, `plot_graph`). Returns
     the results and {path: reason} for the micrographs where no atoms could be located."""
-    from .segment import Skipped
-
     done, failed = [], {}
     for seg in results:
         path, stem = seg.micrograph.path, seg.micrograph.path.stem
         try:
             if method == "network":
-                graph = find_atoms_network(models, seg.micrograph, model_cfg, seg.mask, seg.pixel_size,
-                                           atoms_cfg.threshold, atoms_cfg.bond_tolerance)
+                graph = find_atoms_network(predictor, seg.micrograph, seg.scale, seg.mask, atoms_cfg.threshold,
+                                           atoms_cfg.bond_tolerance)
             else:
                 graph = find_atoms(seg.micrograph.image, seg.mask, seg.pixel_size, contrast=contrast,
                                    bond_tolerance=atoms_cfg.bond_tolerance)
@@ -326,5 +316,5 @@ def atoms_of(results: Sequence[Any], out_dir: Path, atoms_cfg: Any, method: str 
         check = registration(seg.micrograph.image, seg.pixel_size, atoms_cfg.min_reflection_balance)
         write_graph(graph, out_dir, stem, check)
         plot_graph(seg.micrograph.image, graph, seg.mask, out_dir / f"{stem}_bonds.png")
-        done.append(AtomResult(path, graph, check))
+        done.append(AtomResult(path, graph, check, registration_notices(str(path), check, atoms_cfg.min_reflection_balance)))
     return done, failed

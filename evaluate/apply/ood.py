@@ -1,7 +1,7 @@
 """Out-of-distribution flags: is a micrograph like what the model was trained on?
 
 U-Nets trained at one magnification or dose do not transfer to another, so each micrograph is
-measured as the network sees it (after any resampling to its scale, evaluate.apply.network_scale):
+measured as the network sees it (after any resampling to its scale, evaluate.apply.predictor.Predictor.plan):
 
 - `lattice`: a graphene lattice is found (grapheneseg.lattice.read_pixel_size); without one the
   scale is unknown and the image may not be graphene at all;
@@ -14,8 +14,8 @@ measured as the network sees it (after any resampling to its scale, evaluate.app
 - `contrast`: the standard deviation of the flat-fielded image (mean 1): the intensity
   statistic that preprocessing's standardisation hides from the network.
 
-A measure outside its reference range [lo, hi] is flagged with a `OODWarning` naming the file,
-the measure and the range. The reference (`packaged_reference()`) covers what this project's
+A measure outside its reference range [lo, hi] is flagged, and the segmentation carries a notice
+naming the file, the measure and the range (`evaluate.api` issues it as an `OODWarning`). The reference (`packaged_reference()`) covers what this project's
 models are trained on: the 105 public labelled micrographs (real-only and fine-tuned models) and
 the default simulation
 (`simulate generate --n 5000`, the default model's and the pretraining data), their joint min-max
@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import functools
 import json
-import warnings
 from collections.abc import Iterable, Sequence
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +41,11 @@ import numpy as np
 from grapheneseg.lattice import read_pixel_size
 from grapheneseg.preprocessing import flat_field
 from grapheneseg.spectrum import frequencies, power_spectrum
+from train.models import registry
 
 MARGIN = 1.5  # reference ranges: [min / MARGIN, max * MARGIN] of the training images' measures
 MEASURES = ("noise", "contrast")
-REFERENCE_FILE = Path(str(files("grapheneseg") / "models" / "ood_reference.json"))  # packaged with the models
+REFERENCE_FILE = registry.ood_reference()  # packaged with the models (train.models.registry)
 
 
 def summarise(values: Sequence[dict[str, float]]) -> dict[str, Any]:
@@ -117,12 +116,13 @@ def out_of_range(values: dict[str, float], reference: dict[str, tuple[float, flo
     return found
 
 
-def check(image: np.ndarray, name: str, reference: dict[str, tuple[float, float]] | None = None,
+def check(image: np.ndarray, reference: dict[str, tuple[float, float]] | None = None,
           zoom: float = 1.0, lattice: bool | None = None) -> list[str]:
-    """The OOD flags of one raw micrograph (`zoom`, `lattice`: see `measures`); warns naming `name`
-    when any."""
-    flags = out_of_range(measures(image, zoom, lattice), packaged_reference() if reference is None else reference)
-    if flags:
-        warnings.warn(f"{name}: out of the training distribution ({'; '.join(flags)}); "
-                      "the segmentation may be wrong", OODWarning, stacklevel=2)
-    return flags
+    """The OOD flags of one raw micrograph (`zoom`, `lattice`: see `measures`), empty when none;
+    against the packaged reference unless `reference` is given."""
+    return out_of_range(measures(image, zoom, lattice), packaged_reference() if reference is None else reference)
+
+
+def message(name: str, flags: Sequence[str]) -> str:
+    """What a user is told about a micrograph `name` with OOD `flags`."""
+    return f"{name}: out of the training distribution ({'; '.join(flags)}); the segmentation may be wrong"

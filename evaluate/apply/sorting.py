@@ -10,10 +10,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 import numpy as np  # noqa: E402
 
 from grapheneseg.tables import merge_rows  # noqa: E402
@@ -46,8 +43,8 @@ def thumbnail_sheet(tiles: Sequence[tuple[np.ndarray, str]], path: Path, title: 
     """PNG grid of RGB thumbnails in the given order, each with its small title (`title_inches`
     of figure height per row for it), under one overall title."""
     rows = max(1, int(np.ceil(len(tiles) / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * thumb_inches, rows * (thumb_inches + title_inches)),
-                             squeeze=False)
+    fig = Figure(figsize=(columns * thumb_inches, rows * (thumb_inches + title_inches)))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for (rgb, label), ax in zip(tiles, axes.flat):
@@ -57,7 +54,6 @@ def thumbnail_sheet(tiles: Sequence[tuple[np.ndarray, str]], path: Path, title: 
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

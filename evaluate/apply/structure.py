@@ -3,13 +3,13 @@
 
 Per micrograph, from its contamination mask (`evaluate predict`), its pixel size and, when given,
 its atom graph (`evaluate atoms`):
-- the local lattice orientation (grapheneseg.orientation: hexagonal order parameter at the
+- the local lattice orientation (evaluate.analysis.orientation: hexagonal order parameter at the
   measured lattice parameter), vacuum where the lattice's power vanishes outside the
   contamination, grains between orientation jumps and boundary lines where they meet;
 - the four classes of the paper's Figure 1 (lattice, contamination, vacuum, grain boundary; the
   class numbers of the simulator's `classes`, simulate.labels): boundary = lattice pixels within
   `boundary_half_width` A of a boundary line, as the simulator labels it;
-- the ring census of the atom graph (evaluate.apply.rings), counted only when the registration
+- the ring census of the atom graph (evaluate.analysis.rings), counted only when the registration
   check is `ok` (a half-bond shift makes a honeycomb of hexagon centres, whose rings mean nothing).
 Areas and lengths are in physical units only when the pixel size is known; otherwise the table says
 `unknown` (never a guess). Without a pixel size there is no lattice parameter, so no orientation.
@@ -29,14 +29,15 @@ from typing import Any
 import numpy as np
 import scipy.ndimage
 
-from grapheneseg.lattice import read_lattice
+from grapheneseg.formats import Micrograph
 from grapheneseg.tables import merge_rows
-from grapheneseg.orientation import (JUMP_DEG, MERGE_DEG, VACUUM_FRACTION, WINDOW_PERIODS, Grains, OrientationMap,
+from evaluate.analysis.orientation import (JUMP_DEG, MERGE_DEG, VACUUM_FRACTION, WINDOW_PERIODS, Grains, OrientationMap,
                                      grains_of, lattice_and_vacuum, orientation_map)
 from grapheneseg.preprocessing import preprocess
-from simulate.labels import BOUNDARY, CLASS_NAMES, CONTAMINATION, LATTICE, VACUUM
+from grapheneseg.classes import BOUNDARY, CLASS_NAMES, CONTAMINATION, LATTICE, VACUUM
 
-from .rings import MAX_RING, MIN_RING, Rings, ring_census
+from evaluate.analysis.rings import MAX_RING, MIN_RING, Rings, ring_census
+from .scale import Scale, ScaleSource, decide_scale
 
 BOUNDARY_HALF_WIDTH = 3.0  # A either side of a boundary line: the simulator's `boundary_width`
 COLOURS = {LATTICE: (255, 255, 255), CONTAMINATION: (40, 80, 255), VACUUM: (40, 200, 40), BOUNDARY: (230, 20, 20)}
@@ -78,24 +79,26 @@ def _option(cfg: Any, key: str) -> Any:
     return DEFAULTS[key] if value is None else value
 
 
-def structure_of(image: np.ndarray, mask: np.ndarray | None = None, pixel_size: float | None = None,
-                 pixel_size_source: str = "given", graph: Any = None, registration: str | None = None,
-                 path: Path | str = "", cfg: Any = None) -> Structure:
-    """The structure map of one micrograph (module doc). `mask`: contamination (True); `pixel_size`
-    (A/px) and its source as `evaluate.apply.segment.scale_of` gives them (its "lattice
-    (ambiguous)" is kept as the lattice check; None: read here from the lattice, source "lattice"); `graph`: its atom graph (evaluate.apply.atoms.AtomGraph) and
-    `registration` its check ("ok", "uncertain", "unknown"); `cfg`: options of `DEFAULTS`."""
+def lattice_check(scale: Scale) -> str:
+    """"ok", "ambiguous: R A/px also fits" (a lattice reading with a rival sqrt 3 apart) or "no lattice"."""
+    if scale.source is ScaleSource.AMBIGUOUS:
+        return f"ambiguous: {scale.reading.rival:.3f} A/px also fits"
+    return "no lattice" if scale.pixel_size is None else "ok"
+
+
+def structure_of(image: np.ndarray, mask: np.ndarray | None = None, scale: Scale | None = None,
+                 graph: Any = None, registration: str | None = None, path: Path | str = "",
+                 cfg: Any = None) -> Structure:
+    """The structure map of one micrograph (module doc). `mask`: contamination (True); `scale`: the
+    pixel size with its source and lattice reading, as the segmentation decided it
+    (evaluate.apply.scale.decide_scale; None: decided here from the image alone); `graph`: its atom
+    graph (evaluate.apply.atoms.AtomGraph) and `registration` its check ("ok", "uncertain",
+    "unknown"); `cfg`: options of `DEFAULTS`."""
     start = time.perf_counter()
     image = np.asarray(image, dtype=np.float32)
     mask = np.zeros(image.shape, bool) if mask is None else np.asarray(mask, bool)
-    check = "ambiguous" if pixel_size_source == "lattice (ambiguous)" else "ok"  # scale_of read it
-    if pixel_size is None:
-        reading = read_lattice(image)
-        pixel_size, pixel_size_source = reading.pixel_size, "lattice" if reading.pixel_size else "unknown"
-        if reading.pixel_size is None:
-            check = "no lattice"
-        elif reading.ambiguous:
-            check = f"ambiguous: {reading.rival:.3f} A/px also fits"
+    scale = scale or decide_scale(Micrograph(Path(path), image, None))
+    pixel_size, check = scale.pixel_size, lattice_check(scale)
     classes = np.full(image.shape, LATTICE, np.uint8)
     classes[mask] = CONTAMINATION
     omap = grains = None
@@ -111,7 +114,7 @@ def structure_of(image: np.ndarray, mask: np.ndarray | None = None, pixel_size: 
     verdict = "no atoms" if graph is None else (registration or "unknown")
     if graph is not None and verdict == "ok":
         rings = ring_census(graph.atoms, graph.bonds)
-    return Structure(Path(path), classes, pixel_size, pixel_size_source, check, omap, grains, rings, verdict,
+    return Structure(Path(path), classes, pixel_size, scale.source, check, omap, grains, rings, verdict,
                      time.perf_counter() - start)
 
 
@@ -222,12 +225,9 @@ def draw_wheel(ax) -> None:
 def write_orientation(image: np.ndarray, s: Structure, path: Path) -> Path:
     """`<stem>_orientation.png`: `draw_orientation` with the colour-wheel legend and the grain
     count, boundary length and pixel size in the title."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = plt.figure(figsize=(8, 7))
+    fig = Figure(figsize=(8, 7))
     ax = fig.add_axes([0.02, 0.02, 0.76, 0.88])
     draw_orientation(ax, image, s)
     wheel = fig.add_axes([0.79, 0.6, 0.2, 0.25], projection="polar")
@@ -237,7 +237,6 @@ def write_orientation(image: np.ndarray, s: Structure, path: Path) -> Path:
                  f"(pixel {row['pixel_size_A']} A, {s.pixel_size_source})", fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -264,8 +263,7 @@ def run_structure(results: Sequence[Any], out_dir: Path, cfg: Any = None, atom_r
     for seg in results:
         micrograph = seg.micrograph
         found = atoms.get(str(micrograph.path))
-        s = structure_of(micrograph.image, seg.mask, seg.pixel_size, seg.pixel_size_source,
-                         found.graph if found else None, found.check.get("registration") if found else None,
+        s = structure_of(micrograph.image, seg.mask, seg.scale, found.graph if found else None, found.check.get("registration") if found else None,
                          micrograph.path, cfg)
         stem = Path(micrograph.path).stem
         write_classes(s, out_dir / f"{stem}_classes.png")

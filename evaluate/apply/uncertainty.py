@@ -1,7 +1,7 @@
 """Per-pixel uncertainty of the contamination probability, and its per-image summary.
 
 Each ensemble member (one checkpoint, or every fold of a CV run folder) sees the image under each
-of the 8 dihedral symmetries of the square (train.inference.DIHEDRAL), and each prediction is
+of the 8 dihedral symmetries of the square (train.models.runtime.DIHEDRAL, via evaluate.apply.predictor), and each prediction is
 mapped back: members x 8 samples per pixel. Their mean is the probability (the same as
 `predict --tta`); their standard deviation is the uncertainty (at most 0.5 for values in [0, 1]).
 With one checkpoint the std measures test-time-augmentation disagreement only; with a fold
@@ -24,39 +24,35 @@ evaluate.benchmark.uncertainty_study.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from train.inference import probability_samples  # noqa: E402
+import numpy as np
 
 BAND = (0.1, 0.9)  # mean probabilities counted as hesitant by the per-image score
 MAX_STD = 0.5  # the largest std of values in [0, 1]: every map shares this colour scale
 CMAP = "magma"
 
 
-def probability_and_std(models: Sequence[Any], image: np.ndarray, cfg: Any) -> tuple[np.ndarray, np.ndarray, float]:
-    """(mean, std, disagreement) over members x symmetries of a preprocessed `image` (see module
-    doc): float32 maps and the `jaccard_disagreement` of the samples' masks at `cfg.threshold`.
-    Accumulated as sums (two float64 maps) and bit-packed masks, not members x 8 float maps: a
-    2048 px image stays small."""
-    total = np.zeros(image.shape, np.float64)
-    squares = np.zeros(image.shape, np.float64)
+def probability_and_std(samples: Iterable[np.ndarray], shape: tuple[int, int], threshold: float
+                        ) -> tuple[np.ndarray, np.ndarray, float]:
+    """(mean, std, disagreement) over the probability `samples` (members x symmetries, each of
+    `shape`, see module doc; evaluate.apply.predictor makes them): float32 maps and the
+    `jaccard_disagreement` of the samples' masks at `threshold`. Accumulated as sums (two float64
+    maps) and bit-packed masks, not members x 8 float maps: a 2048 px image stays small."""
+    total = np.zeros(shape, np.float64)
+    squares = np.zeros(shape, np.float64)
     packed = []
-    for p in probability_samples(models, image, cfg.tile, cfg.overlap, cfg.batch_size):
+    for p in samples:
         total += p
         squares += np.square(p, dtype=np.float64)
-        packed.append(np.packbits(p > cfg.threshold))
+        packed.append(np.packbits(p > threshold))
     mean = total / len(packed)
-    consensus = mean > cfg.threshold
+    consensus = mean > threshold
+    size = int(np.prod(shape))
     disagreement = float(np.mean([jaccard_disagreement(
-        np.unpackbits(m, count=image.size).reshape(1, *image.shape).astype(bool), consensus) for m in packed]))
+        np.unpackbits(m, count=size).reshape(1, *shape).astype(bool), consensus) for m in packed]))
     std = np.sqrt(np.maximum(squares / len(packed) - mean**2, 0.0))
     return mean.astype(np.float32), std.astype(np.float32), disagreement
 
@@ -72,7 +68,9 @@ def uncertainty_rgb(image: np.ndarray, std: np.ndarray) -> np.ndarray:
     """RGB float in [0, 1]: the grey micrograph blended with the std in `CMAP` (alpha = std / 0.5)."""
     lo, hi = np.percentile(image, [1, 99])
     grey = np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1)[..., None].repeat(3, axis=2)
-    colour = plt.get_cmap(CMAP)(np.clip(std / MAX_STD, 0, 1))[..., :3]
+    from matplotlib import colormaps
+
+    colour = colormaps[CMAP](np.clip(std / MAX_STD, 0, 1))[..., :3]
     alpha = np.clip(std / MAX_STD * 2, 0, 1)[..., None]  # half the maximum std is fully coloured
     return np.clip((1 - alpha) * grey + alpha * colour, 0.0, 1.0)
 
@@ -80,7 +78,10 @@ def uncertainty_rgb(image: np.ndarray, std: np.ndarray) -> np.ndarray:
 def plot_uncertainty(seg: Any, path: Path) -> Path:
     """<stem>_uncertainty.png: the std map in `CMAP` on the fixed scale 0-0.5, with a colorbar,
     beside the micrograph with the uncertainty overlaid."""
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4))
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.4, 4))
+    axes = fig.subplots(1, 2)
     axes[0].imshow(uncertainty_rgb(seg.micrograph.image, seg.uncertainty), interpolation="lanczos")
     axes[0].set_title(seg.micrograph.path.name, fontsize=8)
     shown = axes[1].imshow(seg.uncertainty, cmap=CMAP, vmin=0, vmax=MAX_STD, interpolation="nearest")
@@ -91,7 +92,6 @@ def plot_uncertainty(seg: Any, path: Path) -> Path:
     fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04, label="std over members x symmetries")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

@@ -29,7 +29,7 @@ from grapheneseg.micrographs import find_pairs
 
 from grapheneseg.stats import paired_bootstrap
 
-from .report import arm_from_train_cv
+from .scoring import fold_arm, predictor_for
 from evaluate.apply.suggest import choose
 
 
@@ -54,9 +54,7 @@ def suggested_order(pretrained: Path, real: Path, splits: Sequence[dict], n: int
 def zero_shot(pretrained: Path, real: Path, splits: Sequence[dict], device: str = "auto") -> float:
     """Jaccard of the checkpoint as it is (no label), pooled over the test pixels of `splits`:
     what either arm's fine-tuning has to beat."""
-    from train.inference import score_model
-
-    counts = score_model(Path(pretrained), Path(real), device=device)["counts"]
+    counts = predictor_for(Path(pretrained), device).score(Path(real))["counts"]
     return pooled(np.array(counts[n]) for s in splits for n in s["test"])["jaccard"]
 
 
@@ -84,10 +82,12 @@ def _by_label_area(suggest: Any, randoms: Sequence[Any]) -> list[dict[str, Any]]
     return rows
 
 
-def _summary(suggest_dir: Path, random_dirs: Sequence[Path]) -> dict[str, Any]:
-    """Pooled Jaccard of the suggest arm and of each random arm, their spread and differences."""
-    suggest = arm_from_train_cv(suggest_dir, "suggest")
-    randoms = [arm_from_train_cv(d, f"random {i}") for i, d in enumerate(random_dirs)]
+def _summary(suggest_dir: Path, random_dirs: Sequence[Path], real: Path, splits: Sequence[dict],
+             device: str = "auto") -> dict[str, Any]:
+    """Pooled Jaccard of the suggest arm and of each random arm (each fold's model scored through
+    the Predictor, as the zero-shot model is), their spread and differences."""
+    suggest = fold_arm(suggest_dir, "suggest", real, splits, device)
+    randoms = [fold_arm(d, f"random {i}", real, splits, device) for i, d in enumerate(random_dirs)]
     values = np.array([a.pooled_all["jaccard"] for a in randoms])
     per_image = [a.image_scores() for a in randoms]
     random_mean_image = {n: float(np.mean([p[n] for p in per_image])) for n in per_image[0]}
@@ -145,7 +145,7 @@ def run_active(real: Path, pretrained: Path, out: Path, splits: Sequence[dict], 
             random_dirs.append(out / f"random-K{k}-seed{seed}")
             cross_validate(load_config("train", [*base, f"cv.n_real={k}", f"cv.subset_seed={seed}"]), real,
                            random_dirs[-1], resume=True, splits=list(splits))
-        results["by_k"][str(k)] = _summary(suggest_dir, random_dirs)
+        results["by_k"][str(k)] = _summary(suggest_dir, random_dirs, real, splits, device)
     write_json(out / "active.json", results)
     return results
 

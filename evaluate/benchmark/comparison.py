@@ -28,13 +28,15 @@ from . import bragg
 from .active import active_markdown, run_active
 from grapheneseg.config import load_config, override, save_config
 from grapheneseg.fetch import sha256
+from grapheneseg.formats import Micrograph
 from grapheneseg.metrics import scores
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
 from grapheneseg.splits import image_key, load_or_make_splits
 from grapheneseg.stats import paired_bootstrap
 
-from .report import (Arm, arm_from_bragg_cv, arm_from_train_cv, error_example_names, plot_data_efficiency,
+from .scoring import fold_arm, predictor_for
+from .report import (Arm, arm_from_bragg_cv, error_example_names, plot_data_efficiency,
                      plot_error_examples, plot_per_image, plot_structure_panel, write_report)
 
 REAL_ONLY, SIM_ONLY, FINETUNED, BRAGG = ("U-Net real-only", "U-Net sim-only", "U-Net sim-pretrained + fine-tuned",
@@ -159,9 +161,7 @@ def _active(real: Path, out: Path, budget: Any, splits: list[dict], pretrained: 
 def sim_only_arm(ckpt: Path, real: Path, splits: list[dict], device: str = "auto") -> Arm:
     """The simulation-only model scored on every fold's test images (it never saw real labels),
     pooled per fold of `splits` as the trained arms are."""
-    from train.inference import score_model
-
-    counts = score_model(ckpt, real, device=device)["counts"]
+    counts = predictor_for(ckpt, device).score(real)["counts"]
     per_fold, all_counts = [], {}
     for split in splits:
         fold_counts = [np.array(counts[n]) for n in split["test"]]
@@ -174,8 +174,9 @@ def sim_only_arm(ckpt: Path, real: Path, splits: list[dict], device: str = "auto
 def _error_examples(arms: dict[str, Arm], real: Path, splits: list[dict], bragg_dir: Path,
                     run_dirs: dict[str, Path], sim_ckpt: Path, device: str = "auto") -> list:
     """Best, median and worst contaminated test images of the fine-tuned arm, with every arm's prediction."""
-    from train.inference import load_models, predict_probability
     from train.crossval import fold_dir
+
+    from evaluate.apply.scale import decide_scale
 
     data = load_labelled(real)
     index = {n: i for i, n in enumerate(data.names)}
@@ -187,11 +188,12 @@ def _error_examples(arms: dict[str, Arm], real: Path, splits: list[dict], bragg_
         split = next(s for s in splits if s["repeat"] == 0 and name in s["test"])
         image, truth = data.images[index[name]], data.masks[index[name]]
         pre = preprocess(image)
+        micrograph = Micrograph(real / name, image, None)
+        scale = decide_scale(micrograph)
         masks = {"truth": truth, "Bragg": bragg.segment(pre, bragg_params[(0, split["fold"])], preprocessed=True)}
         for label, arm in (("real-only", REAL_ONLY), ("fine-tuned", FINETUNED)):
-            models = load_models(fold_dir(run_dirs[arm], split) / "model.ckpt", device)
-            masks[label] = predict_probability(models, pre[None])[0] > 0.5
-        masks["sim-only"] = predict_probability(load_models(sim_ckpt, device), pre[None])[0] > 0.5
+            masks[label] = predictor_for(fold_dir(run_dirs[arm], split) / "model.ckpt", device).segment(micrograph, scale).mask
+        masks["sim-only"] = predictor_for(sim_ckpt, device).segment(micrograph, scale).mask
         examples.append((f"{title}: {name[:28]}", pre, masks))
     return examples
 
@@ -201,9 +203,8 @@ def structure_examples(real: Path, model: Path, n: int = 6, device: str = "auto"
     (`_GrGB_` in the name) when there are, evenly spaced in name order; each with its four-class
     map (evaluate.apply.structure.structure_of: the contamination predicted by `model`, the other
     classes from the lattice orientation at the lattice's own pixel size)."""
+    from evaluate.apply.scale import decide_scale
     from evaluate.apply.structure import structure_of
-    from grapheneseg.lattice import read_pixel_size
-    from train.inference import load_models, predict_probability
 
     data = load_labelled(real)
     gb = [i for i, name in enumerate(data.names) if "_GrGB_" in name]
@@ -211,12 +212,12 @@ def structure_examples(real: Path, model: Path, n: int = 6, device: str = "auto"
     pick = lambda idx, k: [idx[j] for j in np.linspace(0, len(idx) - 1, k).round().astype(int)] if idx and k else []
     chosen = pick(gb, min(len(gb), n // 2))
     chosen += pick(other, min(len(other), n - len(chosen)))
-    models = load_models(model, device)
+    predictor = predictor_for(model, device)
     examples = []
     for i in chosen:
-        mask = predict_probability(models, preprocess(data.images[i])[None])[0] > 0.5
-        size = read_pixel_size(data.images[i])
-        s = structure_of(data.images[i], mask, size, "lattice" if size else "unknown")
+        micrograph = Micrograph(real / data.names[i], data.images[i], None)
+        seg = predictor.segment(micrograph, decide_scale(micrograph))
+        s = structure_of(data.images[i], seg.mask, seg.scale)
         examples.append((data.names[i][:28], data.images[i], s.classes))
     return examples
 
@@ -268,7 +269,6 @@ def _trained_arms(out: Path, real: Path, budget: Any, train_extra: list[str], pr
     its config, images, folds, pretrained checkpoint and code all match. Returns (the arms at K =
     all, {K: arms}, {arm: {K: Jaccard}}, {arm: run folder at K = all})."""
     from train.crossval import cross_validate, train_all
-    from train.inference import score_model
 
     final: dict[str, Arm] = {}
     by_k: dict[int, dict[str, Arm]] = {}
@@ -285,7 +285,7 @@ def _trained_arms(out: Path, real: Path, budget: Any, train_extra: list[str], pr
             if splits:
                 run_dir = out / "arms" / f"{stem}-{key}"
                 summary = cross_validate(tcfg, real, run_dir, resume=True, splits=splits)
-                arm = arm_from_train_cv(run_dir, _arm_name(name, k))
+                arm = fold_arm(run_dir, _arm_name(name, k), real, splits, device)
                 jaccard = arm.summary["jaccard"]["mean"]
                 record = {"folder": str(run_dir), "key": key, "train_seconds": summary.get("train_seconds"),
                           "chosen_epochs": [f.get("epochs") for f in summary["selection"]],
@@ -294,7 +294,7 @@ def _trained_arms(out: Path, real: Path, budget: Any, train_extra: list[str], pr
             else:
                 run_dir = out / "arms" / f"{stem}-all-{key}.ckpt"
                 train_all(tcfg, real, run_dir, resume=True)
-                scored = score_model(run_dir, test, device=device)
+                scored = predictor_for(run_dir, device).score(test)
                 arm = _scored_arm(_arm_name(name, k), scored, test)
                 jaccard = arm.pooled_all["jaccard"]
                 record = {"checkpoint": str(run_dir), "sha256": sha256(run_dir), "key": key}
@@ -310,8 +310,6 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
                      pretrained: Path | None, train_extra: list[str], pretrain_extra: list[str],
                      eval_extra: list[str], progress: bool, device: str = "auto") -> dict[str, Path]:
     """Every arm trained on all of `real` and scored once on the labelled folder `test`."""
-    from train.inference import score_model
-
     from .bragg import fit_bragg, score_bragg
 
     images = images_sha256(real)
@@ -325,7 +323,7 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
     arms = {BRAGG: _scored_arm(BRAGG, score_bragg(bragg.BraggParams(**json.loads(params.read_text())["params"]), test),
                                test)}
     pretrained, pretrained_sha = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
-    arms[SIM_ONLY] = _scored_arm(SIM_ONLY, score_model(pretrained, test, device=device), test)
+    arms[SIM_ONLY] = _scored_arm(SIM_ONLY, predictor_for(pretrained, device).score(test), test)
     n_all = len(load_labelled(real))
     trained, by_k, curves, _ = _trained_arms(out, real, budget, train_extra, pretrained, pretrained_sha, images,
                                              provenance, test=test, device=device)

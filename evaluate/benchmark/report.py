@@ -15,10 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 import numpy as np  # noqa: E402
 
 from grapheneseg.metrics import METRICS, mean_and_spread, pooled, scores  # noqa: E402
@@ -127,7 +124,8 @@ def table1_markdown(rows: list[dict[str, Any]]) -> str:
 
 def plot_per_image(arms: list[Arm], path: Path, metric: str = "jaccard") -> Path:
     """Distribution of the per-image metric for every arm (box + points), worst images named."""
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(arms), 4))
+    fig = Figure(figsize=(1.8 + 1.6 * len(arms), 4))
+    ax = fig.subplots()
     values = [list(a.image_scores(metric).values()) for a in arms]
     ax.boxplot(values, showfliers=False)
     rng = np.random.default_rng(0)
@@ -145,7 +143,8 @@ def plot_data_efficiency(curves: dict[str, dict[int, float]], path: Path, n_all:
                          intervals: dict[int, dict[str, dict[str, Any]]] | None = None) -> Path:
     """Pooled Jaccard vs number of real training labels K, one line per arm; with `intervals`
     a second panel of the paired per-image differences and their bootstrap 95% intervals."""
-    fig, axes = plt.subplots(1, 2 if intervals else 1, figsize=(10 if intervals else 5, 3.6), squeeze=False)
+    fig = Figure(figsize=(10 if intervals else 5, 3.6))
+    axes = fig.subplots(1, 2 if intervals else 1, squeeze=False)
     ax = axes[0, 0]
     for name, curve in curves.items():
         ks = sorted(curve)
@@ -189,8 +188,8 @@ def error_overlay(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 def plot_error_examples(examples: list[tuple[str, np.ndarray, dict[str, np.ndarray]]], path: Path) -> Path:
     """Rows: (title, micrograph, {arm: predicted mask}) with the truth mask under key 'truth'."""
     arms = [k for k in examples[0][2] if k != "truth"]
-    fig, axes = plt.subplots(len(examples), 1 + len(arms), figsize=(2.2 * (1 + len(arms)), 2.3 * len(examples)),
-                             squeeze=False)
+    fig = Figure(figsize=(2.2 * (1 + len(arms)), 2.3 * len(examples)))
+    axes = fig.subplots(len(examples), 1 + len(arms), squeeze=False)
     for row, (title, image, masks) in zip(axes, examples):
         row[0].imshow(image, cmap="gray")
         row[0].set_title(title, fontsize=8)
@@ -211,7 +210,9 @@ def plot_structure_panel(examples: list[tuple[str, np.ndarray, np.ndarray]], pat
     green, contamination blue; evaluate.apply.structure.classes_rgb)."""
     from evaluate.apply.structure import classes_rgb
 
-    fig, axes = plt.subplots(2, len(examples), figsize=(2.3 * len(examples), 4.8), squeeze=False)
+    fig = Figure(figsize=(2.3 * len(examples), 4.8))
+
+    axes = fig.subplots(2, len(examples), squeeze=False)
     for column, (title, image, classes) in zip(axes.T, examples):
         lo, hi = np.percentile(image, [1, 99])
         column[0].imshow(np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1), cmap="gray")
@@ -227,7 +228,6 @@ def _save(fig: Any, path: Path) -> Path:
     """Lay out, write at the report's resolution and close a figure."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

@@ -79,35 +79,33 @@ def uncertainty_vs_error(run_dir: Path, data: Any, splits: Sequence[dict], cfg: 
       error of the 10 images of highest disagreement and of the 10 worst.
 
     Also the OOD flags (evaluate.ood) raised."""
-    import warnings
-
+    from grapheneseg.formats import Micrograph
     from grapheneseg.metrics import confusion, scores
-    from grapheneseg.preprocessing import preprocess
-    from train.checkpoints import read_checkpoint
-    from train.inference import load_models, probability_samples
+    from train.models.checkpoints import read_checkpoint
 
-    from evaluate.apply.ood import OODWarning, check
+    from evaluate.apply.ood import check
+    from evaluate.apply.predictor import Predictor
+    from evaluate.apply.scale import decide_scale
 
     def error(prob: np.ndarray, label: np.ndarray) -> float:
         return 1.0 - scores(confusion(prob > cfg.threshold, label))["jaccard"]
 
     first = sorted((s for s in splits if s["repeat"] == 0), key=lambda s: s["fold"])
     paths = [Path(run_dir) / f"fold_{s['fold']}" / "model.ckpt" for s in first]
-    models = [load_models(p, "cpu")[0] for p in paths]
+    predictors = [Predictor(p, cfg, "cpu") for p in paths]
     seen = [set(read_checkpoint(p).get("train_images", [])) for p in paths]
     index = {name: i for i, name in enumerate(data.names)}
     rows = []
     for f, split in enumerate(first):
         for name in split["test"]:
             i = index[name]
-            image = preprocess(data.images[i])
+            micrograph = Micrograph(Path(name), data.images[i], None)
+            scale = decide_scale(micrograph)
             members = held_out_members(seen, f, name)
-            samples = {g: np.stack(list(probability_samples([models[g]], image, cfg.tile, cfg.overlap, cfg.batch_size))) for g in members}
+            samples = {g: predictors[g].samples(micrograph, scale) for g in members}
             own = samples[f]
             both = np.concatenate([samples[g] for g in members])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", OODWarning)
-                flags = check(data.images[i], name)
+            flags = check(data.images[i], lattice=scale.lattice_found)
             row = {"name": name, "fold": split["fold"], "members": [first[g]["fold"] for g in members],
                    "error": error(own.mean(0), data.masks[i]), "ood": flags,
                    **sample_scores(own, cfg.threshold),

@@ -15,20 +15,20 @@ from typing import Any
 
 import numpy as np
 
+from ..apply.scale import Scale, ScaleSource
+
 LENGTH_TO_ANGSTROM = {"nm": 10.0, "nanometer": 10.0, "angstrom": 1.0, "å": 1.0, "a": 1.0, "pm": 0.01,
                       "um": 1e4, "µm": 1e4, "micrometer": 1e4}
-SOURCE_FROM_LAYER = "layer scale"  # a pixel size read from a layer's scale (set by the user, or another reader)
 
 
-def image_kwargs(name: str, pixel_size_A: float | None, source: str, path: str | None = None,
-                 note: str = "") -> dict:
+def image_kwargs(name: str, scale: Scale, path: str | None = None, note: str = "") -> dict:
     """Image-layer kwargs: scale in nm per pixel (1 pixel when the pixel size is unknown), the unit,
-    and metadata {pixel_size_A, pixel_size_source, path, note}."""
-    calibrated = bool(pixel_size_A)
-    size = pixel_size_A / 10.0 if calibrated else 1.0
+    and metadata {pixel_size_A, pixel_size_source, path, note, scale (the `Scale` itself)}."""
+    calibrated = bool(scale.pixel_size)
+    size = scale.pixel_size / 10.0 if calibrated else 1.0
     return {"name": name, "scale": (size, size), "units": ("nm", "nm") if calibrated else ("pixel", "pixel"),
-            "metadata": {"pixel_size_A": pixel_size_A if calibrated else None, "pixel_size_source": source,
-                         "path": path, "note": note}}
+            "metadata": {"pixel_size_A": scale.pixel_size if calibrated else None,
+                         "pixel_size_source": str(scale.source), "path": path, "note": note, "scale": scale}}
 
 
 @dataclass
@@ -56,17 +56,21 @@ class Source:
                              f"({data.dtype}); split channels or take one frame first")
         return data
 
-    def pixel_size(self) -> tuple[float | None, str]:
-        """(A/px, source): the reader's (metadata) while the layer's scale still agrees with it,
-        else the layer's scale when its unit is a length, else (None, unknown)."""
-        size = self.metadata.get("pixel_size_A")
+    def decided_scale(self, pixel_size: float | None = None) -> Scale | None:
+        """The scale to segment at: `pixel_size` (A/px, given), else the reader's `Scale`
+        (metadata) while the layer's scale still agrees with it, else the layer's scale when its
+        unit is a length, else None (the Predictor then reads the lattice of the data)."""
+        if pixel_size:
+            return Scale(float(pixel_size), ScaleSource.GIVEN)
+        read = self.metadata.get("scale")
         unit = self.units[-1].lower()
         from_scale = self.scale[-1] * LENGTH_TO_ANGSTROM[unit] if unit in LENGTH_TO_ANGSTROM else None
-        if size and (from_scale is None or np.isclose(from_scale, size, rtol=1e-6)):
-            return float(size), str(self.metadata.get("pixel_size_source") or "file")
+        if isinstance(read, Scale) and read.pixel_size and (
+                from_scale is None or np.isclose(from_scale, read.pixel_size, rtol=1e-6)):
+            return read
         if from_scale:
-            return float(from_scale), SOURCE_FROM_LAYER
-        return None, "unknown"
+            return Scale(float(from_scale), ScaleSource.LAYER)
+        return None
 
     def like(self, name: str, **extra: Any) -> dict:
         """kwargs of a layer on this image's grid (same scale, translation, units)."""
@@ -85,10 +89,9 @@ def segmentation_layers(source: Source, model: str | Path | None = None, device:
     the layer's."""
     from evaluate import api
 
-    size, where = (pixel_size, "given") if pixel_size else source.pixel_size()
-    result = api.segment(source.image(), size, _model(model), device, tta, uncertainty, threshold)
+    result = api.segment(source.image(), None, _model(model), device, tta, uncertainty, threshold,
+                         scale=source.decided_scale(pixel_size))
     meta = {**result.metadata, "file": source.metadata.get("path") or source.name, "image_layer": source.name,
-            "pixel_size_source": where if size else result.pixel_size_source,
             "model": str(model or "packaged default"), "tta": tta}
     layers = [(result.mask.astype(np.uint8), source.like(f"{source.name} contamination", metadata=meta,
                                                            opacity=0.5), "labels"),
@@ -109,11 +112,11 @@ def atom_layers(source: Source, method: str = "network", model: str | Path | Non
     the image's grid (as `evaluate atoms`)."""
     from evaluate import api
 
-    size, where = (pixel_size, "given") if pixel_size else source.pixel_size()
-    found = api.atoms(source.image(), size, _model(model), _model(atom_model), method, device=device)
+    found = api.atoms(source.image(), None, _model(model), _model(atom_model), method, device=device,
+                      scale=source.decided_scale(pixel_size))
     meta = {"image_layer": source.name, "method": found.method, "bond_px": found.bond_px,
             "pixel_size_A": found.segmentation.pixel_size,
-            "pixel_size_source": where if size else found.segmentation.pixel_size_source,
+            "pixel_size_source": str(found.segmentation.pixel_size_source),
             "atoms": len(found.atoms), "bonds": len(found.bonds), **found.registration}
     points = (found.atoms, source.like(f"{source.name} atoms", metadata=meta, size=0.5 * found.bond_px,
                                        face_color="cyan", border_width=0), "points")
@@ -147,8 +150,7 @@ def suggest_steps(sources: Sequence[Source], n: int = 10, coverage_every: int | 
 
     results = []
     for i, source in enumerate(sources):
-        size, _ = source.pixel_size()
-        one = api.segment(source.image(), size, _model(model), device, uncertainty=True)
+        one = api.segment(source.image(), None, _model(model), device, uncertainty=True, scale=source.decided_scale())
         one.segmentation.micrograph.path = Path(source.name)
         results.append(one.segmentation)
         yield i + 1, len(sources)

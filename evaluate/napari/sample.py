@@ -2,6 +2,7 @@
 with its true contamination mask."""
 from __future__ import annotations
 
+from ..apply.scale import Scale, ScaleSource
 from .layers import image_kwargs
 
 SAMPLE_PX = 128
@@ -17,7 +18,7 @@ def simulated_micrograph(seed: int = SAMPLE_SEED, size: int = SAMPLE_PX) -> list
     cfg = load_config("simulate", ["grid=tiny", f"grid.image_px={int(size)}"])
     (sample,), _ = simulate_structure(cfg, int(seed), 0, [0])
     pixel_size = float(sample.meta["pixel_size"])
-    image = image_kwargs(f"simulated graphene (seed {seed})", pixel_size, "simulated")
+    image = image_kwargs(f"simulated graphene (seed {seed})", Scale(pixel_size, ScaleSource.SIMULATED))
     truth = {key: image[key] for key in ("scale", "units")}
     truth.update(name="true contamination", metadata=dict(image["metadata"]), opacity=0.4)
     return [(sample.image, image, "image"), (sample.mask.astype("uint8"), truth, "labels")]

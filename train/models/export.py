@@ -9,7 +9,7 @@ What a consumer of the package (bioimageio.core, deepImageJ, ilastik, Fiji, napa
   of the Bernstein basis (its 3x3 normal matrix inverted by the adjugate, so ONNX needs no
   inverse operator), the floor of the surface at 1e-3 of the mean, the standardisation, the
   network and the probability of the contamination class (the atom map for atom models). The
-  outputs agree with train.inference.predict_probability on preprocessed images within 1e-5
+  outputs agree with train.models.runtime.predict_probability on preprocessed images within 1e-5
   (tests/test_export.py).
 - **What it cannot do for the user, said in the documentation and the rdf:** the flat field is
   fitted to the tensor it is given, so a consumer that tiles a large image fits one per tile (the
@@ -38,11 +38,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from train.checkpoints import load_model
-from train.inference import probability
+from train.models.checkpoints import load_model
+from train.models.onnx import ONNX_OPSET, export_onnx
+from train.models.runtime import probability
 
 SPEC_FORMAT_VERSION = "0.5.4"
-ONNX_OPSET = 17
 SOURCE_URL = "https://github.com/lbnlcomputerarch/graphene-u-net"  # the paper's code and labelled data
 GRAPHENE_A = 2.46  # graphene lattice constant, A (synthetic test input)
 
@@ -70,7 +70,7 @@ def _pinv3(b: torch.Tensor) -> torch.Tensor:
 
 class RawToProbability(nn.Module):
     """Raw micrographs (N, 1, H, W) -> probability (N, 1, H, W): grapheneseg.preprocessing.preprocess
-    (flat field in float64 as there, standardisation) then the U-Net and train.inference.probability."""
+    (flat field in float64 as there, standardisation) then the U-Net and train.models.runtime.probability."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -204,10 +204,7 @@ def export_bioimageio(checkpoint: Path, out: Path, test_image: np.ndarray | None
             warnings.simplefilter("ignore")  # tracer and TorchScript deprecation notices
             traced = torch.jit.trace(model, x, check_trace=False)
             traced.save(str(folder / "weights_torchscript.pt"))
-            torch.onnx.export(model, (x,), str(folder / "weights.onnx"), input_names=["raw"],
-                              output_names=["probability"], opset_version=ONNX_OPSET, dynamo=False,
-                              dynamic_axes={"raw": {0: "batch", 2: "y", 3: "x"},
-                                            "probability": {0: "batch", 2: "y", 3: "x"}})
+        export_onnx(model, x, folder / "weights.onnx", "raw", "probability", ("batch", "y", "x"))
         with torch.inference_mode():
             scripted = torch.jit.load(str(folder / "weights_torchscript.pt"))(x).numpy()
         np.save(folder / "test_input.npy", image[None, None])

@@ -15,22 +15,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import io
 import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from grapheneseg.metrics import confusion, per_image, pooled, scores
-from grapheneseg.micrographs import load_labelled
-from grapheneseg.preprocessing import preprocess
-from train.checkpoints import CheckpointError, load_model, read_checkpoint
+from train.models.checkpoints import checkpoint_paths, load_model
+from train.models.onnx import for_onnx, onnxruntime_module
 
-MODEL_FILE = "model.ckpt"
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("torchscript", "onnx")  # how a network runs on the CPU (a GPU always runs torch eager)
-ONNX_OPSET = 17
 CUDA_BATCH = 64  # images per forward pass on a GPU (the CPU keeps its small, cache-friendly batches)
 
 
@@ -42,29 +37,6 @@ def inference_device(name: str = "auto") -> torch.device:
         raise ValueError(f"--device cuda: no CUDA device is available to torch {torch.__version__} "
                          f"(built for CUDA {torch.version.cuda}); use --device cpu or auto")
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
-
-
-def checkpoint_paths(model_path: Path | Sequence[Path]) -> list[Path]:
-    """The checkpoint files a model path stands for: the file itself, a folder's model.ckpt, or
-    every fold_*/model.ckpt of a cross-validation run folder; for several paths (an ensemble of
-    them), all of theirs in order, each file once (a CheckpointError names one given twice)."""
-    if not isinstance(model_path, (str, Path)):
-        paths = [p for one in model_path for p in checkpoint_paths(one)]
-        twice = sorted({str(p) for p in paths if paths.count(p) > 1})
-        if twice:
-            raise CheckpointError(f"{', '.join(twice)}: given more than once, it would count twice in the ensemble")
-        return paths
-    model_path = Path(model_path)
-    if model_path.is_file():
-        return [model_path]
-    if model_path.is_dir():
-        if (model_path / MODEL_FILE).is_file():
-            return [model_path / MODEL_FILE]
-        folds = sorted(model_path.glob(f"fold_*/{MODEL_FILE}"))
-        if folds:
-            return folds
-        raise CheckpointError(f"{model_path}: folder holds no {MODEL_FILE} and no fold_*/{MODEL_FILE}")
-    raise CheckpointError(f"{model_path}: no such checkpoint file or run folder")
 
 
 class InferenceModel(torch.nn.Module):
@@ -96,57 +68,6 @@ def for_device(model: torch.nn.Module, device: torch.device) -> InferenceModel:
     return InferenceModel(model.eval().to(device, memory_format=torch.channels_last), model.depth, device)
 
 
-def _onnxruntime() -> Any:
-    """The onnxruntime module, or a ValueError saying how to install the optional backend."""
-    import importlib.util
-
-    try:
-        import onnxruntime
-    except ImportError:
-        onnxruntime = None
-    if onnxruntime is None or importlib.util.find_spec("onnx") is None:
-        raise ValueError("--backend onnx needs the optional packages onnxruntime and onnx, not installed here: "
-                         "pip install -e '.[export]' (or use the default --backend torchscript)")
-    return onnxruntime
-
-
-class OnnxModel:
-    """A network run by an ONNX Runtime CPU session: called like `InferenceModel` on a float32
-    (N, 1, H, W) tensor (any N, H, W), it returns the logits tensor (N, C, H, W); `depth` and
-    `device` (cpu) as there, so that predict_probability, tiled_probability and
-    probability_samples use it unchanged."""
-
-    def __init__(self, session: Any, depth: int):
-        self.session, self.depth, self.device = session, depth, torch.device("cpu")
-        self.input_name = session.get_inputs()[0].name
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
-
-
-def for_onnx(model: torch.nn.Module) -> OnnxModel:
-    """The eval-mode model exported to ONNX (opset 17, dynamic batch, height and width) in memory,
-    nothing written to disk, in an ONNX Runtime session on the CPU: graph optimisations on
-    (ORT_ENABLE_ALL, which folds the batch norm), torch.get_num_threads() intra-op threads (so
-    --threads and OMP_NUM_THREADS hold for it as for TorchScript)."""
-    ort = _onnxruntime()
-    size = 2 ** (model.depth - 1) * 4
-    buffer = io.BytesIO()
-    axes = {0: "n", 2: "h", 3: "w"}
-    with warnings.catch_warnings():  # the TorchScript-based exporter's deprecation and tracer warnings
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.zeros(1, 1, size, size),), buffer, input_names=["x"],
-                          output_names=["logits"], opset_version=ONNX_OPSET, dynamo=False,
-                          dynamic_axes={"x": axes, "logits": axes})
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-    return OnnxModel(session, model.depth)
-
-
 def _onnx_device(device: str) -> None:
     """The onnx backend runs on the CPU: `device` cuda is an error; auto on a machine with CUDA
     runs on the CPU with a warning."""
@@ -169,7 +90,7 @@ def load_models(model_path: Path | Sequence[Path], device: str = "auto",
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if backend == "onnx":
         _onnx_device(device)
-        _onnxruntime()  # before the checkpoints are read
+        onnxruntime_module()  # before the checkpoints are read
         return [for_onnx(load_model(p, task)[0]) for p in checkpoint_paths(model_path)]
     target = inference_device(device)
     prepare = for_inference if target.type == "cpu" else lambda m: for_device(m, target)
@@ -295,47 +216,3 @@ def probability_samples(models: Sequence[torch.nn.Module], image: np.ndarray, ti
         for k, flip in DIHEDRAL:
             p = tiled_probability([model], seen_under(image, k, flip), tile, overlap, batch_size, tta=False)
             yield mapped_back(p, k, flip)
-
-
-def predict_masks(model_path: Path, images: Sequence[np.ndarray], batch_size: int = 2,
-                  threshold: float = 0.5, tta: bool = False, device: str = "auto",
-                  backend: str = "torchscript") -> tuple[np.ndarray, np.ndarray]:
-    """(probability, boolean mask) for raw micrographs `images`, each (N, H, W)."""
-    models = load_models(model_path, device, backend=backend)
-    prob = predict_probability(models, np.stack([preprocess(im) for im in images]), batch_size, tta=tta)
-    return prob, prob > threshold
-
-
-def trained_on(model_path: Path, names: Sequence[str]) -> dict[str, list[str]]:
-    """{checkpoint path: the `names` it was trained on} for every checkpoint of `model_path` that
-    records training images among `names` (scoring on them overstates the model)."""
-    wanted = set(names)
-    overlap = {}
-    for path in checkpoint_paths(model_path):
-        seen = sorted(wanted.intersection(read_checkpoint(path).get("train_images", [])))
-        if seen:
-            overlap[str(path)] = seen
-    return overlap
-
-
-def score_model(model_path: Path, test_dir: Path, batch_size: int = 2,
-                threshold: float = 0.5, tta: bool = False, device: str = "auto",
-                backend: str = "torchscript") -> dict[str, Any]:
-    """Metrics of a checkpoint or run folder (ensemble; with `tta` also over the 8 dihedral
-    symmetries) on the labelled folder `test_dir`.
-
-    Returns {"pooled": the six Table-1 metrics over all test pixels, "per_image": mean and std
-    of each metric over images, "scores": {name: six metrics}, "counts": {name: [tp, fp, fn, tn]},
-    "n_images", "n_models", "model", "test"} (the same keys as the Bragg scorer).
-    """
-    data = load_labelled(Path(test_dir))
-    _, masks = predict_masks(model_path, data.images, batch_size, threshold, tta, device, backend)
-    counts = [confusion(p, t) for p, t in zip(masks, data.masks)]
-    result: dict[str, Any] = {
-        "pooled": pooled(counts), "per_image": per_image(counts),
-        "scores": {name: scores(c) for name, c in zip(data.names, counts)},
-        "counts": {name: c.tolist() for name, c in zip(data.names, counts)},
-        "n_images": len(data), "n_models": len(checkpoint_paths(model_path)),
-        "model": str(model_path), "test": str(test_dir), "tta": tta,
-    }
-    return result

@@ -5,7 +5,7 @@ Layout (FORMAT, version 1):
     task                     what the network predicts: "contamination" (2-class softmax) or
                              "atoms" (1-channel atom map, `train pretrain --task atoms`); files
                              written before the key existed are contamination models
-    architecture             train.model.architecture(...) of the weights
+    architecture             train.models.unet.architecture(...) of the weights
     state_dict               model weights (tensors)
     config                   the run's resolved config (plain dict), incl. preprocessing
     preprocessing            name of the input preprocessing the model expects
@@ -31,10 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from train.model import UNet, architecture, build_model
+from train.models.unet import UNet, architecture, build_model
 
 FORMAT = "grapheneseg-unet"
 FORMAT_VERSION = 1
+MODEL_FILE = "model.ckpt"  # the checkpoint inside a run folder (fold_*/model.ckpt for a cross-validation run)
 PREPROCESSING = "bezier-flat-field+standardise"
 TASKS = ("contamination", "atoms")
 TASK_HINT = {"contamination": "a segmentation model (train pretrain/real/finetune)",
@@ -139,3 +140,38 @@ def load_model(path: Path, task: str | None = None) -> tuple[UNet, dict[str, Any
         raise CheckpointError(f"{path}: invalid architecture {payload.get('architecture')}: {err}") from None
     load_weights(model, payload, path)
     return model.eval(), payload
+
+
+def checkpoint_paths(model_path: Path | Sequence[Path]) -> list[Path]:
+    """The checkpoint files a model path stands for: the file itself, a folder's model.ckpt, or
+    every fold_*/model.ckpt of a cross-validation run folder; for several paths (an ensemble of
+    them), all of theirs in order, each file once (a CheckpointError names one given twice)."""
+    if not isinstance(model_path, (str, Path)):
+        paths = [p for one in model_path for p in checkpoint_paths(one)]
+        twice = sorted({str(p) for p in paths if paths.count(p) > 1})
+        if twice:
+            raise CheckpointError(f"{', '.join(twice)}: given more than once, it would count twice in the ensemble")
+        return paths
+    model_path = Path(model_path)
+    if model_path.is_file():
+        return [model_path]
+    if model_path.is_dir():
+        if (model_path / MODEL_FILE).is_file():
+            return [model_path / MODEL_FILE]
+        folds = sorted(model_path.glob(f"fold_*/{MODEL_FILE}"))
+        if folds:
+            return folds
+        raise CheckpointError(f"{model_path}: folder holds no {MODEL_FILE} and no fold_*/{MODEL_FILE}")
+    raise CheckpointError(f"{model_path}: no such checkpoint file or run folder")
+
+
+def trained_on(model_path: Path, names: Sequence[str]) -> dict[str, list[str]]:
+    """{checkpoint path: the `names` it was trained on} for every checkpoint of `model_path` that
+    records training images among `names` (scoring on them overstates the model)."""
+    wanted = set(names)
+    overlap = {}
+    for path in checkpoint_paths(model_path):
+        seen = sorted(wanted.intersection(read_checkpoint(path).get("train_images", [])))
+        if seen:
+            overlap[str(path)] = seen
+    return overlap
