@@ -135,7 +135,7 @@ def _segment(args: argparse.Namespace, uncertainty: bool = False, files: list[Pa
     cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold", "tta": "apply.tta",
                                                         "max_memory": "apply.max_memory_gb"}))
     predictor = _predictor(args, cfg.apply, task)
-    files = input_files(args.input) if files is None else files
+    files = input_files(args.input, exclude=Path(args.out)) if files is None else files
     results, skipped = predictor.segment_files(files, args.pixel_size, uncertainty, progress=not args.quiet)
     _show(n for seg in results for n in seg.notices)
     return cfg, Path(args.out), results, skipped
@@ -155,26 +155,57 @@ def _report_failures(skipped: dict[str, Any]) -> int:  # {path: evaluate.apply.s
 
 
 def _used(results: list) -> str:
-    """What the answers rest on: how many pixel sizes came from where, and the stacks ("none"
-    without answers)."""
+    """What the answers rest on (segmentations, or (pixel size source, frames) pairs): how many
+    pixel sizes came from where, and the stacks ("none" without answers)."""
     if not results:
         return "none"
+    pairs = [r if isinstance(r, tuple) else (r.pixel_size_source, r.micrograph.frames) for r in results]
     sources: dict[str, int] = {}
-    for seg in results:
-        sources[seg.pixel_size_source] = sources.get(seg.pixel_size_source, 0) + 1
-    stacks = sum(seg.micrograph.frames > 1 for seg in results)
+    for source, _ in pairs:
+        sources[source] = sources.get(source, 0) + 1
+    stacks = sum(frames > 1 for _, frames in pairs)
     text = "pixel size " + ", ".join(f"{n} from {source}" for source, n in sorted(sources.items()))
     return text + (f"; {stacks} stack(s), first frame used" if stacks else "")
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from .apply.segment import write_predictions
+PREDICT_CHUNK = 16  # files segmented between two writes of predictions.csv
 
-    cfg, out_dir, results, failed = _segment(args, uncertainty=args.uncertainty)
-    table = write_predictions(results, out_dir, failed, args.format)
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """Segment in chunks of PREDICT_CHUNK files, each chunk's outputs and rows written before the
+    next (a killed run keeps what it finished; memory stays that of one chunk); files an earlier
+    run into --out finished with the same file, model, tool and config are skipped (--force redoes them)."""
+    from tqdm import tqdm
+
+    from .apply.segment import already_done, input_files, output_stems, write_predictions
+
+    cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold", "tta": "apply.tta",
+                                                        "max_memory": "apply.max_memory_gb"}))
+    out_dir = Path(args.out)
+    predictor = _predictor(args, cfg.apply)
+    files = input_files(args.input, exclude=out_dir)
+    stems = output_stems(files)
+    done = set() if args.force else already_done(out_dir, files, stems, predictor.provenance, args.format,
+                                                 args.uncertainty)
+    todo = [f for f in files if f not in done]
+    if done:
+        print(f"{len(done)} of {len(files)} micrograph(s) already segmented in {out_dir} with this model and "
+              "config: skipped (--force redoes them)", file=sys.stderr)
     save_run_config(cfg, out_dir)
-    print(f"{len(results)} micrograph(s) segmented ({_used(results)}) -> {out_dir} "
-          f"(masks, overlays, {table.name})")
+    failed: dict[str, Any] = {}
+    used: list = []
+    bar = tqdm(total=len(todo), desc="segment", unit="img", disable=args.quiet)
+    for start in range(0, len(todo), PREDICT_CHUNK):
+        chunk = todo[start:start + PREDICT_CHUNK]
+        results, skipped = predictor.segment_files(chunk, args.pixel_size, args.uncertainty, progress=False,
+                                                   stems=stems)
+        _show(n for seg in results for n in seg.notices)
+        write_predictions(results, out_dir, skipped, args.format)
+        failed.update(skipped)
+        used += [(seg.pixel_size_source, seg.micrograph.frames) for seg in results]
+        bar.update(len(chunk))
+    bar.close()
+    print(f"{len(used)} micrograph(s) segmented ({_used(used)}) -> {out_dir} (masks, overlays, predictions.csv)")
     return _report_failures(failed)
 
 
@@ -377,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uncertainty", action="store_true",
                    help="also the per-pixel std over ensemble members x 8 symmetries: <stem>_uncertainty.png "
                         "and an uncertainty column (mean pixel std); the probability is then their mean")
+    p.add_argument("--force", action="store_true",
+                   help="segment every input again, even those an earlier run into --out finished with the same "
+                        "file, model, tool version and config (by default they are skipped: a rerun resumes)")
     p.add_argument("--format", choices=["png", "tiff", "both"], default="png",
                    help="png (default: <stem>_mask.png, as before); tiff: Fiji-ready ImageJ TIFFs at the "
                         "micrograph's pixel size instead (<stem>_mask.tif, _probability.tif, _uncertainty.tif), "

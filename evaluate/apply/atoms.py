@@ -232,6 +232,7 @@ def write_graph(graph: AtomGraph, out_dir: Path, stem: str, extra: dict | None =
     JSON (with `extra`, e.g. `registration`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     atoms_csv, bonds_csv = out_dir / f"{stem}_atoms.csv", out_dir / f"{stem}_bonds.csv"
+    atoms_csv.parent.mkdir(parents=True, exist_ok=True)
     np.savetxt(atoms_csv, graph.atoms, fmt="%.3f", delimiter=",", header="row,col", comments="")
     lengths = np.linalg.norm(graph.atoms[graph.bonds[:, 1]] - graph.atoms[graph.bonds[:, 0]], axis=1) \
         if len(graph.bonds) else np.zeros(0)
@@ -302,7 +303,7 @@ def atoms_of(results: Sequence[Segmentation], out_dir: Path, atoms_cfg: Any, met
     the results and {path: reason} for the micrographs where no atoms could be located."""
     done, failed = [], {}
     for seg in results:
-        path, stem = seg.micrograph.path, seg.micrograph.path.stem
+        path, stem = seg.micrograph.path, seg.out_stem
         try:
             if method == "network":
                 graph = find_atoms_network(predictor, seg.micrograph, seg.scale, seg.mask, atoms_cfg.threshold,

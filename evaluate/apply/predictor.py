@@ -36,7 +36,7 @@ from train.models.checkpoints import checkpoint_paths, read_checkpoint, trained_
 from train.models.runtime import inference_device, load_models, probability_samples, tiled_probability
 
 from .scale import LATTICE_LIMIT, MIN_SIDE, Scale, decide_scale, pixel_size_text, resample
-from .segment import Notice, Refused, Segmentation, Skipped, memory_gb
+from .segment import Notice, Refused, Segmentation, Skipped, file_sha256, memory_gb, output_stems
 
 # Models that record no pixel range (real-only, or trained before it was recorded, such as the
 # former shipped sim_default.ckpt v1 at 0.30-0.47 A/px): the 105 public images' 0.30-0.47 A/px, widened.
@@ -99,6 +99,21 @@ class Predictor:
         self.models = load_models(self.model, device, "atoms" if task == "atoms" else "contamination", backend)
         self.cfg, notices = model_scale(self.model, cfg)
         self.notices += notices
+        self.model_sha256 = registry.content_key(self.model)
+
+    @property
+    def provenance(self) -> dict[str, str]:
+        """What made a result: the tool's version, the model's bytes (SHA-256 over its checkpoints)
+        and the resolved apply config (SHA-256 of its sorted JSON)."""
+        import hashlib
+        import json
+        from importlib import metadata
+
+        from omegaconf import OmegaConf
+
+        options = json.dumps(OmegaConf.to_container(self.cfg, resolve=True), sort_keys=True)
+        return {"tool_version": metadata.version("grapheneseg"), "model_sha256": self.model_sha256,
+                "config_sha256": hashlib.sha256(options.encode()).hexdigest()}
 
     def configured(self, cfg: Any) -> Predictor:
         """This predictor (the same loaded models) under another apply config `cfg`."""
@@ -180,18 +195,25 @@ class Predictor:
                             std, ood, disagreement, notices)
 
     def segment_files(self, files: Iterable[Path], given: float | None = None, uncertainty: bool = False,
-                      progress: bool = True) -> tuple[list[Segmentation], dict[str, Skipped]]:
-        """Segment every file. A file that cannot be read, that `plan` refuses, or whose
-        segmentation raises, is collected in {path: Skipped} and the others go on: one file
-        never stops a folder."""
+                      progress: bool = True, stems: dict[Path, str] | None = None
+                      ) -> tuple[list[Segmentation], dict[str, Skipped]]:
+        """Segment every file, each result named for its outputs (`stem`: the outputs mirror the
+        input tree, evaluate.apply.segment.output_stems, unless `stems` names them) and stamped with
+        its `provenance` (this predictor's, and the file's SHA-256). A file that cannot be read, that `plan`
+        refuses, or whose segmentation raises, is collected in {path: Skipped} and the others go
+        on: one file never stops a folder."""
         from tqdm import tqdm
 
         done, skipped = [], {}
         files = list(files)
+        stems = stems or output_stems(files)
+        provenance = self.provenance
         for path in tqdm(files, desc="segment", unit="img", disable=not progress):
             try:
                 micrograph = read_micrograph(path)
                 done.append(self.segment(micrograph, decide_scale(micrograph, given), uncertainty))
+                done[-1].stem = stems[path]
+                done[-1].provenance = {**provenance, "input_sha256": file_sha256(Path(path))}
             except Refused as err:
                 skipped[str(path)] = Skipped("refused", str(err))
             except DataError as err:

@@ -8,6 +8,9 @@ probability and uncertainty images.
 """
 from __future__ import annotations
 
+import csv
+import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +25,10 @@ from grapheneseg.tables import merge_rows
 
 from .scale import Scale, ScaleSource
 
+PROVENANCE = ["tool_version", "model_sha256", "config_sha256", "input_sha256"]  # which code, model, options, file
 CSV_COLUMNS = ["file", "status", "pixel_size_A", "pixel_size_source", "height", "width",
-               "contamination_fraction", "graphene_fraction", "seconds", "uncertainty", "ood", "note"]
+               "contamination_fraction", "graphene_fraction", "seconds", "uncertainty", "ood", "note",
+               "outputs", *PROVENANCE]
 # Peak memory of segmenting one micrograph: a fixed part (the interpreter, torch, the model) and a
 # part per pixel at the network's scale (image, resampling, tiles, probability; measured 33-72 B/px
 # on 2,048-8,700 px images, benchmarks/bench_apply.py) plus the input's own float32 copies.
@@ -79,6 +84,13 @@ class Segmentation:
     ood: list[str] = field(default_factory=list)  # out-of-range measures (evaluate.apply.ood)
     disagreement: float | None = None  # per-image score (evaluate.apply.uncertainty.jaccard_disagreement), when asked for
     notices: list[Notice] = field(default_factory=list)  # what the user must be told (scale, ood)
+    stem: str = ""  # the outputs' path relative to the output folder, less their suffix (`output_stems`)
+    provenance: dict[str, str] = field(default_factory=dict)  # PROVENANCE: tool version, model, config, input
+
+    @property
+    def out_stem(self) -> str:
+        """Where this micrograph's outputs go, relative to the output folder: `stem`, else the file's stem."""
+        return self.stem or self.micrograph.path.stem
 
     @property
     def pixel_size(self) -> float | None:
@@ -107,18 +119,44 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return rgb.astype(np.uint8)
 
 
-def input_files(inputs: Sequence[Path | str]) -> list[Path]:
-    """Micrograph files named by `inputs`: files, or folders (supported suffixes, labels skipped)."""
+def input_files(inputs: Sequence[Path | str], exclude: Path | None = None) -> list[Path]:
+    """Micrograph files named by `inputs`: files, or folders searched recursively (a microscope
+    session leaves a tree of folders per day or sample; supported suffixes, labels, hidden
+    folders and the folder `exclude` (the output folder, whose masks are PNGs too) skipped), each
+    file once, in the order given (a folder's files sorted by path)."""
+    skip = Path(exclude).resolve() if exclude else None
     files: list[Path] = []
     for path in map(Path, inputs):
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in SUPPORTED
-                            and not p.stem.endswith(LABEL_SUFFIX))
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in SUPPORTED and p.is_file()
+                            and not p.stem.endswith(LABEL_SUFFIX)
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts[:-1])
+                            and not (skip and p.resolve().is_relative_to(skip)))
         else:
             files.append(path)  # unsupported or missing files are reported when read
+    seen: set[Path] = set()
+    files = [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
     if not files:
         raise DataError(f"no micrographs ({', '.join(SUPPORTED)}) in {[str(p) for p in inputs]}")
     return files
+
+
+def output_stems(files: Sequence[Path]) -> dict[Path, str]:
+    """{file: its outputs' stem relative to the output folder}: the file's path relative to the
+    folder that holds all of `files`, without its suffix, so the outputs mirror the input tree and
+    two inputs never write one output path (day1/0001.dm4 -> day1/0001_mask.png, day2/0001.dm4 ->
+    day2/0001_mask.png; one flat folder gives plain names, as before). Two files that differ only
+    in their suffix (0001.dm4, 0001.tif) keep it in the stem (0001_dm4, 0001_tif)."""
+    if not files:
+        return {}
+    resolved = [Path(f).resolve() for f in files]
+    root = Path(os.path.commonpath([r.parent for r in resolved]))
+    stems = {f: r.relative_to(root).with_suffix("").as_posix() for f, r in zip(files, resolved)}
+    counts: dict[str, int] = {}
+    for stem in stems.values():
+        counts[stem] = counts.get(stem, 0) + 1
+    return {f: f"{stem}_{Path(f).suffix.lstrip('.').lower()}" if counts[stem] > 1 else stem
+            for f, stem in stems.items()}
 
 
 def prediction_rows(results: Sequence[Segmentation], skipped: dict[str, Skipped] | None = None
@@ -131,13 +169,70 @@ def prediction_rows(results: Sequence[Segmentation], skipped: dict[str, Skipped]
              "contamination_fraction": f"{seg.contamination_fraction:.5f}",
              "graphene_fraction": f"{seg.graphene_fraction:.5f}", "seconds": f"{seg.seconds:.3f}",
              "uncertainty": None if seg.disagreement is None else f"{seg.disagreement:.5f}",
-             "ood": ";".join(seg.ood), "note": seg.micrograph.note} for seg in results]
+             "ood": ";".join(seg.ood), "note": seg.micrograph.note, "outputs": seg.out_stem, **seg.provenance}
+            for seg in results]
     rows += [{"file": str(Path(path).resolve()), "status": skip.status, "note": skip.reason}
              for path, skip in (skipped or {}).items()]
     return rows
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (a micrograph's identity in predictions.csv, whatever its name)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def expected_outputs(stem: str, image_format: str, uncertainty: bool) -> list[str]:
+    """The files `write_predictions` writes for one micrograph, relative to the output folder."""
+    names = ["_overlay.png"]
+    if image_format in ("png", "both"):
+        names.append("_mask.png")
+    if image_format in ("tiff", "both"):
+        names += ["_mask.tif", "_probability.tif"] + (["_uncertainty.tif"] if uncertainty else [])
+    if uncertainty:
+        names.append("_uncertainty.png")
+    return [stem + n for n in names]
+
+
+def already_done(out_dir: Path, files: Sequence[Path], stems: dict[Path, str], provenance: dict[str, str],
+                 image_format: str, uncertainty: bool) -> set[Path]:
+    """The `files` an earlier run into `out_dir` finished with the same tool version, model and
+    config (`provenance`, less the input): predictions.csv holds a `segmented` row for the file
+    with its bytes' SHA-256 and those hashes, the row names the same outputs, and every output of
+    `image_format` exists. A run killed midway wrote rows only for files whose outputs it had
+    finished, so the next run redoes exactly the rest."""
+    table = Path(out_dir) / "predictions.csv"
+    if not table.exists():
+        return set()
+    with table.open(newline="") as f:
+        rows = {r["file"]: r for r in csv.DictReader(f)}
+    done = set()
+    for path in files:
+        row = rows.get(str(Path(path).resolve()))
+        if (row is None or row.get("status") != "segmented" or row.get("outputs") != stems[path]
+                or any(row.get(k) != v for k, v in provenance.items())
+                or (uncertainty and not row.get("uncertainty"))
+                or not all((Path(out_dir) / name).exists() for name in expected_outputs(stems[path], image_format,
+                                                                                         uncertainty))):
+            continue
+        if row.get("input_sha256") == file_sha256(Path(path)):
+            done.add(path)
+    return done
+
+
 FORMATS = ("png", "tiff", "both")
+
+
+def save_png(array: np.ndarray, path: Path) -> Path:
+    """Save an 8-bit image as PNG under a temporary name, then rename it: a run killed midway
+    leaves no half-written file."""
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    Image.fromarray(array).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
 
 
 def write_predictions(results: Sequence[Segmentation], out_dir: Path,
@@ -159,15 +254,17 @@ def write_predictions(results: Sequence[Segmentation], out_dir: Path,
         raise ValueError(f"image format must be one of {', '.join(FORMATS)}, not {image_format!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     for seg in results:
-        stem = seg.micrograph.path.stem
+        stem = seg.out_stem
+        (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
         if image_format in ("png", "both"):
-            Image.fromarray(seg.mask.astype(np.uint8) * 255).save(out_dir / f"{stem}_mask.png")
+            save_png(seg.mask.astype(np.uint8) * 255, out_dir / f"{stem}_mask.png")
         if image_format in ("tiff", "both"):
-            write_tiff(out_dir / f"{stem}_mask.tif", seg.mask, seg.pixel_size)
-            write_tiff(out_dir / f"{stem}_probability.tif", seg.probability, seg.pixel_size)
+            write_tiff(out_dir / f"{stem}_mask.tif", seg.mask, seg.pixel_size, info=seg.provenance)
+            write_tiff(out_dir / f"{stem}_probability.tif", seg.probability, seg.pixel_size, info=seg.provenance)
             if seg.uncertainty is not None:
-                write_tiff(out_dir / f"{stem}_uncertainty.tif", seg.uncertainty, seg.pixel_size)
-        Image.fromarray(overlay(seg.micrograph.image, seg.mask)).save(out_dir / f"{stem}_overlay.png")
+                write_tiff(out_dir / f"{stem}_uncertainty.tif", seg.uncertainty, seg.pixel_size, info=seg.provenance)
+        save_png(overlay(seg.micrograph.image, seg.mask), out_dir / f"{stem}_overlay.png")
         if seg.uncertainty is not None:
-            plot_uncertainty(seg, out_dir / f"{stem}_uncertainty.png")
+            tmp = out_dir / f"{stem}.tmp_uncertainty.png"
+            os.replace(plot_uncertainty(seg, tmp), out_dir / f"{stem}_uncertainty.png")
     return merge_rows(out_dir / "predictions.csv", CSV_COLUMNS, prediction_rows(results, skipped))

@@ -265,7 +265,8 @@ def run_structure(results: Sequence[Any], out_dir: Path, cfg: Any = None, atom_r
         found = atoms.get(str(micrograph.path))
         s = structure_of(micrograph.image, seg.mask, seg.scale, found.graph if found else None, found.check.get("registration") if found else None,
                          micrograph.path, cfg)
-        stem = Path(micrograph.path).stem
+        stem = seg.out_stem
+        (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
         write_classes(s, out_dir / f"{stem}_classes.png")
         if figures:
             write_orientation(micrograph.image, s, out_dir / f"{stem}_orientation.png")

@@ -11,6 +11,7 @@ microns), so `evaluate predict`, HyperSpy and the napari reader read these files
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,13 @@ def imagej_array(array: np.ndarray) -> np.ndarray:
     raise ValueError(f"no ImageJ TIFF type for {array.dtype}")
 
 
-def write_tiff(path: Path | str, array: np.ndarray, pixel_size_A: float | None, unit: str = "nm") -> Path:
+def write_tiff(path: Path | str, array: np.ndarray, pixel_size_A: float | None, unit: str = "nm",
+               info: dict[str, str] | None = None) -> Path:
     """Write a 2-D map as an ImageJ TIFF with resolution 1 / pixel size (in `unit`, nm by default)
-    and that unit; without a pixel size, no calibration (Fiji then shows pixels). Returns the path."""
+    and that unit; without a pixel size, no calibration (Fiji then shows pixels). `info` (e.g. the
+    provenance: tool version, model and config SHA-256) goes into ImageJ's Info property (Fiji:
+    Image > Show Info). Written to a temporary name and renamed, so a killed run leaves no
+    half-written file. Returns the path."""
     import tifffile
 
     array = np.asarray(array)
@@ -60,7 +65,11 @@ def write_tiff(path: Path | str, array: np.ndarray, pixel_size_A: float | None, 
         # (HyperSpy, and so `evaluate predict`) reads ImageJ units only when they are microns
         kwargs["extratags"] = [(65003, "s", 0, unit, False), (65004, "s", 0, unit, False),
                                (65009, "d", 1, float(size), False), (65010, "d", 1, float(size), False)]
-    tifffile.imwrite(path, data, imagej=True, metadata=metadata, **kwargs)
+    if info:
+        metadata["Info"] = "\n".join(f"{k} = {v}" for k, v in info.items())
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tifffile.imwrite(tmp, data, imagej=True, metadata=metadata, **kwargs)
+    os.replace(tmp, path)
     return path
 
 

@@ -38,11 +38,11 @@ def suggested_order(pretrained: Path, real: Path, splits: Sequence[dict], n: int
     """[{"repeat", "fold", "train": the first `n` names `suggest` ranks among the fold's training
     part, best first}] per split. Every image is segmented once (the model is the same for all
     folds); the choice is made among each fold's training images only."""
-    from evaluate.apply.segment import segment_files
+    from evaluate.apply.predictor import Predictor
 
     files = [image for _, image, _ in find_pairs(Path(real))]
-    results, failed = segment_files(Path(pretrained), [], apply_cfg, progress=progress, device=device,
-                                    uncertainty=True, files=files)
+    results, failed = Predictor(Path(pretrained), apply_cfg, device).segment_files(files, uncertainty=True,
+                                                                                   progress=progress)
     if failed:
         raise ValueError(f"active labelling: could not segment {sorted(failed)}")
     by_name = {seg.micrograph.path.stem: seg for seg in results}
