@@ -109,10 +109,15 @@ def save_config(cfg: DictConfig, out_dir: Path, name: str = "config.yaml") -> Pa
 def save_run_config(cfg: DictConfig, out_dir: Path) -> Path:
     """`save_config` for an output folder that several runs may share (predict, sort, atoms,
     suggest): the first run's config is config.yaml, each later run's config-<UTC time>-<pid>.yaml
-    beside it; none is overwritten (created exclusively, so parallel runs cannot clash)."""
+    beside it; none is overwritten (created exclusively, so parallel runs cannot clash), and a run
+    whose config is already there (a rerun that resumes) writes none and returns that file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     text = OmegaConf.to_yaml(cfg, resolve=True)
-    for name in ("config.yaml", f"config-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}.yaml"):
+    for existing in sorted(out_dir.glob("config*.yaml")):
+        if existing.read_text() == text:
+            return existing
+    stamp = f"config-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
+    for name in ("config.yaml", f"{stamp}.yaml", *(f"{stamp}-{i}.yaml" for i in range(1, 100))):
         try:
             with (out_dir / name).open("x") as f:
                 f.write(text)
