@@ -4,7 +4,7 @@ On the folds of `train real` (cv.folds and cv.split_seed of configs/train.yaml, 
 each fold's training part is ranked by `evaluate suggest` with the simulation checkpoint as if
 unlabelled; the top K, and K drawn at random with each seed, are fine-tuned from that checkpoint
 (cpu preset; inner validation off unless --guard, the same for every arm) and scored on the fold's
-test part (evaluate/active.py). Prints, per K, the Jaccard pooled over all test pixels of the folds
+test part (evaluate/benchmark/active.py). Prints, per K, the Jaccard pooled over all test pixels of the folds
 run for each arm, the mean, sd and range of the random arms, suggest minus the random mean, and
 the per-image difference with a paired bootstrap 95 % interval, and the same split by the test
 images' labelled contamination area (empty, then thirds). Finished folds are reused.
@@ -23,10 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluate.benchmark.active import active_markdown, run_active  # noqa: E402
-from evaluate.apply.segment import default_model  # noqa: E402
 from grapheneseg.config import load_config  # noqa: E402
 from grapheneseg.micrographs import find_pairs  # noqa: E402
 from grapheneseg.splits import kfold_splits  # noqa: E402
+from train.models.registry import packaged  # noqa: E402
 
 
 def main() -> None:
@@ -44,11 +44,12 @@ def main() -> None:
     cv = load_config("train").cv
     splits = [s for s in kfold_splits([n for n, _, _ in find_pairs(args.real)], int(cv.folds), 1, int(cv.split_seed))
               if args.folds is None or s["fold"] in args.folds]
+    model = args.model or packaged("contamination")
     start = time.perf_counter()
-    results = run_active(args.real, args.model or default_model(), args.out, splits, args.ks, args.seeds,
+    results = run_active(args.real, model, args.out, splits, args.ks, args.seeds,
                          [*([] if args.guard else ["select.enabled=false"]), *args.overrides], device="cpu",
                          progress=True)
-    print(f"active labelling, folds {results['folds']}, fine-tuned from {args.model or default_model()} "
+    print(f"active labelling, folds {results['folds']}, fine-tuned from {model} "
           f"({'with' if args.guard else 'without'} inner validation); Jaccard pooled over the test pixels "
           f"of these folds; {time.perf_counter() - start:.0f} s (finished folds reused)")
     print(active_markdown(results))

@@ -7,6 +7,10 @@
 2. Strategy: the first N real labelled images, upsampled 4x (as if recorded at 4x finer sampling),
    are segmented (a) by resampling to the trained pixel size (what `evaluate predict` does) and
    (b) by 256 px tiles at the native fine scale; pooled Jaccard of both against the upsampled labels.
+
+Both parts segment through the Predictor (evaluate.apply.predictor), so the resampling target is
+the model's recorded pixel range and its middle (as `evaluate predict`), not the 0.28-0.50 A/px
+fallback the unresolved apply config gave before.
 """
 from __future__ import annotations
 
@@ -23,12 +27,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np  # noqa: E402
 import scipy.ndimage  # noqa: E402
 
-from evaluate.apply.segment import segment, write_predictions  # noqa: E402
+from evaluate.apply.predictor import Predictor  # noqa: E402
+from evaluate.apply.segment import write_predictions  # noqa: E402
 from grapheneseg.config import default_real_dir, load_config  # noqa: E402
-from grapheneseg.formats import read_micrograph  # noqa: E402
+from grapheneseg.formats import Micrograph, read_micrograph  # noqa: E402
 from grapheneseg.metrics import confusion, pooled  # noqa: E402
 from grapheneseg.micrographs import load_labelled  # noqa: E402
-from train.models.runtime import load_models, tiled_probability  # noqa: E402
+from train.models.runtime import tiled_probability  # noqa: E402
 from grapheneseg.preprocessing import preprocess  # noqa: E402
 
 
@@ -43,8 +48,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
-    cfg = load_config("evaluate").apply
-    models = load_models(Path(args.model))
+    predictor = Predictor(Path(args.model), load_config("evaluate").apply)
+    cfg = predictor.cfg  # pixel_range and target_pixel_size resolved for the model
     data = load_labelled(Path(args.real))
     result: dict = {}
 
@@ -59,7 +64,7 @@ def main() -> None:
         times = []
         for _ in range(3):
             start = time.perf_counter()
-            seg = segment(models, read_micrograph(path), cfg)
+            seg = predictor.segment(read_micrograph(path))
             write_predictions([seg], Path(tmp) / "out")
             times.append(time.perf_counter() - start)
     result["large"] = {"size": args.size, "seconds_per_image": float(np.median(times)),
@@ -71,11 +76,9 @@ def main() -> None:
     for image, mask in list(zip(data.images, data.masks))[: args.n]:
         up = scipy.ndimage.zoom(image, 4, order=3)
         up_mask = scipy.ndimage.zoom(mask.astype(np.float32), 4, order=1) > 0.5
-        from grapheneseg.formats import Micrograph
-
-        seg = segment(models, Micrograph(Path("x"), up, 0.38 / 4), cfg)
+        seg = predictor.segment(Micrograph(Path("x"), up, 0.38 / 4))
         counts["resample"].append(confusion(seg.mask, up_mask))
-        prob = tiled_probability(models, preprocess(up), cfg.tile, cfg.overlap, cfg.batch_size)
+        prob = tiled_probability(predictor.models, preprocess(up), cfg.tile, cfg.overlap, cfg.batch_size)
         counts["native_tiles"].append(confusion(prob > cfg.threshold, up_mask))
     result["strategy_jaccard"] = {k: pooled(v)["jaccard"] for k, v in counts.items()}
     result["peak_rss_MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

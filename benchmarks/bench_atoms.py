@@ -13,10 +13,13 @@ the configured range) and of all images.
 
 Real part (`--real`, e.g. the 105 labelled micrographs; their labels are not used): each image
 is segmented by the packaged contamination model (`--model`), then both methods find atoms
-outside the predicted contamination. Label-free measures (evaluate.atoms.bond_statistics) among
-atoms at least 2 C-C bonds from the border and the contamination: the share with 3 bonds, the
-share with none, and the bond-length spread (std / mean); printed as the median over images
-(images with fewer than 20 such atoms left out, counted). `--figure`: the bond maps of the
+outside the predicted contamination. Label-free measures (evaluate.apply.atoms.bond_statistics)
+among atoms at least 2 C-C bonds from the border and the contamination: the share with 3 bonds,
+the share with none, and the bond-length spread (std / mean); printed as the median over images
+(images with fewer than 20 such atoms left out, counted). The segmentation and the atom map both
+go through the Predictor (evaluate.apply.predictor) as `evaluate atoms` runs them, so the
+contamination mask is now made at the pixel range the contamination model records (the packaged
+one: 0.30-0.62 A/px) instead of the 0.28-0.50 A/px fallback. `--figure`: the bond maps of the
 best, median and worst image by the network's 3-bonded share, both methods. Also prints the
 milliseconds per image of each method (atom finding only, after segmentation).
 
@@ -50,16 +53,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from evaluate.apply.segment import DEFAULT_ATOM_MODEL, default_model, segment
 from evaluate.apply.atoms import (bond_statistics, draw_graph, find_atoms, find_atoms_network, match_atoms,
-                            registration)
+                                  registration)
+from evaluate.apply.predictor import Predictor
+from evaluate.apply.scale import Scale, ScaleSource
 from grapheneseg.config import load_config
 from grapheneseg.formats import Micrograph, read_micrograph
 from evaluate.analysis.registration import ring_signs
 from simulate.report import ctf_100_table
 from grapheneseg.classes import VACUUM
 from simulate.pipeline import simulate_structure, structure_for
-from train.models.runtime import load_models
 
 BORDER = 4  # px ignored at the image edge (extrema there are truncated)
 METHODS = ("network", "extrema")
@@ -75,7 +78,7 @@ def true_atoms(cfg, seed: int, s: int) -> tuple[np.ndarray, float]:
     return xy / pixel_size - margin, pixel_size
 
 
-def simulated(args, cfg, models, apply_cfg, atoms_cfg) -> dict:
+def simulated(args, cfg, atom_predictor, atoms_cfg) -> dict:
     """Per-image rows and pooled precision/recall per defocus bin and method."""
     size = cfg.grid.image_px
     edges = np.linspace(*cfg.optics.defocus, 7)
@@ -95,8 +98,8 @@ def simulated(args, cfg, models, apply_cfg, atoms_cfg) -> dict:
             for method in METHODS:
                 if method == "network":
                     micrograph = Micrograph(Path(f"sim_{sample.index}"), sample.image, pixel_size)
-                    graph = find_atoms_network(models, micrograph, apply_cfg, excluded, pixel_size,
-                                               atoms_cfg.threshold, atoms_cfg.bond_tolerance)
+                    graph = find_atoms_network(atom_predictor, micrograph, Scale(pixel_size, ScaleSource.SIMULATED),
+                                               excluded, atoms_cfg.threshold, atoms_cfg.bond_tolerance)
                 else:
                     graph = find_atoms(sample.image, excluded, pixel_size, bond_tolerance=atoms_cfg.bond_tolerance)
                 found = graph.atoms[np.all((graph.atoms >= BORDER) & (graph.atoms < size - BORDER), axis=1)]
@@ -174,19 +177,19 @@ def pooled(rows: list[dict], method: str) -> dict[str, float]:
     return {"precision": matched / found if found else float("nan"), "recall": matched / true if true else float("nan")}
 
 
-def real(args, models, seg_models, apply_cfg, atoms_cfg) -> dict:
+def real(args, atom_predictor, seg_predictor, atoms_cfg) -> dict:
     """Label-free bond statistics of both methods on the micrographs of `args.real`."""
     files = sorted(p for p in Path(args.real).glob("*.png") if not p.stem.endswith("_LABEL"))[:args.n_real]
     rows, graphs, seconds = [], {}, {m: [] for m in METHODS}
     for path in files:
         micrograph = read_micrograph(path)
-        seg = segment(seg_models, micrograph, apply_cfg)
+        seg = seg_predictor.segment(micrograph)
         row = {"file": path.name, "pixel_size": seg.pixel_size}
         for method in METHODS:
             t0 = time.perf_counter()
             try:
                 if method == "network":
-                    graph = find_atoms_network(models, micrograph, apply_cfg, seg.mask, seg.pixel_size,
+                    graph = find_atoms_network(atom_predictor, micrograph, seg.scale, seg.mask,
                                                atoms_cfg.threshold, atoms_cfg.bond_tolerance)
                 else:
                     graph = find_atoms(micrograph.image, seg.mask, seg.pixel_size,
@@ -261,11 +264,10 @@ def main() -> None:
     cfg = load_config("simulate", args.overrides)
     evaluate_cfg = load_config("evaluate")
     apply_cfg, atoms_cfg = evaluate_cfg.apply, evaluate_cfg.atoms
-    models = load_models(Path(args.atom_model) if args.atom_model else default_model(DEFAULT_ATOM_MODEL), "cpu",
-                         task="atoms")
+    atom_predictor = Predictor(Path(args.atom_model) if args.atom_model else None, apply_cfg, "cpu", task="atoms")
     result = {}
     if args.val:
-        result["threshold_sweep"] = sweep = threshold_sweep(Path(args.val), models, atoms_cfg)
+        result["threshold_sweep"] = sweep = threshold_sweep(Path(args.val), atom_predictor.models, atoms_cfg)
         print(f"threshold sweep on the {sweep[0]['images']} held-out images of {args.val} (pooled over their atoms):")
         for t in sweep:
             print(f"  threshold {t['threshold']:.1f}: precision {t['precision']:.3f}, recall {t['recall']:.3f}")
@@ -276,7 +278,7 @@ def main() -> None:
             print(f"  defocus {t['defocus_A']}: median |sin chi| {t['median_abs_sin_chi']:.2f}, a pair near a zero "
                   f"(|sin chi| < 0.2) {t['near_zero_share']:.2f}, mixed signs {t['mixed_share']:.2f} ({t['draws']} draws)")
     if args.n:
-        result["simulated"] = sim = simulated(args, cfg, models, apply_cfg, atoms_cfg)
+        result["simulated"] = sim = simulated(args, cfg, atom_predictor, atoms_cfg)
         print("simulated, pooled over the atoms of each defocus bin (precision / recall within 0.5 A):")
         for b in sim["bins"] + [{"defocus_A": "all", "images": len(sim["images"]), **sim["pooled"],
                                  "network_by_ring": sim["network_by_ring"],
@@ -288,8 +290,8 @@ def main() -> None:
                 + ", ".join(f"{c} {v['images']} images ({v['mixed']} mixed) {v['precision']:.3f} / {v['recall']:.3f}"
                             for c, v in b["network_by_registration"].items()))
     if args.real:
-        seg_models = load_models(Path(args.model) if args.model else default_model(), "cpu")
-        result["real"] = rl = real(args, models, seg_models, apply_cfg, atoms_cfg)
+        seg_predictor = Predictor(Path(args.model) if args.model else None, apply_cfg, "cpu")
+        result["real"] = rl = real(args, atom_predictor, seg_predictor, atoms_cfg)
         print(f"real ({len(rl['images'])} images), medians over images with >= {MIN_ATOMS} interior atoms:")
         for method, s in rl["summary"].items():
             print(f"  {method}: 3-bonded {s['three_bonded_median']:.3f} (quartiles {s['three_bonded_quartiles']}), "

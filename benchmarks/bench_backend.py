@@ -10,21 +10,22 @@ either). The ONNX model is exported from the same eval-mode module (opset 17) an
 graph optimisations on (ORT_ENABLE_ALL), 1 intra-op thread, CPUExecutionProvider. Each figure is
 the median over `--repeats` timed runs after one warm-up, the two backends interleaved so that
 load from other processes affects both alike. Prints a table and, with --json, one JSON line.
+The ONNX session is the tool's own `--backend onnx` one (train.models.onnx.for_onnx: the one
+exporter, export_onnx, at ONNX_OPSET; intra-op threads = torch's, set to 1 here).
 
 With --folder, the tool's own path instead: `evaluate predict`'s per-file segmentation
-(evaluate.apply.segment.segment: scale, resample, preprocess, network, OOD check; no files
-written) of every micrograph in DIR with train.models.runtime.load_models(backend=torchscript | onnx),
+(evaluate.apply.predictor.Predictor.segment: scale, resample, preprocess, network, OOD check; no
+files written) of every micrograph in DIR by a Predictor(backend=torchscript | onnx),
 the two backends interleaved file by file (each first on every other file), `--repeats` passes; prints the model load seconds and,
 per backend, the seconds of all segmentations and of the network calls alone (median pass).
+The load seconds are now those of building the Predictor (models loaded, pixel range resolved).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,25 +44,18 @@ def main() -> None:
     if args.folder:
         return folder_main(args)
 
-    import onnxruntime as ort
-
     from grapheneseg.preprocessing import preprocess
     from train.models.checkpoints import load_model
+    from train.models.onnx import for_onnx, onnxruntime_module
+    from train.models.registry import packaged
     from train.models.runtime import load_models
 
+    ort = onnxruntime_module()
     torch.set_num_threads(1)
-    path = Path(args.model) if args.model else Path(__file__).resolve().parent.parent / "grapheneseg" / "models" / "sim_default.ckpt"
+    path = Path(args.model) if args.model else packaged("contamination")
     scripted = load_models(path, "cpu")[0]
-    net = load_model(path)[0].eval()
-    onnx_path = Path(tempfile.mkdtemp()) / "unet.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.zeros(1, 1, 64, 64),), str(onnx_path), input_names=["x"], output_names=["logits"],
-                          opset_version=17, dynamo=False, dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    onnx_model = for_onnx(load_model(path)[0].eval())  # 1 intra-op thread: torch.get_num_threads()
+    session = onnx_model.session
 
     rng = np.random.default_rng(0)
     rows = []
@@ -75,7 +69,7 @@ def main() -> None:
                     return scripted(xt).numpy()
 
             def run_onnx() -> np.ndarray:
-                return session.run(None, {"x": x})[0]
+                return session.run(None, {onnx_model.input_name: x})[0]
 
             gap = float(np.abs(run_torch() - run_onnx()).max())  # also the warm-up
             times: dict[str, list[float]] = {"torchscript": [], "onnxruntime": []}
@@ -111,18 +105,21 @@ class _Timed:
 
 
 def folder_main(args: argparse.Namespace) -> None:
-    from evaluate.apply.segment import Refused, input_files, model_scale, segment
+    from evaluate.apply.predictor import Predictor
+    from evaluate.apply.segment import Refused, input_files
     from grapheneseg.config import load_config
     from grapheneseg.formats import read_micrograph
-    from train.models.runtime import BACKENDS, load_models
+    from train.models.registry import packaged
+    from train.models.runtime import BACKENDS
 
-    path = Path(args.model) if args.model else Path(__file__).resolve().parent.parent / "grapheneseg" / "models" / "sim_default.ckpt"
-    cfg = model_scale(path, load_config("evaluate").apply)
-    models, load_s = {}, {}
+    path = Path(args.model) if args.model else packaged("contamination")
+    cfg = load_config("evaluate").apply
+    predictors, models, load_s = {}, {}, {}
     for backend in BACKENDS:
         start = time.perf_counter()
-        models[backend] = [_Timed(m) for m in load_models(path, "cpu", backend=backend)]
+        predictors[backend] = Predictor(path, cfg, "cpu", backend=backend)
         load_s[backend] = round(time.perf_counter() - start, 2)
+        predictors[backend].models = models[backend] = [_Timed(m) for m in predictors[backend].models]
     micrographs = [read_micrograph(f) for f in input_files([Path(args.folder)])]
     passes: dict[str, list[tuple[float, float]]] = {b: [] for b in BACKENDS}
     for _ in range(args.repeats):
@@ -133,7 +130,7 @@ def folder_main(args: argparse.Namespace) -> None:
             for backend in BACKENDS[::1 if i % 2 else -1]:  # each backend first on every other file
                 start = time.perf_counter()
                 try:
-                    segment(models[backend], micrograph, cfg)
+                    predictors[backend].segment(micrograph)
                 except Refused:
                     pass
                 total[backend] += time.perf_counter() - start

@@ -15,7 +15,9 @@ view or hidden under contamination count too, so exact agreement is a lower boun
 
 Real part (`--real`, the labelled micrographs, labels say contamination or not): the
 contamination channel's pooled Jaccard zero-shot, beside the binary model's (`--binary`, default the
-packaged sim_default.ckpt) on the same images at their native scale (as `evaluate score`), and the
+packaged sim_default.ckpt) on the same images, each model scored as `evaluate score` scores it
+(the Predictor, evaluate.apply.predictor: pixel size from the lattice, resampled outside the
+model's recorded pixel range; before, both were scored at the native scale), and the
 per-image Jaccard difference with its paired bootstrap 95 % interval over images. On the
 grain-boundary micrographs (`*_GrGB_*`), the network's boundary pixels against the orientation
 map's boundary lines (evaluate.analysis.orientation via evaluate.apply.structure at the lattice reading):
@@ -31,16 +33,15 @@ import numpy as np
 import scipy.ndimage
 import torch
 
-from evaluate.apply.segment import default_model
+from evaluate.apply.predictor import Predictor
+from evaluate.apply.scale import Scale, ScaleSource
 from evaluate.apply.structure import structure_of
-from grapheneseg.lattice import read_pixel_size
-from grapheneseg.metrics import confusion, scores
+from grapheneseg.config import load_config
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
 from grapheneseg.stats import paired_bootstrap
 from simulate.dataset import open_dataset
 from grapheneseg.classes import BOUNDARY, CLASS_NAMES
-from train.models.runtime import load_models, predict_probability
 
 TOLERANCE_A = 3.0  # boundary precision / recall tolerance
 NEAR_PX = 5  # GrGB: network boundary vs orientation boundary
@@ -88,7 +89,7 @@ def simulated(models, path: Path) -> dict:
 
     grain_counts = []  # the orientation map's grain count (true contamination as mask) vs the structure's
     for i in range(len(images)):
-        s = structure_of(images[i], truth[i] == 1, float(meta["pixel_size"][i]), "given")
+        s = structure_of(images[i], truth[i] == 1, Scale(float(meta["pixel_size"][i]), ScaleSource.SIMULATED))
         grain_counts.append((s.grains.labels.max() if s.grains is not None else 0, int(meta["n_grains"][i])))
     found, true = np.array(grain_counts).T
     bins = []
@@ -100,24 +101,21 @@ def simulated(models, path: Path) -> dict:
             "grain_count_exact": float(np.mean(found == true)), "grain_count_within_one": float(np.mean(abs(found - true) <= 1))}
 
 
-def real(models, binary, folder: Path) -> dict:
+def real(four_class: Predictor, binary: Predictor, folder: Path) -> dict:
     data = load_labelled(folder)
-    images = np.stack([preprocess(im) for im in data.images])
     per = {}
-    for name, ms in (("classes", models), ("binary", binary)):
-        prob = predict_probability(ms, images)
-        counts = [confusion(p > 0.5, t) for p, t in zip(prob, data.masks)]
-        per[name] = {"pooled": scores(np.sum(counts, 0))["jaccard"],
-                     "images": {n: scores(c)["jaccard"] for n, c in zip(data.names, counts)}}
+    for name, predictor in (("classes", four_class), ("binary", binary)):
+        scored = predictor.score(folder)
+        per[name] = {"pooled": scored["pooled"]["jaccard"],
+                     "images": {n: scored["scores"][n]["jaccard"] for n in data.names}}
     result = {k: v["pooled"] for k, v in per.items()}
     result["classes_minus_binary"] = paired_bootstrap(per["classes"]["images"], per["binary"]["images"])
     gb = [i for i, n in enumerate(data.names) if "_GrGB_" in n]
-    maps = class_maps(models, np.stack([data.images[i] for i in gb])) if gb else []
+    maps = class_maps(four_class.models, np.stack([data.images[i] for i in gb])) if gb else []
     net_hits, orient_hits = np.zeros(2, int), np.zeros(2, int)
     for i, classes in zip(gb, maps):
-        size = read_pixel_size(data.images[i])
-        s = structure_of(data.images[i], data.masks[i], size, "lattice") if size else None
-        lines = s.grains.boundary if s is not None and s.grains is not None else np.zeros(classes.shape, bool)
+        s = structure_of(data.images[i], data.masks[i], None, path=data.names[i])  # scale: the lattice reading
+        lines = s.grains.boundary if s.grains is not None else np.zeros(classes.shape, bool)
         network = classes == BOUNDARY
         net_hits += near(network, lines, NEAR_PX)
         orient_hits += near(lines, network, NEAR_PX)
@@ -135,10 +133,11 @@ def main() -> None:
     parser.add_argument("--binary", type=Path, help="binary contamination model (default: the packaged one)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    models = load_models(args.model, "cpu", task="contamination")
+    apply_cfg = load_config("evaluate").apply
+    classes = Predictor(args.model, apply_cfg, "cpu", task="classes")
     result = {}
     if args.sim:
-        result["sim"] = sim = simulated(models, args.sim)
+        result["sim"] = sim = simulated(classes.models, args.sim)
         print(f"held-out simulations ({sim['all']['n']}): IoU " + ", ".join(
             f"{k} {v:.3f}" for k, v in sim["all"]["iou"].items())
               + f"; boundary precision {sim['all']['boundary_precision']:.3f}, recall "
@@ -150,8 +149,8 @@ def main() -> None:
                   + " ".join(f"{v:.2f}" for v in b["iou"].values())
                   + f"; boundary P {b['boundary_precision']:.2f} R {b['boundary_recall']:.2f}")
     if args.real:
-        binary = load_models(args.binary or default_model(), "cpu")
-        result["real"] = r = real(models, binary, args.real)
+        binary = Predictor(args.binary, apply_cfg, "cpu")  # None: the packaged contamination model
+        result["real"] = r = real(classes, binary, args.real)
         d = r["classes_minus_binary"]
         print(f"real ({d['n_images']}): contamination Jaccard pooled, classes {r['classes']:.3f} vs binary "
               f"{r['binary']:.3f}; per image classes - binary {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")

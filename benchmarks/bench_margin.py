@@ -7,13 +7,15 @@ How far a simulated contamination label reaches beyond the amorphous atoms (`lab
 2.5 px) was set by hand. Retraining one simulation-only model per margin is too costly, so this
 script asks the cheaper question: would the model's masks agree better with the hand labels if they
 reached d px further (d > 0) or less far (d < 0)? The model (default: the packaged simulation-only
-model, trained at margin 2.5 px) segments every labelled micrograph at its native scale, as
-`evaluate score` does; each mask is then grown or shrunk by d px through its Euclidean distance
-transform (d > 0: pixels within d of the mask join it; d < 0: pixels within |d| of the background
-leave it; pixel distances are square roots of integers, so |d| < 1 changes nothing and -2.5
-removes the pixels within 2.24 px of the background). Folds are the project's (`grapheneseg.splits.kfold_splits`, split
-seed 12345): on each fold d is chosen to maximise the pooled Jaccard of the training images and
-scored on the test images. A CV-chosen shift near 0 means the hand-set margin already matches the
+model, trained at margin 2.5 px) segments every labelled micrograph as `evaluate score` does,
+through the Predictor (evaluate.apply.predictor: pixel size from the lattice, resampled outside
+the model's recorded pixel range; before, at the native scale); each mask is then grown or
+shrunk by d px through its Euclidean distance transform (d > 0: pixels within d of the mask join
+it; d < 0: pixels within |d| of the background leave it; pixel distances are square roots of
+integers, so |d| < 1 changes nothing and -2.5 removes the pixels within 2.24 px of the
+background). Folds are the project's (`grapheneseg.splits.kfold_splits`, split seed 12345): on
+each fold d is chosen to maximise the pooled Jaccard of the training images and scored on the
+test images. A CV-chosen shift near 0 means the hand-set margin already matches the
 hand labels; else the simulator's margin should move to 2.5 + d (a model trained at the new margin
 would then need retraining to show it).
 
@@ -36,11 +38,26 @@ import numpy as np
 
 from grapheneseg.config import default_real_dir
 from grapheneseg.margins import cross_validate, jaccard, per_image_jaccard, shift_counts
-from grapheneseg.micrographs import load_labelled
+from grapheneseg.micrographs import find_pairs, load_labelled
 from grapheneseg.splits import kfold_splits
 from grapheneseg.stats import paired_bootstrap
 
 DEFAULT_SHIFTS = [x / 2 for x in range(-8, 9)]  # -4 .. +4 px in half-pixel steps
+
+
+def predicted_masks(model: Path, folder: Path, names: list[str], device: str) -> list[np.ndarray]:
+    """The masks of the labelled micrographs `names` of `folder`, segmented by `model` exactly as
+    `evaluate score` segments them (Predictor.segment_files: every file read, its scale decided)."""
+    from evaluate.apply.predictor import Predictor
+    from grapheneseg.config import load_config
+
+    paths = {name: image for name, image, _ in find_pairs(folder)}
+    done, skipped = Predictor(model, load_config("evaluate").apply, device).segment_files(
+        [paths[n] for n in names], progress=False)
+    if skipped:
+        raise SystemExit(f"error: {len(skipped)} labelled micrograph(s) could not be segmented: "
+                         + "; ".join(str(s) for s in skipped.values()))
+    return [seg.mask for seg in done]
 
 
 def main() -> None:
@@ -55,14 +72,13 @@ def main() -> None:
     parser.add_argument("--versus-shift", type=float, default=-2.5, help="px shift of the --versus masks")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    from evaluate.apply.segment import default_model
-    from train.models.runtime import predict_masks
+    from train.models.registry import packaged
 
     shifts = sorted(set(args.shifts) | {0.0})
-    model = Path(args.model) if args.model else default_model()
+    model = Path(args.model) if args.model else packaged("contamination")
     data = load_labelled(Path(args.real))
-    _, masks = predict_masks(model, data.images, device=args.device)
-    counts = shift_counts(list(masks), data.masks, shifts)
+    masks = predicted_masks(model, Path(args.real), data.names, args.device)
+    counts = shift_counts(masks, data.masks, shifts)
     splits = kfold_splits(data.names, args.folds, 1, args.seed)
     index = {n: i for i, n in enumerate(data.names)}
     curve = [{"shift": d, "pooled": jaccard(counts[:, k]),
@@ -70,7 +86,7 @@ def main() -> None:
              for k, d in enumerate(shifts)]
     cv = cross_validate(counts, data.names, shifts, args.folds, args.seed)
 
-    print(f"model {model}; {len(data)} images of {args.real}; native scale, as `evaluate score`")
+    print(f"model {model}; {len(data)} images of {args.real}; segmented as `evaluate score` (the Predictor)")
     print(f"{'shift px':>8s} {'pooled J':>8s} {'fold mean':>9s}   (all images, no choice made)")
     for row in curve:
         print(f"{row['shift']:+8.1f} {row['pooled']:8.4f} {row['fold_mean']:9.4f}")
@@ -84,8 +100,8 @@ def main() -> None:
           f"{b['mean']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}] (paired bootstrap 95 %)")
     versus = {}
     if args.versus:
-        _, other = predict_masks(Path(args.versus), data.images, device=args.device)
-        theirs = shift_counts(list(other), data.masks, [0.0, args.versus_shift])
+        other = predicted_masks(Path(args.versus), Path(args.real), data.names, args.device)
+        theirs = shift_counts(other, data.masks, [0.0, args.versus_shift])
         mine = per_image_jaccard(counts[:, shifts.index(0.0)], data.names)
         for k, d in enumerate((0.0, args.versus_shift)):
             diff = paired_bootstrap(mine, per_image_jaccard(theirs[:, k], data.names))

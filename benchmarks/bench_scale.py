@@ -6,15 +6,15 @@
 Each chosen labelled micrograph is upsampled (cubic spline, as a finer recording would be seen
 after interpolation) or downsampled (anti-aliased) by each factor, written as a float32 TIFF with
 no pixel size (tifffile: no calibration tags) and segmented exactly as `evaluate predict` does
-(`evaluate.apply.segment_files`, pixel size from the lattice). Printed per image and factor: the
-pixel size read against the expected one (the lattice reading of the original 256 px image divided
-by the factor: the files carry no calibration, so this checks the reader's consistency across
-scales, not an absolute scale), the mask's contamination fraction against the label's (label
-resampled the same way, nearest neighbour up, area-weighted down) and the Jaccard index of the
-mask against that label. Without --model the packaged default model is used. Prints one JSON
-line last; `--n` > 1 adds, per factor, the share of images within the tolerances, the Jaccard
-index (mean over images and pooled over pixels) and the Spearman rank correlation of predicted
-and labelled contamination fractions (the sorting key).
+(`evaluate.apply.predictor.Predictor.segment_files`, pixel size from the lattice). Printed per
+image and factor: the pixel size read against the expected one (the lattice reading of the original
+256 px image divided by the factor: the files carry no calibration, so this checks the reader's
+consistency across scales, not an absolute scale), the mask's contamination fraction against the
+label's (label resampled the same way, nearest neighbour up, area-weighted down) and the Jaccard
+index of the mask against that label. Without --model the packaged default model is used. Prints
+one JSON line last; `--n` > 1 adds, per factor, the share of images within the tolerances, the
+Jaccard index (mean over images and pooled over pixels) and the Spearman rank correlation of
+predicted and labelled contamination fractions (the sorting key).
 """
 from __future__ import annotations
 
@@ -30,12 +30,14 @@ import numpy as np  # noqa: E402
 import scipy.ndimage  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from evaluate.apply.segment import _resample, default_model, segment_files  # noqa: E402
+from evaluate.apply.predictor import Predictor  # noqa: E402
+from evaluate.apply.scale import resample  # noqa: E402
 from grapheneseg.lattice import read_pixel_size  # noqa: E402
 from grapheneseg.config import default_real_dir, load_config  # noqa: E402
 from grapheneseg.formats import read_micrograph  # noqa: E402
 from grapheneseg.metrics import confusion, pooled, scores  # noqa: E402
 from grapheneseg.micrographs import load_labelled  # noqa: E402
+from train.models.registry import packaged  # noqa: E402
 
 DEFAULT_NAME = "2013_1114_Gr_112"  # label fraction 0.255, lattice reading 0.385 A/px (the target)
 FRACTION_TOL, SCALE_TOL = 0.05, 0.10
@@ -47,7 +49,7 @@ def rescale(image: np.ndarray, mask: np.ndarray, factor: float) -> tuple[np.ndar
         label = scipy.ndimage.zoom(mask.astype(np.uint8), factor, order=0) > 0
         return scipy.ndimage.zoom(image, factor, order=3), label
     shape = tuple(int(round(n * factor)) for n in image.shape)
-    return _resample(image, shape), _resample(mask.astype(np.float32), shape) > 0.5
+    return resample(image, shape), resample(mask.astype(np.float32), shape) > 0.5
 
 
 def main() -> None:
@@ -63,8 +65,8 @@ def main() -> None:
     args = parser.parse_args()
     import tifffile
 
-    model = Path(args.model) if args.model else default_model()
-    cfg = load_config("evaluate").apply
+    model = Path(args.model) if args.model else packaged("contamination")
+    predictor = Predictor(model, load_config("evaluate").apply, args.device)
     data = load_labelled(Path(args.real))
     names = data.names[: args.n] if args.n else (args.names or [DEFAULT_NAME])
     rows = []
@@ -83,13 +85,13 @@ def main() -> None:
                 assert read_micrograph(path).pixel_size is None, "the TIFF must not carry a pixel size"
                 paths.append(path)
                 labels.append(label)
-            results, failed = segment_files(model, paths, cfg, args.pixel_size, progress=False, device=args.device)
+            results, failed = predictor.segment_files(paths, given=args.pixel_size, progress=False)
             assert not failed, failed
             for factor, seg, label in zip(args.factors, results, labels):
                 expected = native / factor if native else None
                 err = None if seg.pixel_size is None or expected is None else seg.pixel_size / expected - 1
                 row = {"image": name, "factor": factor, "shape": list(seg.mask.shape), "pixel_read": seg.pixel_size,
-                       "pixel_expected": expected, "pixel_rel_err": err, "source": seg.pixel_size_source,
+                       "pixel_expected": expected, "pixel_rel_err": err, "source": str(seg.pixel_size_source),
                        "fraction": seg.contamination_fraction, "label_fraction": float(label.mean()),
                        "jaccard": scores(confusion(seg.mask, label))["jaccard"], "seconds": seg.seconds,
                        "counts": confusion(seg.mask, label).tolist()}
@@ -98,7 +100,7 @@ def main() -> None:
                 rows.append(row)
                 print(f"{name[:32]:32s} {factor:6g} {'x'.join(map(str, seg.mask.shape)):>10s} "
                       f"{seg.pixel_size or float('nan'):9.4f} {expected or float('nan'):8.4f} "
-                      f"{float('nan') if err is None else err:+6.3f} {seg.pixel_size_source:>8s} {row['fraction']:9.3f} "
+                      f"{float('nan') if err is None else err:+6.3f} {str(seg.pixel_size_source):>8s} {row['fraction']:9.3f} "
                       f"{row['label_fraction']:6.3f} {row['fraction'] - row['label_fraction']:+6.3f} {row['jaccard']:7.3f}")
     summary = {"model": str(model), "n_images": len(names), "factors": args.factors, "rows": rows}
     if len(names) > 1:

@@ -2,13 +2,14 @@
 
     python benchmarks/bench_sorting.py --model CKPT_OR_RUN_DIR [--real DIR] [--top 10]
 
-Every labelled micrograph of DIR is segmented exactly as `evaluate sort` does (apply.segment_files:
-pixel size from the lattice, resampling when outside the trained range); its predicted graphene
-fraction (1 - predicted contamination share) is compared with the hand-labelled one (1 - label
-share). Reductions: Spearman and Kendall rank correlation over the images (one value per image,
-no pixel pooling), the mean absolute difference of the fractions, and how many of the `--top`
-cleanest images by label are also among the `--top` cleanest by prediction (ties in the labels,
-e.g. empty labels, broken by file name). Prints one JSON line last.
+Every labelled micrograph of DIR is segmented exactly as `evaluate sort` does
+(evaluate.apply.predictor.Predictor.segment_files: pixel size from the lattice, resampling when
+outside the trained range); its predicted graphene fraction (1 - predicted contamination share) is
+compared with the hand-labelled one (1 - label share). Reductions: Spearman and Kendall rank
+correlation over the images (one value per image, no pixel pooling), the mean absolute difference
+of the fractions, and how many of the `--top` cleanest images by label are also among the `--top`
+cleanest by prediction (ties in the labels, e.g. empty labels, broken by file name). Prints one
+JSON line last.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from evaluate.apply.segment import segment_files
+from evaluate.apply.predictor import Predictor
+from evaluate.apply.segment import input_files
 from grapheneseg.config import load_config, real_dir
 from grapheneseg.micrographs import load_labelled
 
@@ -33,7 +35,7 @@ def main() -> None:
     cfg = load_config("evaluate")
     folder = args.real or real_dir(cfg)
     data = load_labelled(folder)
-    results, failed = segment_files(args.model, [folder], cfg.apply, progress=False)
+    results, failed = Predictor(args.model, cfg.apply).segment_files(input_files([folder]), progress=False)
     if failed:
         raise SystemExit(f"could not segment: {failed}")
     predicted = {r.micrograph.path.stem: r.graphene_fraction for r in results}

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import scipy.ndimage
 
+from evaluate.apply.scale import Scale, ScaleSource
 from evaluate.apply.structure import classes_rgb, draw_orientation, structure_of, structure_row, write_classes, \
     write_orientation, write_tables
 from grapheneseg.micrographs import load_labelled
@@ -68,7 +69,10 @@ def timing(real: Path | None) -> None:
         data = load_labelled(real)
         i = data.names.index("2015_0110_GrGB_FS_004_layer_0027")
         image, mask = data.images[i], data.masks[i]
-    else:  # a synthetic two-grain lattice
+    else:  # a synthetic two-grain lattice (the tests' own, from the checkout)
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from tests.test_orientation import two_grains_and_a_hole
 
         image = two_grains_and_a_hole()[0][:256, :256]
@@ -81,7 +85,7 @@ def timing(real: Path | None) -> None:
             seconds = []
             for _ in range(3):
                 start = time.perf_counter()
-                s = structure_of(big, big_mask, pixel / factor, "given")
+                s = structure_of(big, big_mask, Scale(pixel / factor, ScaleSource.GIVEN))
                 write_classes(s, Path(out) / "x_classes.png")
                 write_orientation(big, s, Path(out) / "x_orientation.png")
                 write_tables([s], Path(out))

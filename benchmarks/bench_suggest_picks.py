@@ -1,8 +1,8 @@
 """What `suggest` picks from each fold's training part, with and without the coverage picks.
 
-No training: the picks of the active-labelling study (evaluate/active.py: the shipped simulation
-model, 1 member x 8 symmetries, the folds of `train real`, first repeat) are made with
-`evaluate.suggest.choose` for every --coverage-every value, and described by the labels the
+No training: the picks of the active-labelling study (evaluate/benchmark/active.py: the shipped
+simulation model, 1 member x 8 symmetries, the folds of `train real`, first repeat) are made with
+`evaluate.apply.suggest.choose` for every --coverage-every value, and described by the labels the
 picks hold: per fold and K, how many have an empty label, and the labelled contamination fraction
 of the picks (min, median, max) against that of the fold's whole training part. Whether the picks
 train better models is what bench_active.py measures (not run here).
@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluate.apply.segment import default_model, segment_files  # noqa: E402
+from evaluate.apply.predictor import Predictor  # noqa: E402
 from evaluate.apply.suggest import choose  # noqa: E402
 from grapheneseg.config import load_config  # noqa: E402
 from grapheneseg.micrographs import find_pairs, load_labelled  # noqa: E402
@@ -41,8 +41,9 @@ def main() -> None:
     cv = load_config("train").cv
     splits = kfold_splits([n for n, _, _ in find_pairs(args.real)], int(cv.folds), 1, int(cv.split_seed))
     start = time.perf_counter()
-    results, failed = segment_files(args.model or default_model(), [], load_config("evaluate").apply, progress=False,
-                                    device="cpu", uncertainty=True, files=[p for _, p, _ in find_pairs(args.real)])
+    predictor = Predictor(args.model, load_config("evaluate").apply, "cpu")  # None: the shipped sim_default.ckpt
+    results, failed = predictor.segment_files([p for _, p, _ in find_pairs(args.real)], uncertainty=True,
+                                              progress=False)
     if failed:
         sys.exit(f"error: could not segment {sorted(failed)}")
     by_name = {seg.micrograph.path.stem: seg for seg in results}

@@ -29,15 +29,14 @@ import argparse
 import hashlib
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluate.apply.ood import (MARGIN, OODWarning, check, measures, out_of_range,  # noqa: E402
-                                reference_from, summarise, write_reference)
+from evaluate.apply.ood import (MARGIN, check, measures, out_of_range, reference_from, summarise,  # noqa: E402
+                                write_reference)
 from evaluate.benchmark.uncertainty_study import uncertainty_vs_error  # noqa: E402
 from grapheneseg.config import load_config  # noqa: E402
 from grapheneseg.micrographs import load_labelled  # noqa: E402
@@ -60,7 +59,7 @@ def _one_model(model: Path, data, cfg) -> dict:
     test part is every image (a temporary folder linking to it)."""
     import tempfile
 
-    from train.models.checkpoints import read_checkpoint
+    from train.models.checkpoints import MODEL_FILE, read_checkpoint
 
     seen = set(read_checkpoint(model).get("train_images", [])) & set(data.names)
     if seen:
@@ -68,7 +67,7 @@ def _one_model(model: Path, data, cfg) -> dict:
                  "use the CV run folder it came from (--run)")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "fold_0").mkdir()
-        (Path(tmp) / "fold_0" / "model.ckpt").symlink_to(model.resolve())
+        (Path(tmp) / "fold_0" / MODEL_FILE).symlink_to(model.resolve())
         return uncertainty_vs_error(Path(tmp), data, [{"repeat": 0, "fold": 0, "train": [], "test": data.names}],
                                     cfg)
 
@@ -117,17 +116,13 @@ def main() -> None:
                 command = (f"python benchmarks/bench_uncertainty.py --reference --real DIR --sim {args.sim} "
                            f"--write {args.write}")
                 print(f"reference file: {write_reference(args.write, sources, command)}")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", OODWarning)
-                print(f"simulated images flagged: {sum(bool(out_of_range(v, reference_from(sources))) for v in sim)} of "
-                      f"{len(sim)} ({sum(not v['lattice'] for v in sim)} for no lattice)")
+            print(f"simulated images flagged: {sum(bool(out_of_range(v, reference_from(sources))) for v in sim)} of "
+                  f"{len(sim)} ({sum(not v['lattice'] for v in sim)} for no lattice)")
         rng = np.random.default_rng(0)
         flagged = 0
         for image, v in zip(data.images, values):  # white noise added until its level is 4x its own
             sigma = v["noise"] * float(image.mean()) * np.sqrt(4.0**2 - 1)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", OODWarning)
-                flagged += any(f.startswith("noise") for f in check(image + rng.normal(0, sigma, image.shape), "x"))
+            flagged += any(f.startswith("noise") for f in check(image + rng.normal(0, sigma, image.shape)))
         print(f"4x each image's own noise level: noise flag on {flagged} of {len(data.images)}")
         return
 
