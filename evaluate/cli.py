@@ -186,7 +186,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     files = input_files(args.input, exclude=out_dir)
     stems = output_stems(files)
     done = set() if args.force else already_done(out_dir, files, stems, predictor.provenance, args.format,
-                                                 args.uncertainty)
+                                                 args.uncertainty, args.pixel_size)
     todo = [f for f in files if f not in done]
     if done:
         print(f"{len(done)} of {len(files)} micrograph(s) already segmented in {out_dir} with this model and "

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from evaluate.benchmark.active import active_markdown, run_active
-from evaluate.benchmark.report import arm_from_train_cv
+from evaluate.apply.predictor import Predictor
+from evaluate.benchmark.scoring import fold_arm
 from grapheneseg.config import load_config, to_plain
 from grapheneseg.metrics import pooled
 from grapheneseg.splits import kfold_splits
 from tests.conftest import write_labelled_folder
 from train.models.checkpoints import save_checkpoint
 from train.crossval import fold_train_names, real_subset, train_all
-from train.models.runtime import score_model
 from train.models.unet import architecture, build_model
 
 TINY = ["model.depth=2", "model.features=4", "model.batch_norm=true", "loop.batch_size=4", "loop.crop=32",
@@ -75,15 +75,16 @@ def test_active_labelling_trains_each_arm_on_its_choice(tmp_path: Path) -> None:
         assert sorted(randoms[0]["counts"]) == sorted(split["test"])
 
     by_k = results["by_k"]["3"]
-    randoms = [arm_from_train_cv(out / f"random-K3-seed{s}", "r").pooled_all["jaccard"] for s in (0, 1)]
+    # each arm's fold models scored through the Predictor on their fold's test images
+    randoms = [fold_arm(out / f"random-K3-seed{s}", "r", real, splits).pooled_all["jaccard"] for s in (0, 1)]
     assert by_k["random"] == randoms and by_k["random_mean"] == pytest.approx(np.mean(randoms))
-    assert by_k["suggest"] == arm_from_train_cv(out / "suggest-K3", "s").pooled_all["jaccard"]
+    assert by_k["suggest"] == fold_arm(out / "suggest-K3", "s", real, splits).pooled_all["jaccard"]
     assert by_k["suggest_minus_random_mean"] == pytest.approx(by_k["suggest"] - np.mean(randoms))
     assert by_k["random_min"] <= by_k["random_mean"] <= by_k["random_max"]
     assert sum(g["images"] for g in by_k["by_label_area"]) == 8  # every test image in one group
     assert json.loads((out / "active.json").read_text())["by_k"]["3"]["suggest"] == by_k["suggest"]
     assert active_markdown(results).count("\n") == 3  # header, rule, one row per K
-    zero = score_model(ckpt, real)["counts"]
+    zero = Predictor(ckpt, load_config("evaluate").apply).score(real)["counts"]
     assert results["zero_shot"] == pooled(np.array(zero[n]) for s in splits for n in s["test"])["jaccard"]
     save_checkpoint(ckpt, build_model(architecture(cfg.model)), architecture(cfg.model), to_plain(cfg), 1)
     with pytest.raises(ValueError, match="another checkpoint"):  # never reuse runs of other weights
@@ -105,7 +106,8 @@ def test_full_report_holds_the_active_labelling_table(tmp_path: Path, capsys) ->
     folder = Path(json.loads((out / "metrics.json").read_text())["provenance"]["runs"]["active labelling"]["folder"])
     assert sorted(p.name for p in folder.glob("*-K2*") if p.is_dir()) == ["random-K2-seed0", "random-K2-seed1",
                                                                            "suggest-K2"]
-    assert active["by_k"]["2"]["suggest"] == arm_from_train_cv(folder / "suggest-K2", "s").pooled_all["jaccard"]
+    splits = json.loads((folder / "suggest-K2" / "splits.json").read_text())  # the folds the arm was trained on
+    assert active["by_k"]["2"]["suggest"] == fold_arm(folder / "suggest-K2", "s", real, splits).pooled_all["jaccard"]
     assert "| 2 | " in (out / "report.md").read_text() and "Active labelling" in (out / "report.html").read_text()
     # the uncertainty check: every image once, by the fold model of the fine-tuned arm that did not train on it
     check = json.loads((out / "metrics.json").read_text())["uncertainty_vs_error"]

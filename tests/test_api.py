@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from evaluate import api
-from evaluate.apply.segment import default_model, model_scale, scale_of, segment as lib_segment
+from evaluate.apply.predictor import Predictor
+from evaluate.apply.scale import Scale, ScaleSource, decide_scale
+from train.models.registry import packaged
 from grapheneseg.formats import read_micrograph
 
 from .conftest import synthetic_micrograph
@@ -34,11 +36,10 @@ def test_array_with_pixel_size_equals_the_library(image):
                          "graphene_fraction", "seconds", "uncertainty", "ood", "note"}
     assert meta["pixel_size_A"] == 0.38 and meta["height"] == 96
     # the same numbers as the library call the CLI makes
-    from train.models.runtime import load_models
-
-    path = default_model()
-    cfg = model_scale(path, api.apply_config()[0])
-    ref = lib_segment(load_models(path, "cpu"), api.as_micrograph(image)[0], cfg, 0.38)
+    micrograph = api.as_micrograph(image)[0]
+    ref = Predictor(packaged("contamination"), api.apply_config()[0], "cpu").segment(
+        micrograph, decide_scale(micrograph, 0.38))
+    assert ref.scale == Scale(0.38, ScaleSource.GIVEN)
     np.testing.assert_array_equal(result.probability, ref.probability)
 
 
@@ -46,7 +47,7 @@ def test_models_are_cached_per_path_and_device(image):
     api.clear_cache()
     api.segment(image, pixel_size=0.38, device="cpu")
     api.segment(image, pixel_size=0.38, device="cpu", tta=True)
-    info = api._models.cache_info()
+    info = api._loaded.cache_info()
     assert info.misses == 1 and info.hits == 1
 
 
@@ -88,7 +89,7 @@ def test_dm3_sample_scale_is_the_files_and_an_overview_is_refused():
     """The um-calibrated DM3 sample (169 nm/px, not graphene) is refused before any work, naming
     the scale read from the file; api.scale gives the pixel size `evaluate predict` uses."""
     micrograph = read_micrograph(DM3)
-    assert api.scale(DM3) == scale_of(micrograph) == (micrograph.pixel_size, "file")
+    assert api.scale(DM3) == decide_scale(micrograph) == Scale(micrograph.pixel_size, ScaleSource.FILE)
     assert micrograph.pixel_size == pytest.approx(1686.7469, rel=1e-6)
     with pytest.raises(ValueError, match=r"169 nm/px \(file\)"):  # evaluate.apply.segment.Refused
         api.segment(DM3, device="cpu")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluate.apply.segment import _resample
+from evaluate.apply.scale import resample
 from train.models.runtime import tiled_probability
 from grapheneseg.lattice import read_pixel_size
 from evaluate.cli import main
@@ -76,8 +76,8 @@ def test_tiles_blend_without_seams() -> None:
 def test_lattice_pixel_size_and_resampling() -> None:
     image, _ = honeycomb(size=128)  # drawn at 0.35 A/px
     assert read_pixel_size(image) == pytest.approx(0.35, rel=0.05)
-    assert _resample(image, (64, 64)).shape == (64, 64)
-    assert _resample(image, (300, 200)).shape == (300, 200)
+    assert resample(image, (64, 64)).shape == (64, 64)
+    assert resample(image, (300, 200)).shape == (300, 200)
 
 
 def test_predict_every_format_and_report_failures(checkpoint: Path, tmp_path: Path) -> None:

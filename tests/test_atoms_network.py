@@ -12,9 +12,9 @@ import pytest
 import torch
 from ase import Atoms
 
-from evaluate.apply import atoms as atoms_module
 from evaluate.apply.atoms import bond_statistics, find_atoms, find_atoms_network, map_peaks, match_atoms
-from evaluate.apply.segment import default_model
+from evaluate.apply.predictor import Predictor
+from evaluate.apply.scale import Scale, ScaleSource
 from grapheneseg.config import load_config
 from grapheneseg.formats import Micrograph
 from simulate.dataset import DatasetError, DatasetWriter, open_dataset, require_atoms
@@ -26,6 +26,7 @@ from train.models.checkpoints import CheckpointError
 from train.datasets import ATOM_IGNORE, ATOM_PEAK, atom_target
 from train.models.runtime import load_models
 from train.loops import atom_loss
+from train.models.registry import packaged
 from train.pretrain import pretrain
 
 TINY = ["model.depth=2", "model.features=4", "model.batch_norm=true", "loop.batch_size=4", "loop.crop=32",
@@ -67,6 +68,7 @@ def sim_file(path: Path, n: int = 12, atoms: bool = True, seed: int = 0) -> Path
         mask[:16, :16] = 1
         meta = np.zeros(1, dtype=META_DTYPE)
         meta["index"], meta["seed"], meta["structure"], meta["variant"] = i, seed, i // 3, i % 3
+        meta["pixel_size"] = PIXEL  # recorded in the checkpoint as the model's pixel range
         amap = np.round(255 * render(truth, (64, 64), 0.35 / PIXEL)).astype(np.uint8)
         writer.append_arrays((image / image.mean())[None].astype(np.float32), mask[None], mask[None], meta,
                              amap[None] if atoms else None)
@@ -124,8 +126,9 @@ def test_pretrain_atom_task_writes_a_task_checked_checkpoint(tmp_path: Path, cap
     assert payload["task"] == "atoms" and payload["architecture"]["classes"] == 1
     assert "classes: 1" in (tmp_path / "atoms.yaml").read_text()  # the resolved config says so
     (model,) = load_models(ckpt, "cpu", task="atoms")
-    heat = find_atoms_network([model], Micrograph(Path("x"), np.ones((64, 64), np.float32), None),
-                              load_config("evaluate").apply, pixel_size=PIXEL, threshold=0.0)
+    predictor = Predictor(ckpt, load_config("evaluate").apply, "cpu", task="atoms")
+    heat = find_atoms_network(predictor, Micrograph(Path("x"), np.ones((64, 64), np.float32), None),
+                              Scale(PIXEL, ScaleSource.GIVEN), threshold=0.0)
     assert heat.contrast == "network"
     with pytest.raises(CheckpointError, match=r"atoms\.ckpt: an 'atoms' checkpoint"):
         load_models(ckpt, "cpu")  # where a contamination model is expected
@@ -135,7 +138,7 @@ def test_pretrain_atom_task_writes_a_task_checked_checkpoint(tmp_path: Path, cap
     with pytest.raises(CheckpointError, match=r"atoms\.ckpt: an 'atoms' checkpoint"):  # fine-tuning from it
         check_compatible(read_checkpoint(ckpt), {"model": payload["architecture"]}, ckpt)
     with pytest.raises(CheckpointError, match="an atom-map model .* is needed"):
-        load_models(default_model(), "cpu",
+        load_models(packaged("contamination"), "cpu",
                     task="atoms")
     from evaluate.cli import main as evaluate_main
 
@@ -154,7 +157,7 @@ def test_pretrain_atom_task_writes_a_task_checked_checkpoint(tmp_path: Path, cap
     assert summary["registration"] in ("ok", "uncertain", "unknown") and "reflection_balance" in summary
 
 
-def test_network_atoms_come_back_on_the_micrograph_grid(monkeypatch) -> None:
+def test_network_atoms_come_back_on_the_micrograph_grid() -> None:
     """A micrograph outside the network's pixel range is resampled; the peaks of the map must be
     mapped back to the micrograph's own pixels (grid-mode zoom), then bonded at its bond length."""
     _, truth = honeycomb(size=128)
@@ -163,12 +166,19 @@ def test_network_atoms_come_back_on_the_micrograph_grid(monkeypatch) -> None:
     zoom = pixel / 0.4
     scaled_truth = (truth * PIXEL / pixel + 0.5) * zoom - 0.5  # the same lattice at 0.7 A/px, then zoomed
 
-    def fake_map(models, micrograph, cfg, pixel_size):
-        return render(scaled_truth, (round(128 * PIXEL / pixel * zoom),) * 2, 0.35 / 0.4), zoom, pixel
+    class FakePredictor(Predictor):
+        """The Predictor's own resampling plan (`cfg`), and the atom map a network would give on it."""
 
-    monkeypatch.setattr(atoms_module, "predict_atom_map", fake_map)
+        def __init__(self, cfg):
+            self.cfg = cfg
+
+        def probability(self, micrograph, scale):
+            shape = self.plan(micrograph, scale).shape
+            assert shape == (round(64 * zoom),) * 2
+            return render(scaled_truth, shape, 0.35 / 0.4), shape[0] / micrograph.image.shape[0]
+
     micrograph = Micrograph(Path("m"), np.zeros((64, 64), np.float32), pixel)
-    graph = find_atoms_network([], micrograph, cfg.apply, pixel_size=pixel)
+    graph = find_atoms_network(FakePredictor(cfg.apply), micrograph, Scale(pixel, ScaleSource.FILE))
     expected = truth * PIXEL / pixel
     inside = np.all((expected > 2) & (expected < 62), axis=1)
     precision, recall = match_atoms(graph.atoms[np.all((graph.atoms > 2) & (graph.atoms < 62), axis=1)],

@@ -15,8 +15,8 @@ from PIL import Image
 from evaluate.cli import main
 from tests.conftest import write_labelled_folder
 from train.models.checkpoints import save_checkpoint
-from train.models.runtime import (OnnxModel, load_models, predict_probability, probability_samples,
-                             tiled_probability)
+from train.models.onnx import OnnxModel
+from train.models.runtime import load_models, predict_probability, probability_samples, tiled_probability
 from train.models.unet import architecture, build_model
 
 ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None

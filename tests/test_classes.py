@@ -14,7 +14,7 @@ from grapheneseg.config import load_config
 from simulate.dataset import DatasetWriter
 from simulate.pipeline import META_DTYPE
 from tests.conftest import write_labelled_folder
-from tests.test_atoms import honeycomb
+from tests.test_atoms import PIXEL, honeycomb
 from train.loops import ce_dice_loss, classes_loss, loss_function, marginal_loss
 from train.pretrain import pretrain
 
@@ -75,6 +75,7 @@ def class_file(path: Path, n: int = 12) -> Path:
         classes[:16, :16] = 1
         meta = np.zeros(1, dtype=META_DTYPE)
         meta["index"], meta["structure"], meta["variant"] = i, i // 3, i % 3
+        meta["pixel_size"] = PIXEL  # the checkpoint records it as the model's pixel range
         writer.append_arrays((image / image.mean())[None].astype(np.float32), (classes == 1)[None].astype(np.uint8),
                              classes[None], meta, None)
     writer.close(complete=True)

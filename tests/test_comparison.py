@@ -14,7 +14,7 @@ from train.models.unet import architecture, build_model
 
 TINY = ["report.folds=2", "report.repeats=1", "report.ks=[3]", "report.train=[]",
         "bragg.fit.sigma_grid=[0.01]", "bragg.fit.g_thresh_grid=[2.0]", "bragg.pad=8",
-        "train.models.unet.depth=2", "train.models.unet.features=4", "train.models.unet.batch_norm=false",
+        "train.model.depth=2", "train.model.features=4", "train.model.batch_norm=false",
         "train.loop.epochs=1", "train.loop.min_steps=2", "train.loop.crop=32", "train.loop.batch_size=4",
         "train.loop.crops_per_image=1", "train.finetune.epochs=1", "train.threads=1"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ import tifffile
 import torch
 from PIL import Image
 
-from evaluate.apply.segment import (LATTICE_LIMIT, Refused, memory_gb, network_scale, prediction_rows,
-                                    segment_files)
+from evaluate.apply.predictor import Predictor
+from evaluate.apply.scale import LATTICE_LIMIT, Scale, ScaleSource, decide_scale
+from evaluate.apply.segment import Refused, input_files, memory_gb, prediction_rows
 from evaluate.cli import main
 from grapheneseg.config import load_config, save_run_config
 from grapheneseg.formats import Micrograph, read_micrograph
@@ -31,6 +33,17 @@ def tiny_model(path: Path) -> Path:
     return save_checkpoint(path, build_model(cfg).eval(), architecture(cfg), {"model": cfg}, 1)
 
 
+@pytest.fixture(scope="module")
+def planner(tmp_path_factory) -> Predictor:
+    """A Predictor under CFG (its model records no pixel range, so CFG's holds)."""
+    return Predictor(tiny_model(tmp_path_factory.mktemp("planner") / "m.ckpt"), CFG, "cpu")
+
+
+def network_image(predictor: Predictor, image: Micrograph) -> np.ndarray:
+    """The image at the network's scale, its scale decided as `evaluate predict` decides it."""
+    return predictor.plan(image, decide_scale(image))
+
+
 def micrograph(shape=(64, 64), pixel_size=None, frames=1) -> Micrograph:
     image = np.zeros(shape, np.float32)  # untouched pages: a large one costs no memory
     if image.size <= 1 << 16:
@@ -45,17 +58,18 @@ def micrograph(shape=(64, 64), pixel_size=None, frames=1) -> Micrograph:
     (micrograph((8192, 8192), pixel_size=1.0), r"18204 x 18204 px at the model's 0.45 \S+, needs about 28\.\d GB "
                                                 r"\(> 4 GB, --max-memory\)"),
 ])
-def test_refusals_are_decided_before_computing(monkeypatch, image, words):
-    import evaluate.apply.segment as seg
+def test_refusals_are_decided_before_computing(monkeypatch, planner, image, words):
+    import evaluate.apply.predictor as predictor
 
-    monkeypatch.setattr(seg, "_resample", lambda *a, **k: pytest.fail("resampled before the verdict"))
+    monkeypatch.setattr(predictor, "resample", lambda *a, **k: pytest.fail("resampled before the verdict"))
     with pytest.raises(Refused, match=words):
-        network_scale(image, CFG)
+        network_image(planner, image)
 
 
-def test_an_image_within_bounds_is_admitted_and_memory_grows_with_the_resampled_size():
-    image, size, source = network_scale(micrograph((64, 64), pixel_size=0.45), CFG)
-    assert image.shape == (64, 64) and (size, source) == (0.45, "file")
+def test_an_image_within_bounds_is_admitted_and_memory_grows_with_the_resampled_size(planner):
+    inside = micrograph((64, 64), pixel_size=0.45)
+    image = network_image(planner, inside)
+    assert image.shape == (64, 64) and decide_scale(inside) == Scale(0.45, ScaleSource.FILE)
     assert memory_gb((512, 512), (2048, 2048)) > memory_gb((512, 512), (512, 512)) > 0.5
 
 
@@ -82,7 +96,7 @@ def test_a_folder_is_answered_file_by_file(tmp_path):
     (folder / "notes.png").write_text("not an image")
     model = tiny_model(tmp_path / "m.ckpt")
     cfg = load_config("evaluate").apply
-    done, skipped = segment_files(model, [folder], cfg, pixel_size=0.4, progress=False, device="cpu")
+    done, skipped = Predictor(model, cfg, "cpu").segment_files(input_files([folder]), given=0.4, progress=False)
     assert [s.micrograph.path.name for s in done] == ["good.png"]
     status = {Path(p).name: s.status for p, s in skipped.items()}
     assert status == {"overview.tif": "refused", "tiny.png": "refused", "broken.png": "failed",
@@ -102,8 +116,7 @@ def test_a_folder_is_answered_file_by_file(tmp_path):
 
 
 @pytest.mark.skipif(FORMATS is None, reason="the RosettaSciIO samples are not here")
-def test_the_rosettasciio_samples_are_refused_in_a_microscopists_words():
-    cfg = {"pixel_range": [0.3, 0.6], "target_pixel_size": 0.45, "max_memory_gb": 4.0}
+def test_the_rosettasciio_samples_are_refused_in_a_microscopists_words(planner):
     words = {"test_dm_image_um_unit.dm3": "169 nm/px (file): an overview image",
              "test_loading_image_saved_with_DM.tif": "169 nm/px (file): an overview image",
              "64x64_TEM_images_acquire_1.ser": "6.28 nm/px (file): an overview image",
@@ -111,7 +124,7 @@ def test_the_rosettasciio_samples_are_refused_in_a_microscopists_words():
              "example_image.emd": "3 x 3 px: too small", "fei_example_tem_stack.emd": "3 x 3 px: too small"}
     for name, expected in words.items():
         with pytest.raises(Refused) as caught:
-            network_scale(read_micrograph(FORMATS / name), cfg)
+            network_image(planner, read_micrograph(FORMATS / name))
         assert expected in str(caught.value), (name, str(caught.value))
 
 
@@ -145,8 +158,13 @@ def test_ranks_are_renumbered_over_every_run(tmp_path):
 
 def test_each_run_keeps_its_config(tmp_path):
     cfg = load_config("evaluate")
-    first, second = save_run_config(cfg, tmp_path), save_run_config(cfg, tmp_path)
-    assert first.name == "config.yaml" and second.name.startswith("config-") and first.exists() and second.exists()
+    first, other = save_run_config(cfg, tmp_path), save_run_config(load_config("evaluate", ["apply.tta=true"]), tmp_path)
+    assert first.name == "config.yaml" and other.name.startswith("config-") and first.exists() and other.exists()
+    assert first.read_text() != other.read_text()
+    # a rerun with a config already there (a resume) writes none and names the one it matches
+    assert save_run_config(cfg, tmp_path) == first and save_run_config(load_config("evaluate", ["apply.tta=true"]),
+                                                                       tmp_path) == other
+    assert len(list(tmp_path.glob("config*.yaml"))) == 2
 
 
 TINY_TRAIN = ["model.depth=2", "model.features=4", "model.batch_norm=true", "loop.batch_size=4", "loop.crop=32",
@@ -216,22 +234,20 @@ def test_tiff_masks_carry_the_input_scale(tmp_path):
 def test_an_ambiguous_lattice_reading_is_said_not_guessed_silently():
     """The sqrt 3 case of issue 23: a micrograph whose {100} ring is suppressed (a CTF zero) is
     read from its lattice with a warning naming both pixel sizes, and its source says ambiguous."""
-    from evaluate.apply.segment import ScaleWarning, scale_of
     from tests.test_lattice import graphene
 
     image = graphene(0.3, 256, amplitudes=(0.0, 1.0, 0.0), seed=3) + 10
-    with pytest.warns(ScaleWarning, match=r"m\.dm3: the graphene lattice reads 0\.5\d\d A/px, but 0\.3\d\d A/px"):
-        size, source = scale_of(Micrograph(Path("m.dm3"), image.astype(np.float32), None))
-    assert source == "lattice (ambiguous)" and size == pytest.approx(0.3 * np.sqrt(3), rel=0.03)
+    scale = decide_scale(Micrograph(Path("m.dm3"), image.astype(np.float32), None))
+    assert re.match(r"m\.dm3: the graphene lattice reads 0\.5\d\d A/px, but 0\.3\d\d A/px", scale.warning("m.dm3"))
+    assert scale.source == "lattice (ambiguous)" and scale.pixel_size == pytest.approx(0.3 * np.sqrt(3), rel=0.03)
 
 
 def test_a_fiji_tiff_in_nm_is_read_at_its_scale_and_a_tiny_file_has_no_lattice_reading(tmp_path):
-    from evaluate.apply.segment import ScaleWarning, scale_of
-
     tifffile.imwrite(tmp_path / "fiji.tif", np.ones((64, 64), np.float32), imagej=True, resolution=(25.0, 25.0),
                      metadata={"unit": "nm"})
     tifffile.imwrite(tmp_path / "dpi.tif", np.ones((64, 64), np.uint8), resolution=(72, 72), resolutionunit="INCH")
     assert read_micrograph(tmp_path / "fiji.tif").pixel_size == pytest.approx(0.4)
     assert read_micrograph(tmp_path / "dpi.tif").pixel_size is None  # dots per inch are not a pixel size
-    with pytest.warns(ScaleWarning, match="no graphene lattice found"):
-        assert scale_of(micrograph((3, 3))) == (None, "unknown")
+    tiny = decide_scale(micrograph((3, 3)))
+    assert tiny == Scale(None, ScaleSource.UNKNOWN) and tiny.reading is None
+    assert "no graphene lattice found" in tiny.warning("m.dm3")

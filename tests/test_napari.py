@@ -6,15 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import numpy as np
 import pytest
 
 from evaluate import api
-from evaluate.apply.segment import scale_of
+from evaluate.apply.scale import Scale, ScaleSource, decide_scale
 from evaluate.apply.tiff import write_tiff
-from evaluate.napari.layers import SOURCE_FROM_LAYER, Source, image_kwargs, run_steps, segmentation_layers, suggest_steps
+from evaluate.napari.layers import Source, image_kwargs, run_steps, segmentation_layers, suggest_steps
 from evaluate.napari.reader import get_reader, read_layers
 from grapheneseg.formats import SUPPORTED, read_micrograph
 from grapheneseg.micrographs import DataError
@@ -67,17 +66,13 @@ def test_reader_gives_the_pixel_size_of_evaluate_predict_on_the_rosettasciio_sam
         micrograph = read_micrograph(path)
         (data, kwargs, _), = read_layers(str(path))
         meta = kwargs["metadata"]
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                expected = scale_of(micrograph)
-        except ValueError:  # a lattice reading fails on a few pixels: the reader says unknown
-            expected = (None, "unknown")
-        assert (meta["pixel_size_A"], meta["pixel_size_source"]) == expected, path.name
-        size = expected[0] / 10 if expected[0] else 1.0
+        expected = decide_scale(micrograph)  # a few pixels: no lattice reading, unknown
+        assert meta["scale"] == expected, path.name
+        assert (meta["pixel_size_A"], meta["pixel_size_source"]) == (expected.pixel_size, str(expected.source)), path.name
+        size = expected.pixel_size / 10 if expected.pixel_size else 1.0
         assert kwargs["scale"] == pytest.approx((size, size)), path.name
         np.testing.assert_array_equal(data, micrograph.image)
-        compared += expected[0] is not None
+        compared += expected.pixel_size is not None
     assert compared >= 4  # .ser, Velox .emd, DM3 in um, DM's TIFF
 
 
@@ -88,12 +83,16 @@ def test_reader_refuses_the_emi_header_clearly():
 
 
 def test_a_layers_pixel_size_comes_from_metadata_then_its_scale():
-    meta = image_kwargs("a", 0.38, "file")
+    read = Scale(0.38, ScaleSource.FILE)
+    meta = image_kwargs("a", read)
     source = Source("a", np.zeros((4, 4)), meta["scale"], (0, 0), meta["units"], meta["metadata"])
-    assert source.pixel_size() == (pytest.approx(0.38), "file")
+    assert source.decided_scale() == read
+    assert source.decided_scale(0.4) == Scale(0.4, ScaleSource.GIVEN)  # a given pixel size wins
     rescaled = Source("a", np.zeros((4, 4)), (0.05, 0.05), (0, 0), ("nm", "nm"), meta["metadata"])
-    assert rescaled.pixel_size() == (pytest.approx(0.5), SOURCE_FROM_LAYER)  # the user changed the scale
-    assert Source("a", np.zeros((4, 4))).pixel_size() == (None, "unknown")
+    changed = rescaled.decided_scale()  # the user changed the scale
+    assert changed.pixel_size == pytest.approx(0.5) and changed.source is ScaleSource.LAYER
+    assert str(changed.source) == "layer scale"
+    assert Source("a", np.zeros((4, 4))).decided_scale() is None  # unknown: the Predictor reads the lattice
     with pytest.raises(ValueError, match="2-D grey"):
         Source("rgb", np.zeros((4, 4, 3))).image()
 
@@ -101,7 +100,7 @@ def test_a_layers_pixel_size_comes_from_metadata_then_its_scale():
 def test_segmentation_layers_lie_on_the_images_scale_and_use_its_pixel_size(image):
     """Fails when the maps get another scale or translation than the image, or when the pixel size
     the network sees is not the layer's."""
-    kwargs = image_kwargs("scan", 0.38, "file")
+    kwargs = image_kwargs("scan", Scale(0.38, ScaleSource.FILE))
     source = Source("scan", image, kwargs["scale"], (1.5, -2.0), kwargs["units"], kwargs["metadata"])
     layers = segmentation_layers(source, device="cpu", uncertainty=True)
     assert [kind for *_, kind in layers] == ["labels", "image", "image"]

@@ -24,6 +24,7 @@ from train.pretrain import pretrain, split_by_structure
 TINY_MODEL = ["model.depth=2", "model.features=4", "model.batch_norm=true"]
 TINY_LOOP = ["loop.batch_size=4", "loop.crop=32", "loop.epochs=2", "loop.samples_per_epoch=8",
              "loop.val_every=1", "loop.checkpoint_every=1", "loop.min_steps=0", "threads=1"]
+SIM_PIXEL = 2.13 / 5  # A/px: the synthetic lattice's 5 px period read as graphene's 2.13 A {100} planes
 FT = ["finetune.epochs=null"]  # the CPU preset fine-tunes for 20 epochs; here loop.epochs
 
 
@@ -36,6 +37,7 @@ def write_sim(path: Path, n: int = 12, variants: int = 3, seed: int = 0) -> Path
         image, mask = synthetic_micrograph(rng, 64)
         meta = np.zeros(1, dtype=META_DTYPE)
         meta["index"], meta["seed"], meta["structure"], meta["variant"] = i, seed, i // variants, i % variants
+        meta["pixel_size"] = SIM_PIXEL  # the checkpoint records it as the model's pixel range
         writer.append_arrays(image[None].astype(np.float32) / 120, mask[None].astype(np.uint8),
                              mask[None].astype(np.uint8), meta)
     writer.close(complete=True)
@@ -106,9 +108,17 @@ def test_pretrain_then_finetune_round_trip(sim_file, tmp_path, capsys):
     assert json.loads((tmp_path / "sim.history.json").read_text())["history"][-1]["epoch"] == 2
     assert pretrain(cfg, [sim_file], ckpt, resume=True) == summary  # finished: read back
 
-    # the real images watched while pretraining are scored as `score_model` scores them
-    from train.models.runtime import score_model
-    assert summary["real_val"] == pytest.approx(score_model(ckpt, real)["pooled"], abs=1e-6)
+    # the real images watched while pretraining are scored at their native scale, as the inference
+    # runtime scores the preprocessed images
+    from grapheneseg.metrics import confusion
+    from grapheneseg.micrographs import load_labelled
+    from grapheneseg.preprocessing import preprocess
+    from train.models.runtime import load_models, predict_probability
+
+    data = load_labelled(real)
+    prob = predict_probability(load_models(ckpt, "cpu"), np.stack([preprocess(im) for im in data.images]))
+    native = pooled([confusion(p > 0.5, m) for p, m in zip(prob, data.masks)])
+    assert summary["real_val"] == pytest.approx(native, abs=1e-6)
 
     # fine-tune with the CLI: 3-fold CV on 2 of each fold's 4 training images, simulations mixed in
     run = tmp_path / "ft"

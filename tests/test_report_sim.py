@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from evaluate.apply.predictor import Predictor
 from evaluate.cli import main
+from grapheneseg.config import load_config
 from tests.conftest import write_labelled_folder
 from tests.test_comparison import TINY
 from tests.test_pretrain import write_sim
-from train.models.runtime import score_model
 
-PRETRAIN = ["pretrain.models.unet.depth=2", "pretrain.models.unet.features=4", "pretrain.models.unet.batch_norm=false",
+PRETRAIN = ["pretrain.model.depth=2", "pretrain.model.features=4", "pretrain.model.batch_norm=false",
             "pretrain.loop.epochs=1", "pretrain.loop.samples_per_epoch=8", "pretrain.loop.batch_size=4",
             "pretrain.loop.crop=32", "pretrain.threads=1"]
 
@@ -30,9 +31,10 @@ def test_tiny_report_pretrains_on_the_simulation(tmp_path: Path, capsys) -> None
     assert provenance["runs"]["pretraining"]["data_sha256"] == hashlib.sha256(sim.read_bytes()).hexdigest()
     ckpt = Path(provenance["sim_checkpoint"]["path"])
     assert ckpt.parent.parent == out / "arms" and ckpt.parent.name.startswith("pretrain-")
-    # the sim-only arm is the pretrained checkpoint scored on every fold's test images
+    # the sim-only arm is the pretrained checkpoint scored through the Predictor on every fold's test images
     assert metrics["sources"]["U-Net sim-only"] == str(ckpt)
-    assert metrics["pooled_all_folds"]["U-Net sim-only"] == pytest.approx(score_model(ckpt, real)["pooled"])
+    scored = Predictor(ckpt, load_config("evaluate").apply, "cpu").score(real)
+    assert metrics["pooled_all_folds"]["U-Net sim-only"] == pytest.approx(scored["pooled"])
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 6  # 4 figures (structure panel included) + contact sheet + compare
     compared = json.loads((out / "sim_vs_real" / "compare.json").read_text())

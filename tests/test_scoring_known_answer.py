@@ -3,7 +3,7 @@
 A depth-1, 1-feature U-Net with centre-only 3x3 kernels computes relu(relu(x)) = relu(x) of the
 preprocessed image x; a head with class-1 weight w and bias -w t makes its contamination
 probability sigmoid(w (relu(x) - t)), so its mask is exactly `preprocess(image) > t`. Every count
-`score_model` and `evaluate score --model` report can then be checked pixel by pixel (on the CPU:
+`Predictor.score` and `evaluate score --model` report can then be checked pixel by pixel (on the CPU:
 CUDA's bfloat16 autocast moves pixels within about 1e-2 of the threshold; tests/test_device.py).
 """
 from __future__ import annotations
@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evaluate.apply.predictor import Predictor
 from evaluate.cli import main
+from grapheneseg.config import load_config
 from grapheneseg.metrics import confusion, pooled
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
 from tests.conftest import write_labelled_folder
 from train.models.checkpoints import save_checkpoint
-from train.models.runtime import score_model
 from train.models.unet import architecture, build_model
 
 
@@ -40,6 +41,11 @@ def threshold_checkpoint(path: Path, t: float, w: float = 1.0) -> Path:
     return save_checkpoint(path, model, arch, {"model": arch}, epoch=0)
 
 
+def score_model(model: Path, test: Path) -> dict:
+    """The scores of `evaluate score --model` on the CPU (the default apply config)."""
+    return Predictor(model, load_config("evaluate").apply, "cpu").score(test)
+
+
 def expected_counts(folder: Path, t: float) -> dict[str, list[int]]:
     data = load_labelled(folder)
     return {n: confusion(preprocess(im) > t, m).tolist() for n, im, m in zip(data.names, data.images, data.masks)}
@@ -47,8 +53,10 @@ def expected_counts(folder: Path, t: float) -> dict[str, list[int]]:
 
 def test_score_model_counts_every_pixel(tmp_path: Path) -> None:
     test = write_labelled_folder(tmp_path / "test", n=4)
-    result = score_model(threshold_checkpoint(tmp_path / "t.ckpt", 0.7), test, device="cpu")
+    result = score_model(threshold_checkpoint(tmp_path / "t.ckpt", 0.7), test)
     expected = expected_counts(test, 0.7)
+    assert {"pooled", "per_image", "scores", "counts", "n_images", "n_models", "model", "test", "tta", "scales",
+            "notices"} <= set(result) and set(result["scales"]) == set(expected)
     assert result["counts"] == expected
     assert result["pooled"] == pooled(np.array(c) for c in expected.values())
     # the contamination of the synthetic images is the high-variance region: the threshold finds part of it
@@ -61,7 +69,7 @@ def test_fold_ensemble_is_the_mean_softmax(tmp_path: Path) -> None:
     test = write_labelled_folder(tmp_path / "test", n=3, seed=4)
     threshold_checkpoint(tmp_path / "run" / "fold_0" / "model.ckpt", 0.5)
     threshold_checkpoint(tmp_path / "run" / "fold_1" / "model.ckpt", 1.0, w=4.0)
-    result = score_model(tmp_path / "run", test, device="cpu")
+    result = score_model(tmp_path / "run", test)
     assert result["n_models"] == 2 and result["counts"] == expected_counts(test, 0.9)
 
 

@@ -10,10 +10,16 @@ import pytest
 from PIL import Image
 
 from evaluate.apply.atoms import bond_graph
+from evaluate.apply.scale import Scale, ScaleSource
+from evaluate.apply.segment import Segmentation
 from evaluate.apply.structure import COLOURS, run_structure, structure_of
 from grapheneseg.classes import BOUNDARY, CONTAMINATION, LATTICE, VACUUM
+from grapheneseg.formats import Micrograph
 from tests.test_orientation import two_grains_and_a_hole
 from tests.test_rings import BOND_PX, honeycomb
+
+
+GIVEN = Scale(0.3, ScaleSource.GIVEN)
 
 
 def contaminated():
@@ -25,7 +31,7 @@ def contaminated():
 
 def test_four_classes_where_they_are() -> None:
     image, distance, hole, mask = contaminated()
-    s = structure_of(image, mask, 0.3, "given")
+    s = structure_of(image, mask, GIVEN)
     assert (s.classes[mask] == CONTAMINATION).all()
     assert (s.classes[hole & (s.classes != LATTICE)] == VACUUM).all() and (s.classes[hole] == VACUUM).mean() > 0.4
     boundary = s.classes == BOUNDARY
@@ -46,20 +52,20 @@ def test_rings_only_with_registration_ok(tmp_path: Path) -> None:
     atoms = honeycomb(10)
     graph = bond_graph(atoms, None, BOND_PX, 1.3, "white")
     image, _, _, mask = contaminated()
-    ok = structure_of(image, mask, 0.3, "given", graph, "ok")
+    ok = structure_of(image, mask, GIVEN, graph, "ok")
     assert ok.rings.counts()[6] == 81
-    shifted = structure_of(image, mask, 0.3, "given", graph, "uncertain")
+    shifted = structure_of(image, mask, GIVEN, graph, "uncertain")
     assert shifted.rings is None and shifted.registration == "uncertain"
 
 
 def test_run_structure_writes_maps_and_tables(tmp_path: Path) -> None:
     image, _, _, mask = contaminated()
     graph = bond_graph(honeycomb(10), None, BOND_PX, 1.3, "white")
-    seg = SimpleNamespace(micrograph=SimpleNamespace(path=Path("a/two_grains.png"), image=image), mask=mask,
-                          pixel_size=0.3, pixel_size_source="file")
-    blank = SimpleNamespace(micrograph=SimpleNamespace(path=Path("a/blank.png"),
-                                                       image=100 + np.random.default_rng(1).normal(size=(64, 64))),
-                            mask=np.zeros((64, 64), bool), pixel_size=None, pixel_size_source="unknown")
+    seg = Segmentation(Micrograph(Path("a/two_grains.png"), image, 0.3), mask.astype(np.float32), mask,
+                       Scale(0.3, ScaleSource.FILE), 0.0)
+    noise = (100 + np.random.default_rng(1).normal(size=(64, 64))).astype(np.float32)
+    blank = Segmentation(Micrograph(Path("a/blank.png"), noise, None), np.zeros((64, 64), np.float32),
+                         np.zeros((64, 64), bool), Scale(None, ScaleSource.UNKNOWN), 0.0)
     atoms = [SimpleNamespace(path=Path("a/two_grains.png"), graph=graph, check={"registration": "ok"})]
     structures, (table, grains) = run_structure([seg, blank], tmp_path, {"jump_deg": 5.0}, atoms)
     rgb = np.asarray(Image.open(tmp_path / "two_grains_classes.png"))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evaluate.apply.scale import Scale, ScaleSource
 from evaluate.apply.segment import Segmentation
 from evaluate.cli import main
 from evaluate.apply.suggest import choose
@@ -25,7 +26,7 @@ def _seg(name: str, seed: int, coverage: float, u: float) -> Segmentation:
     if u > 0:
         prob[rows:rows + 4] = 0.5
     image = (100 + 10 * rng.normal(size=(SIZE, SIZE))).astype(np.float32)
-    return Segmentation(Micrograph(Path(name), image, None), prob, prob > 0.5, None, "unknown", 0.0,
+    return Segmentation(Micrograph(Path(name), image, None), prob, prob > 0.5, Scale(None, ScaleSource.UNKNOWN), 0.0,
                         np.full((SIZE, SIZE), u, np.float32), [], 0.0)
 
 

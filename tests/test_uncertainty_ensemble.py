@@ -13,6 +13,7 @@ import torch
 from evaluate.cli import main
 from evaluate.apply.uncertainty import jaccard_disagreement
 from evaluate.benchmark.uncertainty_study import held_out_members, mutual_information, uncertainty_vs_error
+from grapheneseg.config import load_config
 from grapheneseg.micrographs import load_labelled
 from tests.conftest import write_labelled_folder
 from train.models.checkpoints import save_checkpoint
@@ -63,7 +64,8 @@ def test_uncertainty_vs_error_uses_only_models_that_never_saw_the_image(tmp_path
     run = tmp_path / "run"
     _checkpoint(run / "fold_0" / "model.ckpt", 0, names[3:5])  # never trained on img05
     _checkpoint(run / "fold_1" / "model.ckpt", 1, names[:3])  # trained on all of fold 0's test images
-    cfg = type("Cfg", (), {"tile": 256, "overlap": 0, "batch_size": 2, "threshold": 0.5})
+    cfg = load_config("evaluate", ["apply.tile=256", "apply.overlap=0", "apply.batch_size=2",
+                                   "apply.threshold=0.5"]).apply
     result = uncertainty_vs_error(run, data, splits, cfg, n_boot=50)
     members = {r["name"]: r["members"] for r in result["images"]}
     assert members == {**{n: [0] for n in names[:3]}, names[3]: [1], names[4]: [1], names[5]: [1, 0]}

@@ -227,6 +227,154 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+class Trainer:
+    """One training run as a loop over small hooks (as nnU-Net's trainer): `resume`, `train_epoch`
+    (calling `train_step` per batch), `validate_epoch`, `save`; `run` ties them together. A
+    variant overrides a hook, not the loop. Built by `fit`, which documents the arguments."""
+
+    def __init__(self, config: dict[str, Any], train_set: Dataset, val_set: Dataset | None, out_dir: Path,
+                 desc: str = "train", init: Mapping[str, torch.Tensor] | None = None,
+                 watch: Mapping[str, Dataset] | None = None, targets: str = "masks"):
+        loop, optim = config["loop"], config["optim"]
+        self.config, self.train_set, self.targets = config, train_set, targets
+        self.loss_of = loss_function(config, targets)
+        self.device = device = choose_device(config.get("device", "auto"))
+        if device.type == "cpu":
+            set_threads(config.get("threads"))
+        self.amp = device.type == "cuda" and bool(loop.get("amp", True))
+        self.seed = int(config["seed"])
+        self.arch = architecture(config["model"])
+        torch.manual_seed(self.seed)
+        model = build_model(self.arch)
+        if init is not None:
+            model.load_state_dict(init)
+        self.model = model = model.to(device)
+        self.rank, self.size = world()
+        self.net = DistributedDataParallel(model) if self.size > 1 else model
+        self.optimizer = make_optimizer(model, optim)
+        self.batch = int(loop["batch_size"])
+        self.samples = loop.get("samples_per_epoch") or None
+        per_epoch = int(self.samples) if self.samples else len(train_set)
+        self.steps_per_epoch = max(1, per_epoch // self.size // self.batch)
+        # floor on optimisation steps: repeat every epoch `scale` times (the same rule for every arm)
+        scale = max(1, math.ceil(int(loop.get("min_steps") or 0) / (int(loop["epochs"]) * self.steps_per_epoch)))
+        self.epochs = int(loop["epochs"]) * scale
+        self.val_every = int(loop.get("val_every", 1)) * scale
+        self.checkpoint_every = int(loop.get("checkpoint_every", 1)) * scale
+        self.frozen_epochs = int(loop.get("freeze_encoder_epochs") or 0) * scale
+        self.workers = int(loop.get("workers", 0))
+        self.encoder = [p for block in model.down for p in block.parameters()]
+        self.scheduler = make_scheduler(self.optimizer, optim, self.epochs * self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        self.last = Path(out_dir) / "last.ckpt"
+        self.start, self.history, self.seconds = 0, [], 0.0
+        self.checks = {}  # {"" (validation) or a watched set's name: (images, masks)}, on rank 0 only
+        if self.rank == 0:
+            for name, labelled in {"": val_set, **(watch or {})}.items():
+                if labelled is not None:
+                    pairs = [labelled[i] for i in range(len(labelled))]
+                    self.checks[name] = ([img[0].numpy() for img, _ in pairs], [m.numpy() for _, m in pairs])
+        self.bar: Any = None
+        self.desc = desc
+
+    def resume(self) -> None:
+        """Continue from `last.ckpt` (weights, optimizer, scheduler, scaler, history) when it exists."""
+        if not self.last.exists():
+            return
+        payload = read_checkpoint(self.last)
+        if payload["architecture"] != self.arch:
+            raise CheckpointError(f"{self.last}: architecture {payload['architecture']} differs from the "
+                                  f"configured {self.arch}; resume with the run's original config")
+        load_weights(self.model, payload, self.last)
+        state = payload["training"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start, self.history, self.seconds = payload["epoch"], list(state["history"]), float(state["seconds"])
+
+    def frozen(self, epoch: int) -> bool:
+        """Whether the encoder is frozen in `epoch` (fine-tuning's first epochs)."""
+        return epoch < self.frozen_epochs
+
+    def train_step(self, image: torch.Tensor, target: torch.Tensor, epoch: int) -> float:
+        """One optimisation step on a batch; returns its loss."""
+        image, target = image.to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            logits = self.net(image)
+        loss = self.loss_of(logits, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.frozen(epoch):  # encoder frozen: AdamW skips parameters without gradient
+            for p in self.encoder:
+                p.grad = None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.item()
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """Every step of one epoch (this rank's share of the seeded order); the epoch's record."""
+        t0 = time.perf_counter()
+        self.net.train()
+        if self.frozen(epoch):  # frozen encoder: its batch norm keeps the pretrained statistics
+            self.model.down.eval()
+        self.train_set.set_epoch(epoch)
+        order = epoch_order(len(self.train_set), self.seed, epoch, self.samples)
+        order = order[self.rank:len(order) - len(order) % self.size:self.size]
+        loader = DataLoader(self.train_set, batch_size=self.batch, sampler=order, drop_last=len(order) >= self.batch,
+                            num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                            persistent_workers=False)
+        losses = []
+        for image, target in loader:
+            losses.append(self.train_step(image, target, epoch))
+            self.bar.update()
+            self.bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
+        self.seconds += time.perf_counter() - t0
+        return {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": round(self.seconds, 1)}
+
+    def validate_epoch(self, record: dict[str, Any]) -> None:
+        """Validate on the validation set and the watched sets, adding their metrics to `record`."""
+        self.model.eval()
+        for name, (images, masks) in self.checks.items():
+            check = {"atoms": validate_atoms, "classes": validate_classes}.get(self.targets if not name else "masks",
+                                                                              validate)
+            metrics, counts = check(self.model, images, masks, self.batch, self.device)
+            record.update({f"{name}_{k}" if name else k: v for k, v in metrics.items()})
+            if not name and counts:  # pooled [tp, fp, fn, tn] of the validation set (inner validation)
+                record["counts"] = np.sum(counts, axis=0).tolist()
+        shown = "map_rmse" if self.targets == "atoms" else "jaccard"
+        self.bar.set_postfix({"epoch": record["epoch"], "loss": f"{record['loss']:.3f}",
+                              shown: f"{record.get(shown, float('nan')):.3f}"})
+
+    def save(self, epoch: int) -> None:
+        """`last.ckpt`: the weights and everything `resume` needs."""
+        training = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict(), "history": self.history, "seconds": self.seconds}
+        save_checkpoint(self.last, self.model, self.arch, self.config, epoch,
+                        self.history[-1] if self.history else {}, training)
+
+    def run(self) -> tuple[UNet, dict[str, Any]]:
+        """The loop: train, validate every `val_every` epochs and at the end, save every
+        `checkpoint_every` epochs and at the end."""
+        self.bar = tqdm(total=self.epochs * self.steps_per_epoch, initial=self.start * self.steps_per_epoch,
+                        desc=self.desc, unit="step", dynamic_ncols=True, leave=False, disable=self.rank != 0)
+        for epoch in range(self.start, self.epochs):
+            record = self.train_epoch(epoch)
+            if self.checks and ((epoch + 1) % self.val_every == 0 or epoch + 1 == self.epochs):
+                self.validate_epoch(record)
+            self.history.append(record)
+            if self.rank == 0 and ((epoch + 1) % self.checkpoint_every == 0 or epoch + 1 == self.epochs):
+                self.save(epoch + 1)
+            if self.size > 1:
+                dist.barrier()
+        self.bar.close()
+        self.model.eval()
+        steps = self.epochs * self.steps_per_epoch  # the whole run, like `seconds` (a resumed run's earlier epochs too)
+        return self.model, {"history": self.history, "final": self.history[-1] if self.history else {},
+                            "seconds": self.seconds, "steps": steps, "samples": steps * self.batch * self.size,
+                            "world_size": self.size}
+
+
 def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
         out_dir: Path, resume: bool = False, desc: str = "train",
         init: Mapping[str, torch.Tensor] | None = None,
@@ -240,115 +388,9 @@ def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
     `loop.checkpoint_every` epochs and at the end; with `resume` continues from it. Returns the
     model and {"history": [per-epoch dict], "final": last record, "seconds": training time,
     "steps", "samples", "world_size"}; seconds, steps and samples cover every epoch of the run,
-    those before a resume included.
+    those before a resume included. The loop itself is `Trainer`.
     """
-    loop, optim = config["loop"], config["optim"]
-    loss_of = loss_function(config, targets)
-    device = choose_device(config.get("device", "auto"))
-    if device.type == "cpu":
-        set_threads(config.get("threads"))
-    amp = device.type == "cuda" and bool(loop.get("amp", True))
-    seed = int(config["seed"])
-    arch = architecture(config["model"])
-    torch.manual_seed(seed)
-    model = build_model(arch)
-    if init is not None:
-        model.load_state_dict(init)
-    model = model.to(device)
-    rank, size = world()
-    net = DistributedDataParallel(model) if size > 1 else model
-    optimizer = make_optimizer(model, optim)
-    batch = int(loop["batch_size"])
-    samples = loop.get("samples_per_epoch") or None
-    per_epoch = int(samples) if samples else len(train_set)
-    steps_per_epoch = max(1, per_epoch // size // batch)
-    # floor on optimisation steps: repeat every epoch `scale` times (the same rule for every arm)
-    scale = max(1, math.ceil(int(loop.get("min_steps") or 0) / (int(loop["epochs"]) * steps_per_epoch)))
-    epochs = int(loop["epochs"]) * scale
-    val_every = int(loop.get("val_every", 1)) * scale
-    checkpoint_every = int(loop.get("checkpoint_every", 1)) * scale
-    frozen_epochs = int(loop.get("freeze_encoder_epochs") or 0) * scale
-    encoder = [p for block in model.down for p in block.parameters()]
-    scheduler = make_scheduler(optimizer, optim, epochs * steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-
-    last = Path(out_dir) / "last.ckpt"
-    start, history, seconds = 0, [], 0.0
-    if resume and last.exists():
-        payload = read_checkpoint(last)
-        if payload["architecture"] != arch:
-            raise CheckpointError(f"{last}: architecture {payload['architecture']} differs from the "
-                                  f"configured {arch}; resume with the run's original config")
-        load_weights(model, payload, last)
-        state = payload["training"]
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start, history, seconds = payload["epoch"], list(state["history"]), float(state["seconds"])
-
-    checks = {}
-    if rank == 0:
-        for name, labelled in {"": val_set, **(watch or {})}.items():
-            if labelled is not None:
-                pairs = [labelled[i] for i in range(len(labelled))]
-                checks[name] = ([img[0].numpy() for img, _ in pairs], [m.numpy() for _, m in pairs])
-
-    def checkpoint(epoch: int) -> None:
-        training = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "history": history, "seconds": seconds}
-        save_checkpoint(last, model, arch, config, epoch, history[-1] if history else {}, training)
-
-    bar = tqdm(total=epochs * steps_per_epoch, initial=start * steps_per_epoch, desc=desc,
-               unit="step", dynamic_ncols=True, leave=False, disable=rank != 0)
-    for epoch in range(start, epochs):
-        t0 = time.perf_counter()
-        net.train()
-        if epoch < frozen_epochs:  # frozen encoder: its batch norm keeps the pretrained statistics
-            model.down.eval()
-        train_set.set_epoch(epoch)
-        order = epoch_order(len(train_set), seed, epoch, samples)
-        order = order[rank:len(order) - len(order) % size:size]
-        loader = DataLoader(train_set, batch_size=batch, sampler=order, drop_last=len(order) >= batch,
-                            num_workers=int(loop.get("workers", 0)), pin_memory=device.type == "cuda",
-                            persistent_workers=False)
-        losses = []
-        for image, mask in loader:
-            image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                logits = net(image)
-            loss = loss_of(logits, mask)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if epoch < frozen_epochs:  # encoder frozen: AdamW skips parameters without gradient
-                for p in encoder:
-                    p.grad = None
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            losses.append(loss.item())
-            bar.update()
-            bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
-        seconds += time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": round(seconds, 1)}
-        if checks and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
-            model.eval()
-            for name, (images, masks) in checks.items():
-                check = {"atoms": validate_atoms, "classes": validate_classes}.get(targets if not name else "masks",
-                                                                                  validate)
-                metrics, counts = check(model, images, masks, batch, device)
-                record.update({f"{name}_{k}" if name else k: v for k, v in metrics.items()})
-                if not name and counts:  # pooled [tp, fp, fn, tn] of the validation set (inner validation)
-                    record["counts"] = np.sum(counts, axis=0).tolist()
-            shown = "map_rmse" if targets == "atoms" else "jaccard"
-            bar.set_postfix({"epoch": epoch + 1, "loss": f"{record['loss']:.3f}",
-                             shown: f"{record.get(shown, float('nan')):.3f}"})
-        history.append(record)
-        if rank == 0 and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
-            checkpoint(epoch + 1)
-        if size > 1:
-            dist.barrier()
-    bar.close()
-    model.eval()
-    steps = epochs * steps_per_epoch  # the whole run, like `seconds` (a resumed run's earlier epochs too)
-    return model, {"history": history, "final": history[-1] if history else {}, "seconds": seconds,
-                   "steps": steps, "samples": steps * batch * size, "world_size": size}
+    trainer = Trainer(config, train_set, val_set, out_dir, desc, init, watch, targets)
+    if resume:
+        trainer.resume()
+    return trainer.run()

@@ -77,10 +77,6 @@ def packaged_reference(path: Path = REFERENCE_FILE) -> dict[str, tuple[float, fl
     return reference_from(record["sources"], float(record["margin"]))
 
 
-class OODWarning(UserWarning):
-    """A micrograph lies outside what the model was trained on."""
-
-
 def noise_level(image: np.ndarray) -> float:
     """Relative white-noise std of the flat-fielded `image` from the median power of the
     spectrum's corners (|q| > 0.5 1/px), Hann-windowed and normalised so that white noise of

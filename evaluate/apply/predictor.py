@@ -54,7 +54,7 @@ def model_scale(model_path: Path | Sequence[Path], cfg: Any) -> tuple[Any, list[
     recorded = [read_checkpoint(p).get("pixel_range") for p in checkpoint_paths(model_path)]
     name = model_path if isinstance(model_path, (str, Path)) else " + ".join(map(str, model_path))
     known = None
-    if recorded and all(recorded):
+    if recorded and all(r and 0 < r[0] <= r[1] for r in recorded):  # a range of positive pixel sizes
         known = (max(r[0] for r in recorded), min(r[1] for r in recorded))
         if known[0] > known[1]:
             raise ValueError(f"{name}: its checkpoints were trained at disjoint pixel ranges {recorded}")

@@ -198,12 +198,13 @@ def expected_outputs(stem: str, image_format: str, uncertainty: bool) -> list[st
 
 
 def already_done(out_dir: Path, files: Sequence[Path], stems: dict[Path, str], provenance: dict[str, str],
-                 image_format: str, uncertainty: bool) -> set[Path]:
+                 image_format: str, uncertainty: bool, given: float | None = None) -> set[Path]:
     """The `files` an earlier run into `out_dir` finished with the same tool version, model and
     config (`provenance`, less the input): predictions.csv holds a `segmented` row for the file
-    with its bytes' SHA-256 and those hashes, the row names the same outputs, and every output of
-    `image_format` exists. A run killed midway wrote rows only for files whose outputs it had
-    finished, so the next run redoes exactly the rest."""
+    with its bytes' SHA-256 and those hashes, the row names the same outputs, every output of
+    `image_format` exists, and the row's scale is the one this run would use (a file's own
+    calibration, else the pixel size `given`, --pixel-size, else none given). A run killed midway
+    wrote rows only for files whose outputs it had finished, so the next run redoes exactly the rest."""
     table = Path(out_dir) / "predictions.csv"
     if not table.exists():
         return set()
@@ -215,6 +216,10 @@ def already_done(out_dir: Path, files: Sequence[Path], stems: dict[Path, str], p
         if (row is None or row.get("status") != "segmented" or row.get("outputs") != stems[path]
                 or any(row.get(k) != v for k, v in provenance.items())
                 or (uncertainty and not row.get("uncertainty"))
+                or (row.get("pixel_size_source") != ScaleSource.FILE.value
+                    and (row.get("pixel_size_source") == ScaleSource.GIVEN.value) != bool(given))
+                or (given and row.get("pixel_size_source") == ScaleSource.GIVEN.value
+                    and row.get("pixel_size_A") != f"{float(given):.4f}")
                 or not all((Path(out_dir) / name).exists() for name in expected_outputs(stems[path], image_format,
                                                                                          uncertainty))):
             continue
