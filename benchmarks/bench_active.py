@@ -42,7 +42,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="train config key=value for every arm")
     args = parser.parse_args()
     cv = load_config("train").cv
-    splits = [s for s in kfold_splits([n for n, _, _ in find_pairs(args.real)], int(cv.folds), 1, int(cv.split_seed))
+    splits = [s for s in kfold_splits([n for n, _, _ in find_pairs(args.real)], int(cv.folds), 1, int(cv.split_seed),
+                                      cv.grouping, cv.series_pattern)
               if args.folds is None or s["fold"] in args.folds]
     model = args.model or packaged("contamination")
     start = time.perf_counter()

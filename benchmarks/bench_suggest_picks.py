@@ -39,7 +39,8 @@ def main() -> None:
     data = load_labelled(args.real)
     label = {n: float(m.mean()) for n, m in zip(data.names, data.masks)}
     cv = load_config("train").cv
-    splits = kfold_splits([n for n, _, _ in find_pairs(args.real)], int(cv.folds), 1, int(cv.split_seed))
+    splits = kfold_splits([n for n, _, _ in find_pairs(args.real)], int(cv.folds), 1, int(cv.split_seed),
+                          cv.grouping, cv.series_pattern)
     start = time.perf_counter()
     predictor = Predictor(args.model, load_config("evaluate").apply, "cpu")  # None: the shipped sim_default.ckpt
     results, failed = predictor.segment_files([p for _, p, _ in find_pairs(args.real)], uncertainty=True,

@@ -126,17 +126,23 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apply_config(args: argparse.Namespace) -> Any:
+    """The evaluate config with the apply commands' flags and overrides."""
+    return load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold", "tta": "apply.tta",
+                                                         "max_memory": "apply.max_memory_gb", "frames": "apply.frames"}))
+
+
 def _segment(args: argparse.Namespace, uncertainty: bool = False, files: list[Path] | None = None,
-             task: str = "contamination") -> tuple[Any, Path, list, dict[str, Any]]:
+             task: str = "contamination", frames: str | None = None) -> tuple[Any, Path, list, dict[str, Any]]:
     """Config, output folder, segmentations and {path: Skipped} for predict/sort/atoms/suggest/structure;
     the notices of the model and of each segmentation shown."""
     from .apply.segment import input_files
 
-    cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold", "tta": "apply.tta",
-                                                        "max_memory": "apply.max_memory_gb"}))
+    cfg = _apply_config(args)
     predictor = _predictor(args, cfg.apply, task)
     files = input_files(args.input, exclude=Path(args.out)) if files is None else files
-    results, skipped = predictor.segment_files(files, args.pixel_size, uncertainty, progress=not args.quiet)
+    results, skipped = predictor.segment_files(files, args.pixel_size, uncertainty, progress=not args.quiet,
+                                               frames=frames)
     _show(n for seg in results for n in seg.notices)
     return cfg, Path(args.out), results, skipped
 
@@ -165,22 +171,20 @@ def _used(results: list) -> str:
         sources[source] = sources.get(source, 0) + 1
     stacks = sum(frames > 1 for _, frames in pairs)
     text = "pixel size " + ", ".join(f"{n} from {source}" for source, n in sorted(sources.items()))
-    return text + (f"; {stacks} stack(s), first frame used" if stacks else "")
-
-
-PREDICT_CHUNK = 16  # files segmented between two writes of predictions.csv
+    return text + (f"; {stacks} answer(s) from stacks (see the frame column)" if stacks else "")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    """Segment in chunks of PREDICT_CHUNK files, each chunk's outputs and rows written before the
-    next (a killed run keeps what it finished; memory stays that of one chunk); files an earlier
-    run into --out finished with the same file, model, tool and config are skipped (--force redoes them)."""
+    """Segment in chunks (evaluate.apply.batch: here, or on a dask.distributed cluster with
+    --scheduler), each chunk's outputs and rows written before the next; files an earlier run into
+    --out finished with the same file, model, tool, config and pixel size are skipped (--force
+    redoes them)."""
     from tqdm import tqdm
 
-    from .apply.segment import already_done, input_files, output_stems, write_predictions
+    from .apply.batch import Job, predictor_of, run_predict
+    from .apply.segment import Notice, Skipped, already_done, input_files, output_stems
 
-    cfg = load_config("evaluate", flag_overrides(args, {"threshold": "apply.threshold", "tta": "apply.tta",
-                                                        "max_memory": "apply.max_memory_gb"}))
+    cfg = _apply_config(args)
     out_dir = Path(args.out)
     predictor = _predictor(args, cfg.apply)
     files = input_files(args.input, exclude=out_dir)
@@ -192,20 +196,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"{len(done)} of {len(files)} micrograph(s) already segmented in {out_dir} with this model and "
               "config: skipped (--force redoes them)", file=sys.stderr)
     save_run_config(cfg, out_dir)
+    job = Job.of(predictor, out_dir, image_format=args.format, uncertainty=args.uncertainty, given=args.pixel_size)
+    predictor_of(job, predictor)  # the models loaded here serve the local chunks
     failed: dict[str, Any] = {}
     used: list = []
-    bar = tqdm(total=len(todo), desc="segment", unit="img", disable=args.quiet)
-    for start in range(0, len(todo), PREDICT_CHUNK):
-        chunk = todo[start:start + PREDICT_CHUNK]
-        results, skipped = predictor.segment_files(chunk, args.pixel_size, args.uncertainty, progress=False,
-                                                   stems=stems)
-        _show(n for seg in results for n in seg.notices)
-        write_predictions(results, out_dir, skipped, args.format)
-        failed.update(skipped)
-        used += [(seg.pixel_size_source, seg.micrograph.frames) for seg in results]
-        bar.update(len(chunk))
-    bar.close()
-    print(f"{len(used)} micrograph(s) segmented ({_used(used)}) -> {out_dir} (masks, overlays, predictions.csv)")
+    with tqdm(total=len(todo), desc="segment", unit="img", disable=args.quiet) as bar:
+        for n, summary in run_predict(job, todo, stems, args.scheduler):
+            _show(Notice(kind, text) for kind, text in summary["notices"])
+            failed.update({path: Skipped(*skip) for path, skip in summary["skipped"].items()})
+            used += [tuple(u) for u in summary["used"]]
+            bar.update(n)
+    where = f" on {args.scheduler}" if args.scheduler else ""
+    print(f"{len(used)} micrograph(s) segmented{where} ({_used(used)}) -> {out_dir} (masks, overlays, predictions.csv)")
     return _report_failures(failed)
 
 
@@ -221,7 +223,7 @@ def _cmd_suggest(args: argparse.Namespace) -> int:
     files = unlabelled(args.input)
     if not files:
         raise DataError(f"every micrograph in {args.input} already has a NAME_LABEL.png: nothing to suggest")
-    cfg, out_dir, results, failed = _segment(args, uncertainty=True, files=files)
+    cfg, out_dir, results, failed = _segment(args, uncertainty=True, files=files, frames="first")  # a label is one image
     chosen = choose(results, args.n, COVERAGE_EVERY if args.coverage_every is None else args.coverage_every)
     table = write_suggestions(chosen, out_dir / "suggestions.csv")
     if chosen:
@@ -396,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help="output folder")
         p.add_argument("--pixel-size", type=float, help="A/px when the files do not say (else: from the lattice)")
         p.add_argument("--threshold", type=float, help="contamination probability threshold (default 0.5)")
+        p.add_argument("--frames", choices=["all", "first", "mean"],
+                       help="a stack or focal series: all (default: every frame, a row and outputs each, plus their "
+                            "drift-registered consensus, flagged where the frames disagree), first (the first frame "
+                            "only: fastest), mean (one answer for the drift-registered mean of the frames: more dose)")
         p.add_argument("--max-memory", type=float, metavar="GB",
                        help="refuse, before computing, a micrograph whose segmentation would need more memory "
                             "(estimated from its size and the model's scale; default 4, apply.max_memory_gb)")
@@ -408,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uncertainty", action="store_true",
                    help="also the per-pixel std over ensemble members x 8 symmetries: <stem>_uncertainty.png "
                         "and an uncertainty column (mean pixel std); the probability is then their mean")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on a dask.distributed cluster (e.g. tcp://host:8786), chunks of 16 files per task; the "
+                        "workers must see the input and output folders at the same paths; the same bytes as a local run")
     p.add_argument("--force", action="store_true",
                    help="segment every input again, even those an earlier run into --out finished with the same "
                         "file, model, tool version and config (by default they are skipped: a rerun resumes)")

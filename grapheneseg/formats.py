@@ -32,12 +32,22 @@ class Micrograph:
     path: Path
     image: np.ndarray
     pixel_size: float | None
-    frames: int = 1  # 2-D frames the file holds (a stack or series); `image` is the first
+    frames: int = 1  # 2-D frames the file holds (a stack or series)
+    frame: int | None = 0  # which of them `image` is (0: the first); None: the mean of them all (`reading`)
+    reading: str = "first"  # "first", "frame" (one of all), "mean" (their registered mean), "consensus" (of the answers)
 
     @property
     def note(self) -> str:
         """What a reader of the results must know about how the file was read ("" when nothing)."""
-        return f"frame 1 of {self.frames} (a stack: the first frame is used)" if self.frames > 1 else ""
+        if self.frames <= 1:
+            return ""
+        if self.reading == "mean":
+            return f"drift-registered mean of {self.frames} frames"
+        if self.reading == "consensus":
+            return f"consensus of {self.frames} drift-registered frames (on frame 1's grid)"
+        if self.reading == "frame":
+            return f"frame {self.frame + 1} of {self.frames}"
+        return f"frame 1 of {self.frames} (a stack: the first frame is used; --frames all or mean uses every frame)"
 
 
 def _pixel_size(axes: list[dict]) -> float | None:
@@ -73,14 +83,27 @@ def read_micrograph(path: Path | str) -> Micrograph:
     """Read one micrograph; a clear DataError for unsupported, unreadable or non-2-D content.
 
     A file holding several images (e.g. a Velox EMD with a stack) yields its first 2-D image, and
-    says so (`Micrograph.frames`, `Micrograph.note`).
+    says so (`Micrograph.frames`, `Micrograph.note`); `read_frames` reads them all.
     """
-    path = Path(path)
+    return _read(Path(path), every_frame=False)[0]
+
+
+def read_frames(path: Path | str) -> list[Micrograph]:
+    """Every 2-D frame of a micrograph file (one for a single image; N for a stack or a focal
+    series), each a Micrograph with its `frame` index and the file's pixel size."""
+    return _read(Path(path), every_frame=True)
+
+
+def _read(path: Path, every_frame: bool) -> list[Micrograph]:
+    """The first frame, or (`every_frame`) every frame, of `path` (see `read_micrograph`)."""
     suffix = path.suffix.lower()
     if suffix == ".emi":
         raise DataError(f"{path}: a TIA .emi file is the header; give the .ser file(s) beside it")
     if suffix in PILLOW:
-        return Micrograph(path, read_image(path), None, image_frames(path))
+        n = image_frames(path)
+        if not every_frame or n == 1:
+            return [Micrograph(path, read_image(path), None, n)]
+        return [Micrograph(path, read_image(path, k), None, n, k, "frame") for k in range(n)]
     if suffix not in READERS:
         raise DataError(f"{path}: unsupported format {suffix or '(no suffix)'}; supported: {', '.join(SUPPORTED)}")
     if not path.is_file():
@@ -91,15 +114,17 @@ def read_micrograph(path: Path | str) -> Micrograph:
         raise DataError(f"{path}: unreadable {suffix} file ({type(err).__name__}: {err})") from None
     for signal in signals:
         data = np.asarray(signal["data"])
-        frames = int(np.prod(data.shape[:-2])) if data.ndim > 2 else 1
-        while data.ndim > 2:  # stacks and series: take the first frame
-            data = data[0]
-        if data.ndim == 2 and np.issubdtype(data.dtype, np.number) and not np.iscomplexobj(data):
-            image = data.astype(np.float32)
-            if not np.isfinite(image).all():
-                raise DataError(f"{path}: contains non-finite pixel values (NaN or inf)")
-            size = _pixel_size(signal.get("axes", []))
-            if size is None and suffix in (".tif", ".tiff"):
-                size = _imagej_pixel_size(path)
-            return Micrograph(path, image, size, frames)
+        if data.ndim < 2 or not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+            continue
+        stack = data.reshape(-1, *data.shape[-2:])  # stacks and series: frames along the leading axes
+        frames = len(stack)
+        chosen = range(frames) if every_frame and frames > 1 else range(1)
+        images = [stack[k].astype(np.float32) for k in chosen]
+        if not all(np.isfinite(image).all() for image in images):
+            raise DataError(f"{path}: contains non-finite pixel values (NaN or inf)")
+        size = _pixel_size(signal.get("axes", []))
+        if size is None and suffix in (".tif", ".tiff"):
+            size = _imagej_pixel_size(path)
+        reading = "frame" if len(images) > 1 else "first"
+        return [Micrograph(path, image, size, frames, k, reading) for k, image in zip(chosen, images)]
     raise DataError(f"{path}: no 2-D real-valued image found in the file")

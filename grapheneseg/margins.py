@@ -8,7 +8,7 @@ import numpy as np
 import scipy.ndimage
 
 from grapheneseg.metrics import confusion, scores
-from grapheneseg.splits import kfold_splits
+from grapheneseg.splits import SERIES_PATTERN, kfold_splits
 from grapheneseg.stats import paired_bootstrap
 
 
@@ -37,12 +37,14 @@ def per_image_jaccard(counts: np.ndarray, names: list[str]) -> dict[str, float]:
     return {n: scores(c)["jaccard"] for n, c in zip(names, counts)}
 
 
-def cross_validate(counts: np.ndarray, names: list[str], shifts: list[float], folds: int, seed: int) -> dict:
-    """Choose the shift on each fold's training images, score it on its test images."""
+def cross_validate(counts: np.ndarray, names: list[str], shifts: list[float], folds: int, seed: int,
+                   grouping: str = "series", pattern: str = SERIES_PATTERN) -> dict:
+    """Choose the shift on each fold's training images, score it on its test images (folds of
+    whole focal series unless `grouping` is "image"; grapheneseg.splits)."""
     index = {n: i for i, n in enumerate(names)}
     zero = shifts.index(0.0)
     rows, chosen_counts, zero_counts, chosen_per_image = [], [], [], {}
-    for split in kfold_splits(names, folds, 1, seed):
+    for split in kfold_splits(names, folds, 1, seed, grouping, pattern):
         train = [index[n] for n in split["train"]]
         test = [index[n] for n in split["test"]]
         curve = [jaccard(counts[train, k]) for k in range(len(shifts))]
@@ -54,6 +56,7 @@ def cross_validate(counts: np.ndarray, names: list[str], shifts: list[float], fo
         chosen_per_image.update(per_image_jaccard(counts[test, best], [names[i] for i in test]))
     zero_per_image = per_image_jaccard(counts[:, zero], names)
     return {
+        "grouping": grouping,
         "folds": rows,
         "cv_pooled": jaccard(np.concatenate(chosen_counts)),
         "zero_pooled": jaccard(np.concatenate(zero_counts)),

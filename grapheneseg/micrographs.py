@@ -44,10 +44,13 @@ class LabelledSet:
         )
 
 
-def read_image(path: Path) -> np.ndarray:
-    """One greyscale micrograph as float32; clear errors for unreadable or non-finite files."""
+def read_image(path: Path, frame: int = 0) -> np.ndarray:
+    """One greyscale micrograph (frame `frame` of a multi-frame file) as float32; clear errors for
+    unreadable or non-finite files."""
     try:
         with Image.open(path) as img:
+            if frame:
+                img.seek(frame)
             img.load()
             if img.mode in ("RGB", "RGBA", "P", "LA"):
                 img = img.convert("L")

@@ -38,3 +38,26 @@ def paired_bootstrap(a: dict[str, float], b: dict[str, float], n_boot: int = 400
     low, high = interval(diff[bootstrap_indices(len(diff), n_boot, seed)].mean(axis=1))
     return {"mean": float(diff.mean()), "low": low, "high": high, "n_images": len(names),
             "excludes_zero": bool(low > 0 or high < 0)}
+
+
+def _pooled_jaccard(counts: np.ndarray) -> np.ndarray:
+    """Jaccard of [..., 4] counts [tp, fp, fn, tn] (1.0 where nothing was to be found and nothing
+    was found, as grapheneseg.metrics.scores)."""
+    tp, den = counts[..., 0], counts[..., 0] + counts[..., 1] + counts[..., 2]
+    return np.where(den > 0, tp / np.maximum(den, 1), 1.0)
+
+
+def paired_pooled_bootstrap(a: Any, b: Any, n_boot: int = 4000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Pooled Jaccard of per-image counts `a` ([[tp, fp, fn, tn], ...]) minus that of `b` (the same
+    images in the same order), and its paired bootstrap interval at `level`: images resampled
+    with replacement, both arms together, counts pooled per resample (the statistic the fine-
+    tuning guard chooses by, so one large image weighs as its pixels do)."""
+    a, b = np.asarray(a, dtype=float).reshape(-1, 4), np.asarray(b, dtype=float).reshape(-1, 4)
+    if a.shape != b.shape or not len(a):
+        raise ValueError(f"paired bootstrap needs per-image counts of the same images in both arms "
+                         f"({len(a)} vs {len(b)})")
+    idx = bootstrap_indices(len(a), int(n_boot), seed)
+    low, high = interval(_pooled_jaccard(a[idx].sum(axis=1)) - _pooled_jaccard(b[idx].sum(axis=1)), level)
+    return {"difference": float(_pooled_jaccard(a.sum(axis=0)) - _pooled_jaccard(b.sum(axis=0))),
+            "low": low, "high": high, "level": float(level), "n_images": len(a), "n_boot": int(n_boot),
+            "excludes_zero": bool(low > 0 or high < 0)}

@@ -113,7 +113,7 @@ def poisson_counts(mean: np.ndarray, z: np.ndarray) -> np.ndarray:
     a rejection sampler (numpy's `poisson`) does. The quantile comes from the Cornish-Fisher
     expansion; where it lands within 0.05 of an integer step the step is settled with the exact CDF
     (scipy `pdtr`), and means below 50 use scipy's exact quantile: the counts equal
-    `scipy.stats.poisson.ppf(ndtr(z), mean)` (tests/test_simulate_reproducible.py).
+    `scipy.stats.poisson.ppf(ndtr(z), mean)` (tests/simulate/test_simulate_reproducible.py).
     """
     from scipy import special, stats
 
@@ -210,7 +210,7 @@ def ctf_kernel(optics: Optics, energy: float, grid: AngularGrid) -> np.ndarray:
     all but C10, C12 (phi12) and C30 are zero, so their terms (exact zeros, added or multiplied by
     zeros) are left out and the others are written in abTEM's own float32 operations and order:
     aberration phase x spatial envelope x temporal envelope x aperture (the aperture is hard:
-    the kernel has no grid). tests/test_simulate.py compares the two.
+    the kernel has no grid). tests/simulate/test_simulate.py compares the two.
     """
     from abtem.core.complex import complex_exponential
     from abtem.core.energy import energy2wavelength

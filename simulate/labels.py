@@ -50,7 +50,7 @@ def nearest_distance(points: np.ndarray, xy: np.ndarray, extent: float, reach: f
 
     The arithmetic is the tree's (x - y wrapped by one period beyond half of it, squares summed,
     compared with reach**2, square root), so the distances are the same to the bit
-    (tests/test_simulate_exact.py); a grid that is not a product of increasing axes goes to the tree.
+    (tests/simulate/test_simulate_exact.py); a grid that is not a product of increasing axes goes to the tree.
     """
     flat = np.mod(xy.reshape(-1, 2), extent)
     xs, ys = np.ascontiguousarray(flat[:: xy.shape[1], 0]), np.ascontiguousarray(flat[: xy.shape[1], 1])

@@ -8,6 +8,8 @@ import pytest
 import scipy.ndimage
 from PIL import Image
 
+ROOT = Path(__file__).resolve().parent.parent  # the checkout (tests/ lies at its top)
+
 
 def synthetic_micrograph(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """A honeycomb-like lattice (three cosines) with one amorphous blob; returns (uint8 image, mask)."""
@@ -56,3 +58,10 @@ def formats_dir() -> Path | None:
 
 
 FORMATS = formats_dir()
+
+
+# Tiny presets shared by the tests (Hydra overrides): a 2-level, 4-feature U-Net; batches of four
+# 32 px crops with no step floor on one thread; the tiny simulation grid in one process.
+TINY_NET = ["model.depth=2", "model.features=4"]
+TINY_BATCH = ["loop.batch_size=4", "loop.crop=32", "loop.min_steps=0", "threads=1"]
+TINY_GRID = ["grid=tiny", "workers=1"]

@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   train real --out RUN --resume                          # continue an interrupted run
   train real --out RUN loop.epochs=10 model.features=16  # any config key as a Hydra override
   train real --out RUN_K10 --n-real 10                   # each fold trains on 10 of its images
+  train real --out RUN_paper --grouping image            # the paper's image-wise folds
   train pretrain --data data/sim/sim5000.h5 --out sim.ckpt --real-val DIR
   train pretrain --task atoms --data data/sim/sim5000.h5 --out atoms.ckpt   # atom finder for `evaluate atoms`
   train pretrain --task classes --data data/sim/sim5000.h5 --out classes.ckpt   # four-class structure model
@@ -36,7 +37,7 @@ def _cmd_real(args: argparse.Namespace) -> int:
     cfg = load_config("train", flag_overrides(args, {
         "real": "data.real_dir", "folds": "cv.folds", "repeats": "cv.repeats", "preset": "preset",
         "seed": "seed", "device": "device", "threads": "threads", "n_real": "cv.n_real",
-        "pretrained": "finetune.pretrained"}))
+        "pretrained": "finetune.pretrained", "grouping": "cv.grouping"}))
     from train.crossval import cross_validate, train_all  # torch only when training
     from train.selection import describe
 
@@ -61,8 +62,10 @@ def _cmd_real(args: argparse.Namespace) -> int:
     only = "" if summary["only_folds"] is None else f", folds {summary['only_folds']} only: {summary['test_images']} tested"
     k = "" if summary.get("n_real") is None else f", each fold trained on K = {summary['n_real']} of its training images"
     start = f"fine-tuned from {summary['pretrained']}" if summary.get("pretrained") else "from scratch"
-    print(f"{cfg.cv.folds}-fold CV x {cfg.cv.repeats} on {summary['n_images']} images of {real}{only}{k}, {start} "
-          f"({summary['train_seconds']:.0f} s training):")
+    grouped = (f"folds of whole focal series ({summary['series']} series)" if summary["grouping"] == "series" else
+               f"image-wise folds ({summary['straddling_series']} series on both sides of a fold)")
+    print(f"{cfg.cv.folds}-fold CV x {cfg.cv.repeats} on {summary['n_images']} images of {real}{only}{k}, {grouped}, "
+          f"{start} ({summary['train_seconds']:.0f} s training):")
     for metric in METRICS:
         spread = summary["fold_mean_std"][metric]
         print(f"  {metric:<18} pooled {summary['pooled'][metric]:.3f}   "
@@ -132,6 +135,9 @@ def _real_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run folder (CV) or .ckpt file (--folds 0)")
     p.add_argument("--folds", type=int, help="k of k-fold CV; 0 = one model on all images (default 5)")
     p.add_argument("--repeats", type=int, help="reshuffled repeats of the CV (default 1)")
+    p.add_argument("--grouping", choices=["series", "image"],
+                   help="series (default): folds and inner validation hold out whole focal series "
+                        "(cv.series_pattern); image: the paper's image-wise folds")
     p.add_argument("--n-real", type=int, dest="n_real",
                    help="train each fold on a fixed seeded subset of K of its images (default: all)")
     p.add_argument("--preset", help="cpu (default: fast on a CPU) or paper (Sadre et al., for a GPU)")

@@ -2,7 +2,8 @@
 
 A cross-validation run folder (as nnU-Net's) holds:
     config.yaml       resolved config
-    splits.json       the folds (grapheneseg.splits), reused by every arm trained on the same data
+    splits.json       the folds (grapheneseg.splits), reused by every arm trained on the same data;
+                      by default whole focal series per fold (`cv.grouping`, `cv.series_pattern`)
     fold_K/           model.ckpt, metrics.json (history + test metrics of that fold)
                       (fold_K_repeat_R/ for repeats after the first)
     cv_metrics.json   pooled metrics over all test pixels, per fold, mean and spread over folds,
@@ -23,9 +24,10 @@ Two config sections turn the same protocol into the other arms of the comparison
 The arms thus differ only by config and reuse the same saved splits.json.
 
 Both arms choose their training length by the same inner validation on their own training
-images (`select`, train/selection.py; the test fold is never a validation set); fine-tuning also
-keeps the pretrained model unchanged when fine-tuning did not beat it there. The choice and its
-inner scores are in each fold's metrics.json, cv_metrics.json and the checkpoint.
+images (`select`, train/selection.py; the test fold is never a validation set; whole series held
+out as in the outer folds); fine-tuning also keeps the pretrained model unchanged when fine-tuning
+did not beat it there beyond noise. The choice, its inner scores and the interval of the gain are
+in each fold's metrics.json, cv_metrics.json and the checkpoint.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from omegaconf import DictConfig
 from grapheneseg.config import save_config, to_plain, write_json
 from grapheneseg.metrics import mean_and_spread, pooled, scores
 from grapheneseg.micrographs import LabelledSet, load_labelled
-from grapheneseg.splits import adopt_splits, image_key, load_or_make_splits
+from grapheneseg.splits import SERIES_PATTERN, adopt_splits, image_key, load_or_make_splits, series_of, straddling
 from train.models.checkpoints import CheckpointError, check_task, read_checkpoint, save_checkpoint
 from train.datasets import MixedPairs, real_pairs, sim_pairs
 from train.loops import choose_device, fit, validate
@@ -175,34 +177,56 @@ def _train_sets(config: dict[str, Any], data: LabelledSet, train: list[str], tes
     return train_set, test_set
 
 
-def _pretrained_counts(config: dict[str, Any], init: Mapping[str, torch.Tensor], val_set) -> list[int]:
-    """Pooled [tp, fp, fn, tn] of the pretrained weights, as they are, on `val_set`."""
+def _pretrained_counts(config: dict[str, Any], init: Mapping[str, torch.Tensor], val_set) -> list[list[int]]:
+    """[tp, fp, fn, tn] of the pretrained weights, as they are, on each image of `val_set`."""
     model = build_model(architecture(config["model"]))
     model.load_state_dict(init)
     device = choose_device(config.get("device", "auto"))
     pairs = [val_set[i] for i in range(len(val_set))]
     counts = validate(model.to(device).eval(), [img[0].numpy() for img, _ in pairs],
                       [m.numpy().astype(bool) for _, m in pairs], config["loop"]["batch_size"], device)[1]
-    return np.sum(counts, axis=0).tolist()
+    return [np.asarray(c).tolist() for c in counts]
+
+
+def grouping(config: Mapping[str, Any]) -> tuple[str, str]:
+    """(`cv.grouping`, `cv.series_pattern`) of a config: how folds and inner splits group images
+    (grapheneseg.splits; defaults "series" and the frame-suffix pattern)."""
+    cv = config.get("cv") or {}
+    return str(cv.get("grouping") or "series"), str(cv.get("series_pattern") or SERIES_PATTERN)
 
 
 def _inner_runs(config: dict[str, Any], data: LabelledSet, names: list[str],
                 init: Mapping[str, torch.Tensor] | None, out: Path, resume: bool, desc: str) -> list[dict]:
-    """Train once per inner split of `names` with validation on its held-out images; each run's
-    pooled counts per validated epoch (in config epochs) are kept in out/inner_I/curve.json."""
+    """Train once per inner split of `names` (whole series held out, `cv.grouping`) with
+    validation on its held-out images; each run's pooled and per-image counts per validated epoch
+    (in config epochs), and the pretrained model's per-image counts, are kept in
+    out/inner_I/curve.json."""
     runs = []
     epochs = int(config["loop"]["epochs"])
-    for i, (train, held_out) in enumerate(inner_splits(names, config["select"])):
+    for i, (train, held_out) in enumerate(inner_splits(names, config["select"], *grouping(config))):
         path = out / f"inner_{i}" / "curve.json"
         if resume and path.exists():
-            runs.append(json.loads(path.read_text()))
-            continue
+            run = json.loads(path.read_text())
+            # a run from before per-image counts were kept cannot feed the guard's noise check: redo it
+            if run.get("train") == train and (init is None or "pretrained_images" in run):
+                runs.append(run)
+                continue
+            shutil.rmtree(path.parent)
         train_set, val_set = _train_sets(config, data, train, held_out)
-        _, result = fit(config, train_set, val_set, path.parent, resume=resume, init=init, desc=f"{desc} inner {i}")
+        _, result = fit(config, train_set, val_set, path.parent, resume=resume, init=init, desc=f"{desc} inner {i}",
+                        image_counts=True)
+        if any("image_counts" not in h for h in result["history"] if "counts" in h):  # resumed from older code
+            shutil.rmtree(path.parent)
+            _, result = fit(config, train_set, val_set, path.parent, init=init, desc=f"{desc} inner {i}",
+                            image_counts=True)
         scale = result["history"][-1]["epoch"] // epochs  # loop.min_steps repeats every epoch `scale` times
+        validated = [h for h in result["history"] if "counts" in h]
+        pretrained = None if init is None else _pretrained_counts(config, init, val_set)
         run = {"train": train, "held_out": held_out, "seconds": result["seconds"],
-               "counts": {str(h["epoch"] // scale): h["counts"] for h in result["history"] if "counts" in h},
-               "pretrained": None if init is None else _pretrained_counts(config, init, val_set)}
+               "counts": {str(h["epoch"] // scale): h["counts"] for h in validated},
+               "image_counts": {str(h["epoch"] // scale): h["image_counts"] for h in validated},
+               "pretrained": None if pretrained is None else np.sum(pretrained, axis=0).tolist(),
+               "pretrained_images": pretrained}
         write_json(path, run)
         (path.parent / "last.ckpt").unlink(missing_ok=True)
         runs.append(run)
@@ -213,21 +237,28 @@ def fit_selected(config: dict[str, Any], data: LabelledSet, names: list[str],
                  init: Mapping[str, torch.Tensor] | None, out: Path, resume: bool = False,
                  desc: str = "train") -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any] | None]:
     """Train on `names` for the length chosen by inner validation (train.selection), or keep the
-    pretrained `init` when fine-tuning did not beat it there. Returns (model, fit result,
-    selection); selection is None when `select.enabled` is false or fewer than 2 images are given
-    (then a warning, and the configured length)."""
+    pretrained `init` when fine-tuning did not beat it there beyond noise. Returns (model, fit
+    result, selection); selection is None when `select.enabled` is false or fewer than 2 images (or,
+    grouped by series, 2 series) are given (then a warning, and the configured length)."""
     select = config.get("select") or {}
     runs = _inner_runs(config, data, names, init, out, resume, desc) if select.get("enabled") else []
     if select.get("enabled") and not runs:
-        warnings.warn(f"{desc}: {len(names)} training image(s): too few for inner validation; training "
-                      "for the configured length without a check", stacklevel=2)
+        kind, _ = grouping(config)
+        few = " in fewer than 2 series" if kind == "series" else ""
+        warnings.warn(f"{desc}: {len(names)} training image(s){few}: too few for inner validation; training for "
+                      "the configured length without a check", stacklevel=2)
     selection = None
     if runs:
         epochs = int(config["loop"]["epochs"])
         total = {e: np.sum([r["counts"][e] for r in runs], axis=0) for e in runs[0]["counts"]}
         zero_shot = None if init is None else np.sum([r["pretrained"] for r in runs], axis=0)
         splits = [] if init is None else [(r["counts"], r["pretrained"]) for r in runs]
-        selection = {**choose(total, epochs, zero_shot, splits), "inner_splits": len(runs),
+        images = None if init is None else (
+            {e: [c for r in runs for c in r["image_counts"][e]] for e in runs[0]["counts"]},
+            [c for r in runs for c in r["pretrained_images"]])
+        noise = {"n_boot": int(select.get("bootstrap", 2000)), "level": float(select.get("level", 0.95)),
+                 "seed": int(select["seed"])}
+        selection = {**choose(total, epochs, zero_shot, splits, images, **noise), "inner_splits": len(runs),
                      "inner_images": sum(len(r["held_out"]) for r in runs),
                      "inner_seconds": round(sum(r["seconds"] for r in runs), 1)}
         if selection["choice"] == "pretrained":
@@ -283,7 +314,7 @@ def cross_validate(cfg: DictConfig, real: Path, run_dir: Path, resume: bool = Fa
     data = load_labelled(Path(real))
     if splits is None:
         splits = load_or_make_splits(run_dir / "splits.json", data.names, int(cfg.cv.folds),
-                                     int(cfg.cv.repeats), int(cfg.cv.split_seed))
+                                     int(cfg.cv.repeats), int(cfg.cv.split_seed), *grouping(config))
     else:
         splits = adopt_splits(run_dir / "splits.json", splits, data.names)
     save_config(cfg, run_dir)
@@ -300,6 +331,10 @@ def cross_validate(cfg: DictConfig, real: Path, run_dir: Path, resume: bool = Fa
         "train_seconds": round(sum(f["seconds"] for f in folds), 1),
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "n_images": len(data), "test_images": len(counts), "folds": int(cfg.cv.folds), "repeats": int(cfg.cv.repeats),
+        # how the folds were made (splits.json records it too); series with frames on both sides of a fold
+        "grouping": splits[0].get("grouping", "image"), "series_pattern": splits[0].get("series_pattern"),
+        "series": len({series_of(n, grouping(config)[1]) for n in data.names}),
+        "straddling_series": len(straddling(splits, grouping(config)[1])),
         "n_real": cfg.cv.get("n_real"), "subset_seed": cfg.cv.get("subset_seed"),
         "train_names": cfg.cv.get("train_names"), "only_folds": config["cv"].get("only_folds"),
         "pretrained": cfg.get("finetune", {}).get("pretrained"),

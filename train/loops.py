@@ -234,9 +234,10 @@ class Trainer:
 
     def __init__(self, config: dict[str, Any], train_set: Dataset, val_set: Dataset | None, out_dir: Path,
                  desc: str = "train", init: Mapping[str, torch.Tensor] | None = None,
-                 watch: Mapping[str, Dataset] | None = None, targets: str = "masks"):
+                 watch: Mapping[str, Dataset] | None = None, targets: str = "masks", image_counts: bool = False):
         loop, optim = config["loop"], config["optim"]
         self.config, self.train_set, self.targets = config, train_set, targets
+        self.image_counts = image_counts  # also keep each validation image's counts (inner validation)
         self.loss_of = loss_function(config, targets)
         self.device = device = choose_device(config.get("device", "auto"))
         if device.type == "cpu":
@@ -342,6 +343,8 @@ class Trainer:
             record.update({f"{name}_{k}" if name else k: v for k, v in metrics.items()})
             if not name and counts:  # pooled [tp, fp, fn, tn] of the validation set (inner validation)
                 record["counts"] = np.sum(counts, axis=0).tolist()
+                if self.image_counts:  # and each image's, in the validation set's order (the guard's bootstrap)
+                    record["image_counts"] = [np.asarray(c).tolist() for c in counts]
         shown = "map_rmse" if self.targets == "atoms" else "jaccard"
         self.bar.set_postfix({"epoch": record["epoch"], "loss": f"{record['loss']:.3f}",
                               shown: f"{record.get(shown, float('nan')):.3f}"})
@@ -378,19 +381,21 @@ class Trainer:
 def fit(config: dict[str, Any], train_set: Dataset, val_set: Dataset | None,
         out_dir: Path, resume: bool = False, desc: str = "train",
         init: Mapping[str, torch.Tensor] | None = None,
-        watch: Mapping[str, Dataset] | None = None, targets: str = "masks") -> tuple[UNet, dict[str, Any]]:
+        watch: Mapping[str, Dataset] | None = None, targets: str = "masks",
+        image_counts: bool = False) -> tuple[UNet, dict[str, Any]]:
     """Train a U-Net on `train_set`, validating on `val_set` (whole images) every `val_every` epochs.
 
     `init`: a state dict to start from (fine-tuning) instead of random weights. `watch`: more
     labelled sets validated alongside, recorded as "<name>_<metric>" (e.g. real images while
     pretraining on simulations; always contamination masks). `targets`: what `train_set` and
-    `val_set` hold, "masks", "classes" or "atoms" (`loss_function`). Writes `out_dir/last.ckpt` (weights + optimizer state) every
+    `val_set` hold, "masks", "classes" or "atoms" (`loss_function`). `image_counts`: every
+    validation record also keeps each validation image's [tp, fp, fn, tn] ("image_counts"). Writes `out_dir/last.ckpt` (weights + optimizer state) every
     `loop.checkpoint_every` epochs and at the end; with `resume` continues from it. Returns the
     model and {"history": [per-epoch dict], "final": last record, "seconds": training time,
     "steps", "samples", "world_size"}; seconds, steps and samples cover every epoch of the run,
     those before a resume included. The loop itself is `Trainer`.
     """
-    trainer = Trainer(config, train_set, val_set, out_dir, desc, init, watch, targets)
+    trainer = Trainer(config, train_set, val_set, out_dir, desc, init, watch, targets, image_counts)
     if resume:
         trainer.resume()
     return trainer.run()

@@ -22,7 +22,7 @@ the default simulation
 widened by `MARGIN` on a log scale. The measured summaries live in the packaged file
 `REFERENCE_FILE` (grapheneseg/models/ood_reference.json), written by `python
 benchmarks/bench_uncertainty.py --reference --real DIR --sim data/sim/sim_5000_seed0.h5 --write
-grapheneseg/models/ood_reference.json`, never copied by hand (tests/test_ood_reference.py ties the
+grapheneseg/models/ood_reference.json`, never copied by hand (tests/evaluate/apply/test_ood_reference.py ties the
 file to the command on the 105). The two differ: the default simulations' medians are about 4x
 quieter and 3-4x lower in contrast than the real images' (the file holds both summaries), so
 ranges from one alone would flag most of the other. Ranges per model, carried in its checkpoint,

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from grapheneseg.formats import Micrograph, read_micrograph
+from grapheneseg.formats import Micrograph, read_frames, read_micrograph
 from grapheneseg.micrographs import DataError
 from grapheneseg.preprocessing import preprocess
 from train.models import registry
@@ -36,11 +36,13 @@ from train.models.checkpoints import checkpoint_paths, read_checkpoint, trained_
 from train.models.runtime import inference_device, load_models, probability_samples, tiled_probability
 
 from .scale import LATTICE_LIMIT, MIN_SIDE, Scale, decide_scale, pixel_size_text, resample
+from .frames import MIN_AGREEMENT
 from .segment import Notice, Refused, Segmentation, Skipped, file_sha256, memory_gb, output_stems
 
 # Models that record no pixel range (real-only, or trained before it was recorded, such as the
 # former shipped sim_default.ckpt v1 at 0.30-0.47 A/px): the 105 public images' 0.30-0.47 A/px, widened.
 FALLBACK_RANGE, FALLBACK_TARGET = (0.28, 0.50), 0.385
+FRAMES = ("first", "all", "mean")  # how a stack or series is read (Predictor.segment_files)
 
 
 def model_scale(model_path: Path | Sequence[Path], cfg: Any) -> tuple[Any, list[Notice]]:
@@ -195,25 +197,47 @@ class Predictor:
                             std, ood, disagreement, notices)
 
     def segment_files(self, files: Iterable[Path], given: float | None = None, uncertainty: bool = False,
-                      progress: bool = True, stems: dict[Path, str] | None = None
+                      progress: bool = True, stems: dict[Path, str] | None = None, frames: str | None = None,
                       ) -> tuple[list[Segmentation], dict[str, Skipped]]:
         """Segment every file, each result named for its outputs (`stem`: the outputs mirror the
         input tree, evaluate.apply.segment.output_stems, unless `stems` names them) and stamped with
-        its `provenance` (this predictor's, and the file's SHA-256). A file that cannot be read, that `plan`
-        refuses, or whose segmentation raises, is collected in {path: Skipped} and the others go
-        on: one file never stops a folder."""
+        its `provenance` (this predictor's, and the file's SHA-256). A stack or series is read as
+        `frames` says (default the config's `frames`): "first" its first frame; "all" every frame
+        (stems `<stem>_frameNNN`) and their `consensus` (`<stem>_consensus`, evaluate.apply.frames);
+        "mean" their drift-registered mean. The scale is decided once per file, on its first frame.
+        A file that cannot be read, that `plan` refuses, or whose segmentation raises, is collected
+        in {path: Skipped} and the others go on: one file never stops a folder."""
         from tqdm import tqdm
 
+        from .frames import consensus, registered_mean
+
+        mode = frames or self.cfg.get("frames") or "first"
+        if mode not in FRAMES:
+            raise ValueError(f"frames must be one of {', '.join(FRAMES)}, not {mode!r}")
         done, skipped = [], {}
         files = list(files)
         stems = stems or output_stems(files)
         provenance = self.provenance
         for path in tqdm(files, desc="segment", unit="img", disable=not progress):
             try:
-                micrograph = read_micrograph(path)
-                done.append(self.segment(micrograph, decide_scale(micrograph, given), uncertainty))
-                done[-1].stem = stems[path]
-                done[-1].provenance = {**provenance, "input_sha256": file_sha256(Path(path))}
+                micrographs = [read_micrograph(path)] if mode == "first" else read_frames(path)
+                if mode == "mean" and len(micrographs) > 1:
+                    micrographs = [registered_mean(micrographs)]
+                scale = decide_scale(micrographs[0], given)
+                stamp = {**provenance, "input_sha256": file_sha256(Path(path))}
+                segs = []
+                for micrograph in micrographs:
+                    seg = self.segment(micrograph, scale, uncertainty)
+                    if micrograph is not micrographs[0]:  # one scale, one notice per file
+                        seg.notices = [n for n in seg.notices if n.kind != "scale"]
+                    seg.stem = stems[path] + (f"_frame{micrograph.frame + 1:03d}" if micrograph.reading == "frame"
+                                              else "")
+                    seg.provenance = stamp
+                    segs.append(seg)
+                if len(segs) > 1:
+                    segs.append(consensus(segs, self.cfg.threshold, float(self.cfg.get("min_frame_agreement")
+                                                                          or MIN_AGREEMENT)))
+                done += segs
             except Refused as err:
                 skipped[str(path)] = Skipped("refused", str(err))
             except DataError as err:

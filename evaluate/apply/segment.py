@@ -28,7 +28,7 @@ from .scale import Scale, ScaleSource
 PROVENANCE = ["tool_version", "model_sha256", "config_sha256", "input_sha256"]  # which code, model, options, file
 CSV_COLUMNS = ["file", "status", "pixel_size_A", "pixel_size_source", "height", "width",
                "contamination_fraction", "graphene_fraction", "seconds", "uncertainty", "ood", "note",
-               "outputs", *PROVENANCE]
+               "frame", "frame_agreement", "outputs", *PROVENANCE]
 # Peak memory of segmenting one micrograph: a fixed part (the interpreter, torch, the model) and a
 # part per pixel at the network's scale (image, resampling, tiles, probability; measured 33-72 B/px
 # on 2,048-8,700 px images, benchmarks/bench_apply.py) plus the input's own float32 copies.
@@ -86,6 +86,16 @@ class Segmentation:
     notices: list[Notice] = field(default_factory=list)  # what the user must be told (scale, ood)
     stem: str = ""  # the outputs' path relative to the output folder, less their suffix (`output_stems`)
     provenance: dict[str, str] = field(default_factory=dict)  # PROVENANCE: tool version, model, config, input
+    frame_agreement: float | None = None  # a series' consensus: mean Jaccard of its frames' masks with it
+    drift_px: float | None = None  # a series' consensus: the largest drift of a frame from the first
+
+    @property
+    def frame(self) -> str:
+        """Which frame of its file this answers for: "" (a single image), 1..N, "mean" or "consensus"."""
+        m = self.micrograph
+        if m.frames <= 1:
+            return ""
+        return str(m.frame + 1) if m.reading in ("frame", "first") else m.reading
 
     @property
     def out_stem(self) -> str:
@@ -169,7 +179,9 @@ def prediction_rows(results: Sequence[Segmentation], skipped: dict[str, Skipped]
              "contamination_fraction": f"{seg.contamination_fraction:.5f}",
              "graphene_fraction": f"{seg.graphene_fraction:.5f}", "seconds": f"{seg.seconds:.3f}",
              "uncertainty": None if seg.disagreement is None else f"{seg.disagreement:.5f}",
-             "ood": ";".join(seg.ood), "note": seg.micrograph.note, "outputs": seg.out_stem, **seg.provenance}
+             "ood": ";".join(seg.ood), "note": seg.micrograph.note, "frame": seg.frame,
+             "frame_agreement": None if seg.frame_agreement is None else f"{seg.frame_agreement:.3f}",
+             "outputs": seg.out_stem, **seg.provenance}
             for seg in results]
     rows += [{"file": str(Path(path).resolve()), "status": skip.status, "note": skip.reason}
              for path, skip in (skipped or {}).items()]
@@ -208,22 +220,29 @@ def already_done(out_dir: Path, files: Sequence[Path], stems: dict[Path, str], p
     table = Path(out_dir) / "predictions.csv"
     if not table.exists():
         return set()
+    by_file: dict[str, list[dict[str, str]]] = {}
     with table.open(newline="") as f:
-        rows = {r["file"]: r for r in csv.DictReader(f)}
+        for r in csv.DictReader(f):
+            by_file.setdefault(r["file"], []).append(r)
+
+    def finished(row: dict[str, str], stem: str) -> bool:
+        outputs = row.get("outputs") or ""
+        return not (row.get("status") != "segmented"
+                    or not (outputs in (stem, f"{stem}_consensus") or outputs.startswith(f"{stem}_frame"))
+                    or any(row.get(k) != v for k, v in provenance.items())
+                    or (uncertainty and not row.get("uncertainty") and row.get("frame") != "consensus")
+                    or (row.get("pixel_size_source") != ScaleSource.FILE.value
+                        and (row.get("pixel_size_source") == ScaleSource.GIVEN.value) != bool(given))
+                    or (given and row.get("pixel_size_source") == ScaleSource.GIVEN.value
+                        and row.get("pixel_size_A") != f"{float(given):.4f}")
+                    or not all((Path(out_dir) / name).exists() for name in expected_outputs(
+                        row["outputs"], image_format, uncertainty and row.get("frame") != "consensus")))
+
     done = set()
     for path in files:
-        row = rows.get(str(Path(path).resolve()))
-        if (row is None or row.get("status") != "segmented" or row.get("outputs") != stems[path]
-                or any(row.get(k) != v for k, v in provenance.items())
-                or (uncertainty and not row.get("uncertainty"))
-                or (row.get("pixel_size_source") != ScaleSource.FILE.value
-                    and (row.get("pixel_size_source") == ScaleSource.GIVEN.value) != bool(given))
-                or (given and row.get("pixel_size_source") == ScaleSource.GIVEN.value
-                    and row.get("pixel_size_A") != f"{float(given):.4f}")
-                or not all((Path(out_dir) / name).exists() for name in expected_outputs(stems[path], image_format,
-                                                                                         uncertainty))):
-            continue
-        if row.get("input_sha256") == file_sha256(Path(path)):
+        rows = by_file.get(str(Path(path).resolve()), [])
+        if rows and all(finished(row, stems[path]) for row in rows) \
+                and rows[0].get("input_sha256") == file_sha256(Path(path)):
             done.add(path)
     return done
 

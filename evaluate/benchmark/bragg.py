@@ -27,7 +27,7 @@ from grapheneseg.config import real_dir, save_config, to_plain, write_json
 from grapheneseg.metrics import confusion, mean_and_spread, per_image, pooled
 from grapheneseg.micrographs import DataError, load_labelled
 from grapheneseg.preprocessing import preprocess
-from grapheneseg.splits import adopt_splits, load_or_make_splits
+from grapheneseg.splits import SERIES_PATTERN, adopt_splits, load_or_make_splits
 
 HIST_RANGE = (0.0, 4.0)  # residual values covered by the threshold search (beyond: top bin)
 HIST_BINS = 4000
@@ -228,7 +228,8 @@ def run_bragg_cv(cfg: Any, out_dir: Path, progress: bool = True, splits: list[di
     `splits`: folds handed over by a comparison (else made from cfg.cv and cfg.seed)."""
     data = load_labelled(real_dir(cfg))
     if splits is None:
-        splits = load_or_make_splits(out_dir / "splits.json", data.names, cfg.cv.folds, cfg.cv.repeats, cfg.seed)
+        splits = load_or_make_splits(out_dir / "splits.json", data.names, cfg.cv.folds, cfg.cv.repeats, cfg.seed,
+                                     cfg.cv.get("grouping", "series"), cfg.cv.get("series_pattern", SERIES_PATTERN))
     else:
         splits = adopt_splits(out_dir / "splits.json", splits, data.names)
     save_config(cfg, out_dir)
@@ -240,7 +241,8 @@ def run_bragg_cv(cfg: Any, out_dir: Path, progress: bool = True, splits: list[di
                                  list(cfg.bragg.fit.sigma_grid), list(cfg.bragg.fit.g_thresh_grid), bar)
     summary = {
         "method": "bragg", "real_dir": str(real_dir(cfg)), "n_images": len(data),
-        "folds": cfg.cv.folds, "repeats": cfg.cv.repeats, "seconds": time.perf_counter() - start,
+        "folds": cfg.cv.folds, "repeats": cfg.cv.repeats, "grouping": splits[0].get("grouping", "image"),
+        "series_pattern": splits[0].get("series_pattern"), "seconds": time.perf_counter() - start,
         "pooled_mean": {m: v["mean"] for m, v in mean_and_spread([r["pooled"] for r in results]).items()},
         "pooled_spread": mean_and_spread([r["pooled"] for r in results]),
         "splits": results,

@@ -3,7 +3,8 @@
 Arms: the Bragg filter, a U-Net trained on real labels only, a U-Net trained on simulations only
 (zero-shot) and one pretrained on simulations then fine-tuned on real labels; the last two also
 at K real labels per fold for the data-efficiency curve. One splits.json (from the evaluate
-`seed`) is handed to every arm, so all see identical folds by construction. Every trained arm
+`seed`; whole focal series per fold unless `cv.grouping=image`, recorded in the file and the
+report's provenance) is handed to every arm, so all see identical folds by construction. Every trained arm
 lives in a folder named after a key of its contents: its resolved config (paths left out), the
 SHA-256 of the labelled images, of the splits, of the --sim file or --pretrained checkpoint it
 starts from, and of the code that produces it; a rerun reuses exactly the runs whose key matches
@@ -32,7 +33,7 @@ from grapheneseg.formats import Micrograph
 from grapheneseg.metrics import scores
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
-from grapheneseg.splits import image_key, load_or_make_splits
+from grapheneseg.splits import SERIES_PATTERN, image_key, load_or_make_splits, series_of, straddling
 from grapheneseg.stats import paired_bootstrap
 
 from .scoring import fold_arm, predictor_for
@@ -355,17 +356,22 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     eval_extra = [o for o in overrides if not o.startswith(("train.", "pretrain."))]
     cfg = load_config("evaluate", [f"report={budget_name}", override("data.real_dir", real), *eval_extra])
     budget = cfg.report
+    # the trained arms' inner validation groups images as the report's folds do (a train.cv.* override wins)
+    grouping, pattern = cfg.cv.get("grouping", "series"), cfg.cv.get("series_pattern", SERIES_PATTERN)
+    train_extra = [f"cv.grouping={grouping}", override("cv.series_pattern", pattern), *train_extra]
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     if test_dir is not None:
         return _held_out_report(real, Path(test_dir), out, cfg, budget, sim, pretrained, train_extra,
                                 pretrain_extra, eval_extra, progress, device)
     names = load_labelled(real).names
-    splits = load_or_make_splits(out / "splits.json", names, budget.folds, budget.repeats, cfg.seed)
+    splits = load_or_make_splits(out / "splits.json", names, budget.folds, budget.repeats, cfg.seed, grouping, pattern)
     images, splits_sha = images_sha256(real), _key(splits)
     provenance: dict[str, Any] = {"command": " ".join(sys.argv), "git_commit": _git_commit(),
                                   "budget": budget_name, "real_dir": str(real), "images_sha256": images,
-                                  "splits": {"file": str(out / "splits.json"), "seed": int(cfg.seed), "key": splits_sha},
+                                  "splits": {"file": str(out / "splits.json"), "seed": int(cfg.seed), "key": splits_sha,
+                                             "grouping": grouping, "series_pattern": pattern if grouping == "series"
+                                             else None, "straddling_series": len(straddling(splits, pattern))},
                                   "runs": {}}
 
     # Bragg baseline on the same folds (its fit grid is cheap; reuse the folder when the key matches)
@@ -421,7 +427,15 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
                                                                     source=Path(sim))
         compare(Path(sim), real, out / "sim_vs_real")
         figures["Simulated vs real statistics (simulate compare)"] = out / "sim_vs_real" / "compare.png"
-    notes = ["Data-efficiency curve (fold-mean pooled Jaccard): " + "; ".join(
+    protocol = provenance["splits"]
+    notes = [(f"Folds: {budget.folds}-fold CV x {budget.repeats}, whole focal series per fold (series = the name less "
+              f"{protocol['series_pattern']!r}; {len({series_of(n, pattern) for n in names})} series in "
+              f"{len(names)} images); the inner validation of the trained arms holds out whole series too."
+              if grouping == "series" else
+              f"Folds: {budget.folds}-fold CV x {budget.repeats}, image-wise (the paper's protocol): "
+              f"{protocol['straddling_series']} series have frames on both sides of a fold, so the arms trained on "
+              "real labels are scored partly on near-copies of their training images."),
+             "Data-efficiency curve (fold-mean pooled Jaccard): " + "; ".join(
         f"{name}: " + ", ".join(f"K={k} {v:.3f}" for k, v in sorted(c.items())) for name, c in curves.items()),
         "Training lengths chosen by inner validation on each fold's training images (epochs per fold; "
         "0 = the pretrained model kept): " + "; ".join(

@@ -10,7 +10,7 @@ What a consumer of the package (bioimageio.core, deepImageJ, ilastik, Fiji, napa
   inverse operator), the floor of the surface at 1e-3 of the mean, the standardisation, the
   network and the probability of the contamination class (the atom map for atom models). The
   outputs agree with train.models.runtime.predict_probability on preprocessed images within 1e-5
-  (tests/test_export.py).
+  (tests/train/models/test_export.py).
 - **What it cannot do for the user, said in the documentation and the rdf:** the flat field is
   fitted to the tensor it is given, so a consumer that tiles a large image fits one per tile (the
   tool fits the whole micrograph); and the network was trained at a range of pixel sizes
@@ -21,7 +21,7 @@ What a consumer of the package (bioimageio.core, deepImageJ, ilastik, Fiji, napa
   input and output tensors (.npy), a cover image and the model card as documentation.
 
 The rdf.yaml is written here by hand from the spec (bioimageio.spec is not needed to export);
-tests/test_export.py validates the package with bioimageio.core's model test, offline.
+tests/train/models/test_export.py validates the package with bioimageio.core's model test, offline.
 """
 from __future__ import annotations
 

@@ -1,0 +1,170 @@
+"""The napari widgets under offscreen Qt on a `napari.components.ViewerModel` (no OpenGL canvas):
+layers from the reader, work in a worker thread, results added on the image's scale. Skipped
+without the `napari` extra. `python -m tests.evaluate.napari.test_napari_widgets` renders each widget into
+docs/images/."""
+from __future__ import annotations
+
+import importlib
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+pytest.importorskip("napari")
+pytest.importorskip("magicgui")
+pytest.importorskip("pytestqt")
+
+from napari.components import ViewerModel  # noqa: E402
+from napari.layers import Image, Labels, Layer, Points, Vectors  # noqa: E402
+
+from evaluate.apply.tiff import write_tiff  # noqa: E402
+from evaluate.napari.reader import read_layers  # noqa: E402
+from evaluate.napari.widgets import AtomsWidget, SegmentWidget, SuggestWidget  # noqa: E402
+
+from tests.conftest import synthetic_micrograph  # noqa: E402
+from tests.conftest import ROOT
+
+ROOT = ROOT
+MANIFEST = ROOT / "evaluate" / "napari" / "napari.yaml"
+
+
+def _open(viewer: ViewerModel, path: Path) -> Layer:
+    (data, kwargs, kind), = read_layers(str(path))
+    return viewer.add_layer(Layer.create(data, kwargs, kind))
+
+
+@pytest.fixture
+def viewer(tmp_path) -> ViewerModel:
+    viewer = ViewerModel()
+    rng = np.random.default_rng(11)
+    for i in range(3):
+        _open(viewer, write_tiff(tmp_path / f"scan{i}.tif", synthetic_micrograph(rng, 80)[0].astype(np.float32), 0.38))
+    return viewer
+
+
+def _run(qtbot, widget) -> None:
+    worker = widget.start()
+    assert worker is not None, widget.status.value
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=5_000)
+    assert not widget.status.value.startswith("error"), widget.status.value
+
+
+def test_manifest_is_valid_and_names_real_callables():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_file(MANIFEST)
+    assert manifest.name == "grapheneseg"
+    for command in manifest.contributions.commands:
+        module, name = command.python_name.split(":")
+        assert callable(getattr(importlib.import_module(module), name)), command.python_name
+    assert {"*.dm3", "*.dm4", "*.emd", "*.ser", "*.tif", "*.png"} <= set(manifest.contributions.readers[0].filename_patterns)
+
+
+def test_segment_widget_adds_maps_on_the_images_scale(qtbot, viewer):
+    widget = SegmentWidget(viewer)
+    qtbot.addWidget(widget.native)
+    image = viewer.layers["scan1"]
+    widget.image.value = image
+    widget.device.value = "cpu"
+    widget.uncertainty.value = True
+    _run(qtbot, widget)
+    labels = viewer.layers["scan1 contamination"]
+    prob = viewer.layers["scan1 P(contamination)"]
+    unc = viewer.layers["scan1 uncertainty"]
+    assert isinstance(labels, Labels) and isinstance(prob, Image) and isinstance(unc, Image)
+    for layer in (labels, prob, unc):
+        np.testing.assert_allclose(layer.scale, image.scale)
+        np.testing.assert_allclose(layer.scale, [0.038, 0.038])
+        assert tuple(str(u) for u in layer.units) == tuple(str(u) for u in image.units)
+        np.testing.assert_allclose(layer.extent.world, image.extent.world)
+    assert labels.metadata["pixel_size_A"] == pytest.approx(0.38) and labels.metadata["pixel_size_source"] == "file"
+    assert "contamination at 0.38 Å/px (file)" in widget.status.value
+
+
+def test_segment_widget_follows_the_layer_list(qtbot, viewer):
+    widget = SegmentWidget(viewer)
+    qtbot.addWidget(widget.native)
+    assert [c.name for c in widget.image.choices] == ["scan0", "scan1", "scan2"]
+    viewer.layers.remove("scan0")
+    assert [c.name for c in widget.image.choices] == ["scan1", "scan2"]
+    empty = SegmentWidget(ViewerModel())
+    assert empty.start() is None and "open a micrograph" in empty.status.value
+
+
+def test_atoms_widget_points_and_bonds_on_the_images_scale(qtbot, viewer):
+    widget = AtomsWidget(viewer)
+    qtbot.addWidget(widget.native)
+    widget.image.value = viewer.layers["scan2"]
+    widget.method.value = "extrema"
+    widget.device.value = "cpu"
+    _run(qtbot, widget)
+    points, bonds = viewer.layers["scan2 atoms"], viewer.layers["scan2 bonds"]
+    assert isinstance(points, Points) and isinstance(bonds, Vectors) and len(points.data) > 10
+    for layer in (points, bonds):
+        np.testing.assert_allclose(layer.scale, viewer.layers["scan2"].scale)
+    assert points.metadata["bond_px"] == pytest.approx(1.42 / 0.38)
+
+
+def test_suggest_widget_ranks_the_open_images(qtbot, viewer):
+    widget = SuggestWidget(viewer)
+    qtbot.addWidget(widget.native)
+    widget.n.value, widget.coverage_every.value, widget.device.value = 2, 0, "cpu"
+    _run(qtbot, widget)
+    table = widget.table.to_dict("list")
+    assert table["rank"] == [1, 2] and set(table["layer"]) <= {"scan0", "scan1", "scan2"}
+    ranked = sorted((layer.metadata["label_next_rank"], layer.name) for layer in viewer.layers
+                    if "label_next_rank" in layer.metadata)
+    assert [r for r, _ in ranked] == [1, 2]
+    assert widget.status.value.startswith("label these 2 next")
+
+
+def test_widgets_render(qtbot, viewer, tmp_path):
+    for cls in (SegmentWidget, AtomsWidget, SuggestWidget):
+        widget = cls(viewer)
+        qtbot.addWidget(widget.native)
+        path = tmp_path / f"{cls.__name__}.png"
+        assert widget.native.grab().save(str(path)) and path.stat().st_size > 1000
+
+
+def render_docs_images(out_dir: Path = ROOT / "docs" / "images") -> list[Path]:
+    """Render each widget, after a run on a simulated sample, into `out_dir` (docs/how-to/napari.md)."""
+    from qtpy.QtWidgets import QApplication
+
+    from evaluate.napari.layers import atom_layers, segmentation_layers, suggest_steps, run_steps, Source
+    from evaluate.napari.sample import simulated_micrograph
+
+    app = QApplication.instance() or QApplication([])
+    viewer = ViewerModel()
+    for seed in (7, 8, 9):
+        (data, kwargs, kind), _ = simulated_micrograph(seed=seed, size=128)
+        viewer.add_layer(Layer.create(data, kwargs, kind))
+    first = viewer.layers[0]
+    written = []
+    segment, atoms, suggest = SegmentWidget(viewer), AtomsWidget(viewer), SuggestWidget(viewer)
+    segment.image.value = atoms.image.value = first
+    segment.device.value = atoms.device.value = suggest.device.value = "cpu"
+    segment.uncertainty.value = True
+    segment.done(segmentation_layers(Source.of(first), device="cpu", uncertainty=True))
+    atoms.done(atom_layers(Source.of(first), device="cpu"))
+    suggest.n.value = 2
+    suggest.done(run_steps(suggest_steps([Source.of(layer) for layer in viewer.layers
+                                          if isinstance(layer, Image) and "image_layer" not in layer.metadata],
+                                         2, 0, device="cpu")))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, widget in (("napari_segment.png", segment), ("napari_atoms.png", atoms), ("napari_suggest.png", suggest)):
+        widget.native.resize(460, widget.native.sizeHint().height() + (140 if widget is suggest else 0))
+        app.processEvents()
+        widget.native.grab().save(str(out_dir / name))
+        written.append(out_dir / name)
+    return written
+
+
+if __name__ == "__main__":
+    for path in render_docs_images():
+        print(path)
