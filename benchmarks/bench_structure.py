@@ -86,7 +86,7 @@ def timing(real: Path | None) -> None:
             for _ in range(3):
                 start = time.perf_counter()
                 s = structure_of(big, big_mask, Scale(pixel / factor, ScaleSource.GIVEN))
-                write_classes(s, Path(out) / "x_classes.png")
+                write_classes(s, big, Path(out) / "x_classes.png")
                 write_orientation(big, s, Path(out) / "x_orientation.png")
                 write_tables([s], Path(out))
                 seconds.append(time.perf_counter() - start)

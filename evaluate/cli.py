@@ -295,12 +295,13 @@ def _cmd_structure(args: argparse.Namespace) -> int:
     from .apply.atoms import atoms_of
     from .apply.structure import run_structure, structure_row
 
-    cfg, out_dir, results, failed = _segment(args, task="classes")
+    cfg, out_dir, results, failed = _segment(args)  # the contamination of `evaluate predict`, mask for mask
     atom_results = []
     if args.rings:
         atom_results, not_found = atoms_of(results, out_dir, cfg.atoms, "network", _atom_predictor(args, cfg.apply))
         failed.update(not_found)
-    structures, (structure_csv, grains_csv) = run_structure(results, out_dir, cfg.get("structure_maps"), atom_results)
+    structures, (structure_csv, grains_csv) = run_structure(results, out_dir, cfg.get("structure_maps"), atom_results,
+                                                            image_format=args.format)
     save_run_config(cfg, out_dir)
     print(f"{len(structures)} micrograph(s) mapped ({_used(results)}) -> {out_dir} "
           f"(<stem>_classes.png, <stem>_orientation.png, {structure_csv.name}, {grains_csv.name})")
@@ -450,11 +451,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_apply("structure", "Structure maps (the paper's four classes): lattice orientation (angle mod 60), grains, "
                                "grain boundaries and vacuum outside the contamination: <stem>_classes.png, "
                                "<stem>_orientation.png, structure.csv (one row per micrograph, areas in nm2) and "
-                               "grains.csv (one row per grain, misorientations).")
+                               "grains.csv (one row per grain, misorientations). The contamination comes from the "
+                               "same model as `evaluate predict` (default: the packaged simulation-only one), so the "
+                               "two commands' masks agree.")
     p.add_argument("--rings", action="store_true",
                    help="also the ring census (4- to 9-membered rings) from the atom-map network's bond graph, "
                         "counted only where the registration check is ok")
     p.add_argument("--atom-model", dest="atom_model", help="atom-map checkpoint for --rings (default: the packaged one)")
+    p.add_argument("--format", choices=["png", "tiff", "both"], default="png",
+                   help="png (default): <stem>_classes.png (the classes over the micrograph, legend, scale bar) and "
+                        "<stem>_orientation.png; tiff or both: also Fiji-ready ImageJ TIFFs at the micrograph's pixel "
+                        "size: <stem>_classes.tif (uint8: 0 lattice, 1 contamination, 2 vacuum, 3 grain boundary), "
+                        "<stem>_orientation.tif (degrees mod 60, NaN off the lattice), <stem>_grains.tif (grain ids)")
     p.set_defaults(func=_cmd_structure)
 
     p = add("fetch-real", "Download the public labelled micrographs (github.com/lbnlcomputerarch/graphene-u-net, "

@@ -44,6 +44,7 @@ import torch
 from omegaconf import DictConfig
 
 from grapheneseg.config import save_config, to_plain, write_json
+from grapheneseg.lattice import read_lattice
 from grapheneseg.metrics import mean_and_spread, pooled, scores
 from grapheneseg.micrographs import LabelledSet, load_labelled
 from grapheneseg.splits import SERIES_PATTERN, adopt_splits, image_key, load_or_make_splits, series_of, straddling
@@ -159,6 +160,22 @@ def finetune_setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, to
     config["loop"]["epochs"] = tune.get("epochs") or config["loop"]["epochs"]
     config["loop"]["freeze_encoder_epochs"] = tune.get("freeze_encoder_epochs", 0)
     return config, payload["state_dict"], payload.get("pixel_range")
+
+
+def trained_range(pixel_range: list[float] | None, data: LabelledSet, names: list[str]) -> list[float] | None:
+    """The pixel sizes (A/px) a model trained on the real images `names` has seen: the range of
+    their graphene lattice readings (grapheneseg.lattice.read_lattice; unreadable and ambiguous
+    readings left out) joined with `pixel_range`, the pretrained model's; None when neither is
+    known. Recorded in the checkpoint, it keeps `evaluate predict` from resampling micrographs at
+    scales the model was trained on (a real-only model otherwise gets the 0.28-0.50 A/px fallback)."""
+    index = {n: i for i, n in enumerate(data.names)}
+    readings = [read_lattice(data.images[index[n]]) for n in names]
+    sizes = [r.pixel_size for r in readings if r.pixel_size and not r.ambiguous]
+    if not sizes:
+        return pixel_range
+    if not pixel_range:
+        return [round(min(sizes), 4), round(max(sizes), 4)]
+    return [round(min(pixel_range[0], min(sizes)), 4), round(max(pixel_range[1], max(sizes)), 4)]
 
 
 def _train_sets(config: dict[str, Any], data: LabelledSet, train: list[str], test: list[str] | None):
@@ -299,7 +316,7 @@ def train_fold(config: dict[str, Any], data: LabelledSet, split: dict, run_dir: 
               "history": result["history"], "selection": selection}
     save_checkpoint(out / "model.ckpt", model, architecture(config["model"]), config,
                     len(result["history"]), test_metrics, train_images=train_names, selection=selection,
-                    pixel_range=pixel_range)
+                    pixel_range=trained_range(pixel_range, data, train_names))
     write_json(metrics_path, record)
     (out / "last.ckpt").unlink(missing_ok=True)
     return record
@@ -369,7 +386,7 @@ def train_all(cfg: DictConfig, real: Path, out: Path, resume: bool = False) -> d
     metrics = {"train_loss": result["final"].get("loss"),
                "seconds": result["seconds"] + (selection or {}).get("inner_seconds", 0.0), "selection": selection}
     save_checkpoint(out, model, architecture(config["model"]), config, len(result["history"]), metrics,
-                    train_images=names, selection=selection, pixel_range=pixel_range)
+                    train_images=names, selection=selection, pixel_range=trained_range(pixel_range, data, names))
     shutil.rmtree(work, ignore_errors=True)  # last.ckpt and inner runs: the checkpoint holds the choice
     return {"out": str(out), **metrics, "train_images": names, "n_images": len(data),
             "pretrained": (config.get("finetune") or {}).get("pretrained")}

@@ -172,13 +172,66 @@ def classes_rgb(classes: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def write_classes(s: Structure, path: Path) -> Path:
-    """`<stem>_classes.png`: the class map, one pixel per micrograph pixel, in the paper's colours."""
-    from PIL import Image
+def scale_bar_nm(width_px: int, pixel_size: float) -> float:
+    """A round length (nm) near a fifth of an image `width_px` wide at `pixel_size` A/px."""
+    target = width_px * pixel_size / 10 / 5
+    return float(min((m * 10.0 ** e for e in range(-2, 4) for m in (1, 2, 5)), key=lambda v: abs(np.log(v / target))))
 
+
+def write_classes(s: Structure, image: np.ndarray, path: Path) -> Path:
+    """`<stem>_classes.png`: the micrograph in grey under its contamination, vacuum and boundary
+    classes in the paper's colours (the lattice left clear), with a legend giving each class's
+    share of the field and a scale bar in nm (when the pixel size is known)."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    pre = preprocess(image)
+    lo, hi = np.percentile(pre, [1, 99])
+    rgb = np.repeat(np.clip((pre - lo) / max(hi - lo, 1e-6), 0, 1)[..., None], 3, axis=2)
+    for cls in (CONTAMINATION, VACUUM, BOUNDARY):
+        where = s.classes == cls
+        rgb[where] = 0.45 * rgb[where] + 0.55 * np.array(COLOURS[cls]) / 255
+    h, w = s.classes.shape
+    fig = Figure(figsize=(7.5, 6.5))
+    ax = fig.add_axes([0.02, 0.02, 0.7, 0.9])
+    ax.imshow(rgb, interpolation="nearest")
+    ax.axis("off")
+    ax.set_title(f"{s.path.name}: {structure_row(s)['grains']} grain(s); lattice check {s.lattice_check}", fontsize=9)
+    shares = {cls: s.area_px(cls) / s.classes.size for cls in COLOURS}
+    handles = [Patch(facecolor=np.array(COLOURS[cls]) / 255, edgecolor="black",
+                     label=f"{CLASS_NAMES[cls].replace('_', ' ')}{' (untinted)' if cls == LATTICE else ''} "
+                           f"{100 * shares[cls]:.1f} %") for cls in COLOURS]
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.73, 0.9), fontsize=8, frameon=False)
+    if s.pixel_size:
+        bar_nm = scale_bar_nm(w, s.pixel_size)
+        bar_px = bar_nm * 10 / s.pixel_size
+        x0, y0 = 0.05 * w, 0.94 * h
+        ax.plot([x0, x0 + bar_px], [y0, y0], color="white", linewidth=4, solid_capstyle="butt")
+        ax.plot([x0, x0 + bar_px], [y0, y0], color="black", linewidth=1.5, solid_capstyle="butt")
+        ax.text(x0 + bar_px / 2, y0 - 0.02 * h, f"{bar_nm:g} nm", color="white", ha="center", va="bottom",
+                fontsize=9, fontweight="bold")
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(classes_rgb(s.classes)).save(path)
+    fig.savefig(path, dpi=100)
     return path
+
+
+def write_structure_tiffs(s: Structure, out_dir: Path, stem: str) -> list[Path]:
+    """Fiji-ready ImageJ TIFFs at the micrograph's pixel size (evaluate.apply.tiff):
+    `<stem>_classes.tif` (uint8 class ids as the simulator's `classes`: 0 lattice, 1 contamination,
+    2 vacuum, 3 grain boundary), `<stem>_orientation.tif` (float32 degrees mod 60, NaN off the
+    lattice and where no lattice was read) and `<stem>_grains.tif` (grain ids, 0 none; float32
+    when there are more than 255)."""
+    from .tiff import write_tiff
+
+    on_lattice = np.isin(s.classes, (LATTICE, BOUNDARY))
+    angle = np.full(s.classes.shape, np.nan, np.float32)
+    if s.omap is not None:
+        angle[on_lattice] = s.omap.angle[on_lattice]
+    labels = np.zeros(s.classes.shape, np.uint8) if s.grains is None else s.grains.labels
+    labels = labels.astype(np.uint8) if labels.max(initial=0) <= 255 else labels.astype(np.float32)
+    return [write_tiff(out_dir / f"{stem}_classes.tif", s.classes.astype(np.uint8), s.pixel_size),
+            write_tiff(out_dir / f"{stem}_orientation.tif", angle, s.pixel_size),
+            write_tiff(out_dir / f"{stem}_grains.tif", labels, s.pixel_size)]
 
 
 def draw_orientation(ax, image: np.ndarray, s: Structure, alpha: float = 0.6) -> None:
@@ -251,12 +304,13 @@ def write_tables(structures: Sequence[Structure], out_dir: Path) -> tuple[Path, 
 
 
 def run_structure(results: Sequence[Any], out_dir: Path, cfg: Any = None, atom_results: Sequence[Any] = (),
-                  figures: bool = True) -> tuple[list[Structure], tuple[Path, Path]]:
+                  figures: bool = True, image_format: str = "png") -> tuple[list[Structure], tuple[Path, Path]]:
     """Structure maps of the segmentations `results` (evaluate.apply.segment.Segmentation: the
     micrograph, its contamination mask and its pixel size with its source), with the atom graphs
     of `atom_results` (evaluate.apply.atoms.AtomResult, matched by path) for the ring census;
-    writes `<stem>_classes.png`, `<stem>_orientation.png` (with `figures`), `structure.csv` and
-    `grains.csv` to `out_dir`. `cfg`: options of `DEFAULTS` (a mapping; missing keys: defaults)."""
+    writes `<stem>_classes.png`, `<stem>_orientation.png` (with `figures`), with `image_format`
+    "tiff" or "both" also `write_structure_tiffs`, and `structure.csv` and `grains.csv` to
+    `out_dir`. `cfg`: options of `DEFAULTS` (a mapping; missing keys: defaults)."""
     out_dir = Path(out_dir)
     atoms = {str(a.path): a for a in atom_results}
     done = []
@@ -267,8 +321,10 @@ def run_structure(results: Sequence[Any], out_dir: Path, cfg: Any = None, atom_r
                          micrograph.path, cfg)
         stem = seg.out_stem
         (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
-        write_classes(s, out_dir / f"{stem}_classes.png")
         if figures:
+            write_classes(s, micrograph.image, out_dir / f"{stem}_classes.png")
             write_orientation(micrograph.image, s, out_dir / f"{stem}_orientation.png")
+        if image_format in ("tiff", "both"):
+            write_structure_tiffs(s, out_dir, stem)
         done.append(s)
     return done, write_tables(done, out_dir)

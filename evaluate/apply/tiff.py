@@ -55,7 +55,7 @@ def write_tiff(path: Path | str, array: np.ndarray, pixel_size_A: float | None, 
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata: dict = {}
     kwargs: dict = {}
-    if data.dtype == np.float32 and data.size:
+    if data.dtype == np.float32 and np.isfinite(data).any():  # (an all-NaN map, e.g. no lattice: no display range)
         metadata.update(min=float(np.nanmin(data)), max=float(np.nanmax(data)))
     if pixel_size_A:
         size = pixel_size_A / TO_ANGSTROM[unit.lower()]

@@ -7,12 +7,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from evaluate.apply.atoms import bond_graph
 from evaluate.apply.scale import Scale, ScaleSource
 from evaluate.apply.segment import Segmentation
-from evaluate.apply.structure import COLOURS, run_structure, structure_of
+from evaluate.apply.structure import run_structure, structure_of
+from evaluate.apply.tiff import read_tiff_scale
 from grapheneseg.classes import BOUNDARY, CONTAMINATION, LATTICE, VACUUM
 from grapheneseg.formats import Micrograph
 from tests.evaluate.analysis.test_orientation import two_grains_and_a_hole
@@ -67,12 +69,21 @@ def test_run_structure_writes_maps_and_tables(tmp_path: Path) -> None:
     blank = Segmentation(Micrograph(Path("a/blank.png"), noise, None), np.zeros((64, 64), np.float32),
                          np.zeros((64, 64), bool), Scale(None, ScaleSource.UNKNOWN), 0.0)
     atoms = [SimpleNamespace(path=Path("a/two_grains.png"), graph=graph, check={"registration": "ok"})]
-    structures, (table, grains) = run_structure([seg, blank], tmp_path, {"jump_deg": 5.0}, atoms)
-    rgb = np.asarray(Image.open(tmp_path / "two_grains_classes.png"))
-    assert rgb.shape == image.shape + (3,)
-    for cls in (LATTICE, CONTAMINATION, VACUUM, BOUNDARY):
-        assert (rgb[structures[0].classes == cls] == COLOURS[cls]).all()
+    structures, (table, grains) = run_structure([seg, blank], tmp_path, {"jump_deg": 5.0}, atoms, image_format="both")
+    s = structures[0]
+    assert (tmp_path / "two_grains_classes.png").stat().st_size > 10_000  # the classes over the micrograph
     assert (tmp_path / "two_grains_orientation.png").stat().st_size > 10_000
+    # the machine-readable maps: class ids as the simulator's, orientation NaN off the lattice, grain ids
+    classes = tifffile.imread(tmp_path / "two_grains_classes.tif")
+    assert classes.dtype == np.uint8 and np.array_equal(classes, s.classes)
+    assert (classes[mask] == CONTAMINATION).all() and (classes[s.classes == VACUUM] == 2).all()
+    assert set(np.unique(classes)) == {LATTICE, CONTAMINATION, VACUUM, BOUNDARY} == {0, 1, 2, 3}
+    angle = tifffile.imread(tmp_path / "two_grains_orientation.tif")
+    on = np.isin(s.classes, (LATTICE, BOUNDARY))
+    assert np.isnan(angle[~on]).all() and np.allclose(angle[on], s.omap.angle[on])
+    assert np.array_equal(tifffile.imread(tmp_path / "two_grains_grains.tif"), s.grains.labels)
+    assert read_tiff_scale(tmp_path / "two_grains_classes.tif")[1] == pytest.approx(0.3, rel=1e-4)
+    assert np.isnan(tifffile.imread(tmp_path / "blank_orientation.tif")).all()
     rows = {Path(r["file"]).name: r for r in csv.DictReader(table.open())}  # files as absolute paths, sorted
     first, second = rows["two_grains.png"], rows["blank.png"]
     assert Path(next(iter(csv.DictReader(table.open())))["file"]).is_absolute()
