@@ -43,7 +43,30 @@ def test_pretrained_and_fine_tuned_checkpoints_record_the_simulated_pixel_range(
     assert read_checkpoint(out)["pixel_range"] == [0.1, 0.14]  # fine-tuning keeps the model's scale
     assert main(["real", "--real", str(real), "--folds", "0", "--out", str(tmp_path / "real.ckpt"),
                  *TINY_MODEL, *TINY_LOOP]) == 0
-    assert "pixel_range" not in read_checkpoint(tmp_path / "real.ckpt")  # no simulation: not known
+    assert "pixel_range" not in read_checkpoint(tmp_path / "real.ckpt")  # no simulation, no lattice read: not known
+
+
+def test_real_labels_widen_the_recorded_range_to_their_own_scales(sim_ckpt, tmp_path):
+    """A model trained on real micrographs saw them at their own scales: the checkpoint records the
+    range of their lattice readings (joined with the pretrained range), so `evaluate predict` does
+    not resample micrographs at scales the model was trained on."""
+    from PIL import Image
+
+    from tests.core.test_lattice import graphene
+
+    real = tmp_path / "graphene"
+    real.mkdir()
+    for i, pixel in enumerate((0.42, 0.55, 0.55)):
+        image = graphene(pixel, 128, seed=i)
+        Image.fromarray(np.clip((image - image.min()) / np.ptp(image) * 255, 0, 255).astype(np.uint8)).save(
+            real / f"g{i}.png")
+        Image.fromarray(np.zeros((128, 128), np.uint8)).save(real / f"g{i}_LABEL.png")
+    assert main(["real", "--real", str(real), "--folds", "0", "--out", str(tmp_path / "real.ckpt"),
+                 *TINY_MODEL, *TINY_LOOP]) == 0
+    assert read_checkpoint(tmp_path / "real.ckpt")["pixel_range"] == pytest.approx([0.42, 0.55], abs=0.01)
+    assert main(["finetune", "--pretrained", str(sim_ckpt), "--real", str(real), "--folds", "0",
+                 "--out", str(tmp_path / "ft.ckpt"), *TINY_MODEL, *TINY_LOOP, *FT]) == 0
+    assert read_checkpoint(tmp_path / "ft.ckpt")["pixel_range"] == pytest.approx([0.1, 0.55], abs=0.01)
 
 
 def test_predict_resamples_into_the_models_range(sim_ckpt, tmp_path):
