@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from grapheneseg.formats import Micrograph
+
 from ..apply.scale import Scale, ScaleSource
 
 LENGTH_TO_ANGSTROM = {"nm": 10.0, "nanometer": 10.0, "angstrom": 1.0, "å": 1.0, "a": 1.0, "pm": 0.01,
@@ -56,6 +58,11 @@ class Source:
                              f"({data.dtype}); split channels or take one frame first")
         return data
 
+    def micrograph(self) -> Micrograph:
+        """The layer's image as a micrograph named after its file (the reader's), else the layer,
+        so that every message names what the user opened."""
+        return Micrograph(Path(self.metadata.get("path") or self.name), np.asarray(self.image(), np.float32), None)
+
     def decided_scale(self, pixel_size: float | None = None) -> Scale | None:
         """The scale to segment at: `pixel_size` (A/px, given), else the reader's `Scale`
         (metadata) while the layer's scale still agrees with it, else the layer's scale when its
@@ -89,7 +96,7 @@ def segmentation_layers(source: Source, model: str | Path | None = None, device:
     the layer's."""
     from evaluate import api
 
-    result = api.segment(source.image(), None, _model(model), device, tta, uncertainty, threshold,
+    result = api.segment(source.micrograph(), None, _model(model), device, tta, uncertainty, threshold,
                          scale=source.decided_scale(pixel_size))
     meta = {**result.metadata, "file": source.metadata.get("path") or source.name, "image_layer": source.name,
             "model": str(model or "packaged default"), "tta": tta}
@@ -101,7 +108,7 @@ def segmentation_layers(source: Source, model: str | Path | None = None, device:
     if result.uncertainty is not None:
         layers.append((result.uncertainty, source.like(f"{source.name} uncertainty", metadata=meta,
                                                        colormap="viridis", contrast_limits=(0.0, 0.25),
-                                                       opacity=0.6, blending="additive"), "image"))
+                                                       opacity=0.6, blending="translucent", visible=False), "image"))
     return layers
 
 
@@ -112,7 +119,7 @@ def atom_layers(source: Source, method: str = "network", model: str | Path | Non
     the image's grid (as `evaluate atoms`)."""
     from evaluate import api
 
-    found = api.atoms(source.image(), None, _model(model), _model(atom_model), method, device=device,
+    found = api.atoms(source.micrograph(), None, _model(model), _model(atom_model), method, device=device,
                       scale=source.decided_scale(pixel_size))
     meta = {"image_layer": source.name, "method": found.method, "bond_px": found.bond_px,
             "pixel_size_A": found.segmentation.pixel_size,
@@ -142,21 +149,26 @@ class Pick:
 
 def suggest_steps(sources: Sequence[Source], n: int = 10, coverage_every: int | None = None,
                   model: str | Path | None = None, device: str = "auto"
-                  ) -> Generator[tuple[int, int], None, list[Pick]]:
+                  ) -> Generator[tuple[int, int], None, tuple[list[Pick], dict[str, str]]]:
     """Which of the image layers to label next (evaluate.apply.suggest.choose: uncertainty with
-    diversity, as `evaluate suggest`): yields (done, total) after each image; returns the picks."""
+    diversity, as `evaluate suggest`): yields (done, total) after each image; returns (the picks,
+    {layer: why it was skipped} for layers the model refused or failed on, which the others outlive)."""
     from evaluate import api
     from evaluate.apply.suggest import COVERAGE_EVERY, choose
 
-    results = []
+    results, skipped = [], {}
     for i, source in enumerate(sources):
-        one = api.segment(source.image(), None, _model(model), device, uncertainty=True, scale=source.decided_scale())
-        one.segmentation.micrograph.path = Path(source.name)
-        results.append(one.segmentation)
+        try:
+            one = api.segment(source.micrograph(), None, _model(model), device, uncertainty=True, scale=source.decided_scale())
+        except ValueError as err:  # a refused or unreadable layer: said, and the others go on
+            skipped[source.name] = f"layer {source.name!r}: {err}"
+        else:
+            one.segmentation.micrograph.path = Path(source.name)
+            results.append(one.segmentation)
         yield i + 1, len(sources)
-    chosen = choose(results, n, COVERAGE_EVERY if coverage_every is None else coverage_every)
+    chosen = choose(results, n, COVERAGE_EVERY if coverage_every is None else coverage_every) if results else []
     return [Pick(c.rank, str(c.segmentation.micrograph.path), c.score, c.segmentation.contamination_fraction,
-                 c.why) for c in chosen]
+                 c.why) for c in chosen], skipped
 
 
 def run_steps(steps: Generator) -> Any:

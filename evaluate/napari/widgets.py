@@ -26,9 +26,19 @@ def _image_layers(viewer: Any) -> list:
 
 
 def _add(viewer: Any, layer_data: list[tuple]) -> list:
+    """Add the layers, each replacing an earlier layer of its name (a re-run updates its maps
+    instead of adding "... [1]" copies); the first one is left selected."""
     from napari.layers import Layer
 
-    return [viewer.add_layer(Layer.create(data, kwargs, kind)) for data, kwargs, kind in layer_data]
+    added = []
+    for data, kwargs, kind in layer_data:
+        name = kwargs.get("name")
+        if name in viewer.layers:
+            viewer.layers.remove(name)
+        added.append(viewer.add_layer(Layer.create(data, kwargs, kind)))
+    if added:
+        viewer.layers.selection.active = added[0]
+    return added
 
 
 class _Base(Container):
@@ -41,6 +51,8 @@ class _Base(Container):
         super().__init__(**kwargs)
         self.viewer = napari_viewer
         self.status = Label(value="")
+        if hasattr(self.status.native, "setWordWrap"):  # long messages wrap instead of widening the dock
+            self.status.native.setWordWrap(True)
         self.progress = ProgressBar(value=0, min=0, max=1, visible=False, label="progress")
         self.run_button = PushButton(text=self.title)
         self.run_button.changed.connect(self.start)
@@ -64,7 +76,12 @@ class _Base(Container):
         raise NotImplementedError
 
     def start(self, *_: Any) -> Any:
-        """Start the work in a worker thread; returns the worker (tests wait on it)."""
+        """Start the work in a worker thread; returns the worker (tests wait on it). Every handler,
+        the error handler first, is connected before the thread starts (`_connect`): an error is
+        then a message in the widget, never superqt's re-raise into the main thread (a traceback,
+        or an abort outside napari's event loop)."""
+        import inspect
+
         from napari.qt.threading import create_worker
 
         try:
@@ -75,12 +92,11 @@ class _Base(Container):
         self.run_button.enabled = False
         self.progress.visible, self.progress.value = True, 0
         self.status.value = "working..."
-        self.worker = create_worker(func, *args, _progress={"desc": self.title})
-        self.worker.returned.connect(self._finished)
-        self.worker.errored.connect(self._failed)
-        if hasattr(self.worker, "yielded"):
-            self.worker.yielded.connect(self._step)
-        self.worker.finished.connect(self._idle)
+        connect = {"errored": self._failed, "returned": self._finished, "finished": self._idle}
+        if inspect.isgeneratorfunction(func):
+            connect["yielded"] = self._step
+        self.worker = create_worker(func, *args, _progress={"desc": self.title}, _connect=connect,
+                                    _start_thread=False)
         self.worker.start()
         return self.worker
 
@@ -194,12 +210,14 @@ class SuggestWidget(_Base):
             raise ValueError("open at least two micrographs to choose among")
         return suggest_steps, (sources, self.n.value, self.coverage_every.value, self.model.value, self.device.value)
 
-    def done(self, picks: list) -> None:
+    def done(self, found: tuple[list, dict[str, str]]) -> None:
+        picks, skipped = found
         self.table.value = {"rank": [p.rank for p in picks], "layer": [p.layer for p in picks],
-                            "score": [round(p.score, 4) for p in picks], "why": [p.why for p in picks]}
+                            "score": [f"{p.score:.3f}" for p in picks], "why": [p.why for p in picks]}
         for layer in self.viewer.layers:
             layer.metadata.pop("label_next_rank", None)
         for pick in picks:
             if pick.layer in self.viewer.layers:
                 self.viewer.layers[pick.layer].metadata["label_next_rank"] = pick.rank
-        self.status.value = f"label these {len(picks)} next: " + ", ".join(p.layer for p in picks)
+        self.status.value = (f"label these {len(picks)} next: " + ", ".join(p.layer for p in picks)
+                             + "".join(f"; skipped {why}" for why in skipped.values()))

@@ -119,11 +119,14 @@ def test_suggest_over_layers(image):
     rng = np.random.default_rng(9)
     sources = [Source(f"img{i}", synthetic_micrograph(rng, 64)[0].astype(np.float32), (0.038, 0.038),
                       units=("nm", "nm")) for i in range(4)]
-    steps = suggest_steps(sources, n=2, coverage_every=0, device="cpu")
-    assert next(steps) == (1, 4)
-    picks = run_steps(steps)
+    overview = Source("overview", np.ones((80, 80), np.float32), (16.9, 16.9), units=("nm", "nm"))  # refused
+    steps = suggest_steps(sources + [overview], n=2, coverage_every=0, device="cpu")
+    assert next(steps) == (1, 5)
+    picks, skipped = run_steps(steps)
     assert [p.rank for p in picks] == [1, 2] and len({p.layer for p in picks}) == 2
     assert all(p.layer.startswith("img") for p in picks)
+    assert list(skipped) == ["overview"] and "layer 'overview'" in skipped["overview"]
+    assert "an overview image" in skipped["overview"] and "layer scale" in skipped["overview"]
 
 
 def test_sample_is_a_simulated_micrograph_at_its_scale():

@@ -168,3 +168,50 @@ def render_docs_images(out_dir: Path = ROOT / "docs" / "images") -> list[Path]:
 if __name__ == "__main__":
     for path in render_docs_images():
         print(path)
+
+
+def test_a_refused_image_is_a_message_naming_the_file(qtbot, tmp_path):
+    """The 169 nm/px overview: the error handler is connected before the worker starts, so the
+    refusal is a wrapped status line naming the file and where its scale came from; no re-raise
+    (a re-raise would fail this test through pytest-qt's exception capture)."""
+    viewer = ViewerModel()
+    layer = _open(viewer, write_tiff(tmp_path / "overview.tif", np.ones((80, 80), np.float32), 1690.0))
+    widget = SegmentWidget(viewer)
+    widget.image.value, widget.device.value = layer, "cpu"
+    worker = widget.start()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=5_000)
+    assert widget.status.value.startswith("error: ") and "overview.tif" in widget.status.value
+    assert "169 nm/px (file)" in widget.status.value and "<array>" not in widget.status.value
+    assert widget.status.native.wordWrap()
+    assert [la.name for la in viewer.layers] == ["overview"]
+
+
+def test_a_rerun_replaces_its_layers(qtbot, viewer):
+    widget = SegmentWidget(viewer)
+    widget.image.value, widget.device.value = viewer.layers["scan0"], "cpu"
+    _run(qtbot, widget)
+    names = [la.name for la in viewer.layers]
+    _run(qtbot, widget)
+    assert [la.name for la in viewer.layers] == names and not any("[1]" in n for n in names)
+    assert viewer.layers.selection.active.name == "scan0 contamination"
+
+
+def test_the_error_handler_is_connected_before_the_thread_starts(viewer, monkeypatch):
+    """The worker is created with every handler in `_connect` and not started by create_worker:
+    superqt then installs no re-raising handler of its own."""
+    import napari.qt.threading
+
+    seen = {}
+
+    def spy(func, *args, _connect=None, _start_thread=None, **kwargs):
+        seen.update(connect=dict(_connect or {}), start=_start_thread)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(napari.qt.threading, "create_worker", spy)
+    widget = SegmentWidget(viewer)
+    widget.image.value = viewer.layers["scan0"]
+    with pytest.raises(RuntimeError, match="stop here"):
+        widget.start()
+    assert seen["connect"]["errored"] == widget._failed and seen["start"] is False
