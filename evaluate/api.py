@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from grapheneseg.config import load_config
 from grapheneseg.formats import Micrograph, _pixel_size, read_micrograph
 from train.models import registry
 from train.models.checkpoints import checkpoint_paths
@@ -265,6 +266,38 @@ def atoms(x: Any, pixel_size: float | None = None, model: Any = None, atom_model
     check = registration(micrograph.image, lib.pixel_size, atoms_cfg.min_reflection_balance)
     _issue(registration_notices(str(micrograph.path), check, atoms_cfg.min_reflection_balance))
     return AtomsResult(graph.atoms, graph.bonds, graph.angles, graph.bond_px, graph.how, check, seg)
+
+
+@dataclass
+class StructureResult:
+    """The paper's four classes and the lattice's grains, as `evaluate structure` maps them: `classes`
+    (uint8: 0 lattice, 1 contamination, 2 vacuum, 3 grain boundary), `orientation` (degrees mod 60,
+    NaN off the lattice), `grains` (grain ids, 0 none), the structure.csv row (`summary`) and the
+    grains.csv rows (`grain_table`), and the segmentation the contamination came from."""
+
+    classes: np.ndarray
+    orientation: np.ndarray
+    grains: np.ndarray
+    summary: dict[str, Any]
+    grain_table: list[dict[str, Any]]
+    segmentation: SegmentResult
+    structure: Any = field(repr=False)  # the library's evaluate.apply.structure.Structure
+
+
+def structure(x: Any, pixel_size: float | None = None, model: Any = None, device: str = "auto",
+              config: dict | None = None, backend: str = "torchscript", *, scale: Scale | None = None
+              ) -> StructureResult:
+    """Structure map of one micrograph (a path, a 2-D array with `pixel_size`, or a HyperSpy
+    signal), as `evaluate structure` makes it: the contamination of `segment` (the same model),
+    vacuum, grains and boundaries from the lattice orientation at the segmentation's scale."""
+    from .apply.structure import grain_rows, orientation_degrees, structure_of, structure_row
+
+    seg = segment(x, pixel_size, model, device, config=config, backend=backend, scale=scale)
+    lib = seg.segmentation
+    cfg = load_config("evaluate").get("structure_maps")
+    s = structure_of(lib.micrograph.image, lib.mask, lib.scale, path=lib.micrograph.path, cfg=cfg)
+    labels = np.zeros(s.classes.shape, np.int32) if s.grains is None else s.grains.labels.astype(np.int32)
+    return StructureResult(s.classes, orientation_degrees(s), labels, structure_row(s), grain_rows(s), seg, s)
 
 
 def sort(inputs: Any, pixel_size: float | None = None, model: Any = None, device: str = "auto",

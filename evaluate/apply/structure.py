@@ -215,6 +215,16 @@ def write_classes(s: Structure, image: np.ndarray, path: Path) -> Path:
     return path
 
 
+def orientation_degrees(s: Structure) -> np.ndarray:
+    """float32 lattice orientation (degrees mod 60) on the lattice and boundary pixels, NaN elsewhere
+    and everywhere when no lattice was read."""
+    angle = np.full(s.classes.shape, np.nan, np.float32)
+    if s.omap is not None:
+        on_lattice = np.isin(s.classes, (LATTICE, BOUNDARY))
+        angle[on_lattice] = s.omap.angle[on_lattice]
+    return angle
+
+
 def write_structure_tiffs(s: Structure, out_dir: Path, stem: str) -> list[Path]:
     """Fiji-ready ImageJ TIFFs at the micrograph's pixel size (evaluate.apply.tiff):
     `<stem>_classes.tif` (uint8 class ids as the simulator's `classes`: 0 lattice, 1 contamination,
@@ -223,10 +233,7 @@ def write_structure_tiffs(s: Structure, out_dir: Path, stem: str) -> list[Path]:
     when there are more than 255)."""
     from .tiff import write_tiff
 
-    on_lattice = np.isin(s.classes, (LATTICE, BOUNDARY))
-    angle = np.full(s.classes.shape, np.nan, np.float32)
-    if s.omap is not None:
-        angle[on_lattice] = s.omap.angle[on_lattice]
+    angle = orientation_degrees(s)
     labels = np.zeros(s.classes.shape, np.uint8) if s.grains is None else s.grains.labels
     labels = labels.astype(np.uint8) if labels.max(initial=0) <= 255 else labels.astype(np.float32)
     return [write_tiff(out_dir / f"{stem}_classes.tif", s.classes.astype(np.uint8), s.pixel_size),

@@ -136,6 +136,29 @@ def atom_layers(source: Source, method: str = "network", model: str | Path | Non
     return [points, bonds]
 
 
+def structure_layers(source: Source, model: str | Path | None = None, device: str = "auto",
+                     pixel_size: float | None = None) -> list[tuple]:
+    """[the four classes as Labels in the paper's colours (the lattice left clear), the lattice
+    orientation Image (hue over 0-60 degrees, NaN off the lattice), the grains Labels (hidden)] of
+    an image layer, on its grid, as `evaluate structure` maps them; the metadata holds the
+    structure.csv row and the grains.csv rows."""
+    from evaluate import api
+    from evaluate.apply.structure import COLOURS
+
+    found = api.structure(source.micrograph(), None, _model(model), device, scale=source.decided_scale(pixel_size))
+    colours = {cls: tuple(c / 255 for c in rgb) + (1.0,) for cls, rgb in COLOURS.items()}
+    colours.update({0: "transparent", None: "transparent"})  # the lattice (class 0) untinted
+    meta = {"image_layer": source.name, "summary": found.summary, "grains": found.grain_table,
+            "pixel_size_A": found.segmentation.pixel_size,
+            "pixel_size_source": str(found.segmentation.pixel_size_source)}
+    return [(found.classes, source.like(f"{source.name} classes", metadata=meta, colormap=colours, opacity=0.5),
+             "labels"),
+            (found.orientation, source.like(f"{source.name} orientation (deg mod 60)", metadata=meta, colormap="hsv",
+                                            contrast_limits=(0.0, 60.0), opacity=0.5, blending="translucent"),
+             "image"),
+            (found.grains, source.like(f"{source.name} grains", metadata=meta, opacity=0.4, visible=False), "labels")]
+
+
 @dataclass
 class Pick:
     """One micrograph to label next."""

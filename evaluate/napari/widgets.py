@@ -13,7 +13,7 @@ from typing import Any
 from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton,
                               SpinBox, Table)
 
-from .layers import Source, atom_layers, segmentation_layers, suggest_steps
+from .layers import Source, atom_layers, segmentation_layers, structure_layers, suggest_steps
 
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_HELP = "empty: the packaged simulation-only model; else a .ckpt file or a run folder (fold ensemble)"
@@ -183,6 +183,42 @@ class AtomsWidget(_Base):
         _add(self.viewer, value)
         meta = value[0][1]["metadata"]
         self.status.value = f"{meta['atoms']} atoms, {meta['bonds']} bonds; registration {meta['registration']}"
+
+
+class StructureWidget(_Base):
+    """The four classes (Labels), the lattice orientation (Image, hue 0-60 degrees) and the grains
+    (Labels, with their table) of an image, as `evaluate structure` maps them."""
+
+    title = "Structure map"
+
+    def __init__(self, napari_viewer: Any):
+        super().__init__(napari_viewer)
+        self.image = self._image_choice()
+        self.model = LineEdit(label="model", value="", tooltip=MODEL_HELP)
+        self.device = ComboBox(label="device", choices=DEVICES, value="auto")
+        self.pixel_size = FloatSpinBox(label="pixel size (Å/px)", value=0.0, min=0.0, max=100.0, step=0.01,
+                                       tooltip="0: the layer's (from the file), else read from the lattice")
+        self.table = Table(value={"grain": [], "area (nm²)": [], "orientation (°)": [], "misorientation (°)": []})
+        self.extend([self.image, self.model, self.device, self.pixel_size, self.run_button, self.progress,
+                     self.status, self.table])
+
+    def job(self) -> tuple[Callable, tuple]:
+        if self.image.value is None:
+            raise ValueError("open a micrograph first")
+        return structure_layers, (Source.of(self.image.value), self.model.value, self.device.value,
+                                  self.pixel_size.value or None)
+
+    def done(self, value: list[tuple]) -> None:
+        _add(self.viewer, value)
+        meta = value[0][1]["metadata"]
+        row, grains = meta["summary"], meta["grains"]
+        self.table.value = {"grain": [g["grain"] for g in grains], "area (nm²)": [g["area_nm2"] for g in grains],
+                            "orientation (°)": [g["orientation_deg"] for g in grains],
+                            "misorientation (°)": [g["misorientation_deg"] for g in grains]}
+        self.status.value = (f"{row['grains']} grain(s), boundaries {row['boundary_length_nm']} nm; contamination "
+                             f"{float(row['contamination_fraction']):.1%}, vacuum {float(row['vacuum_fraction']):.1%}; "
+                             f"lattice check {row['lattice_check']}" if row["pixel_size_A"] != "unknown" else
+                             "no pixel size and no lattice read: no orientation or grains (give the pixel size)")
 
 
 class SuggestWidget(_Base):

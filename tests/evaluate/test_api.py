@@ -132,3 +132,17 @@ def test_hyperspy_signal_of_an_array_with_nm_axes(image):
     assert result.probability.axes_manager.signal_axes[0].scale == 0.038
     with pytest.raises(ValueError, match="inav"):
         api.segment(hs.signals.Signal2D(np.stack([image, image])), device="cpu")
+
+
+def test_structure_is_evaluate_structures_map() -> None:
+    """api.structure: the contamination of api.segment, then structure_of at its scale."""
+    from evaluate.apply.structure import structure_of
+    from tests.evaluate.analysis.test_orientation import two_grains_and_a_hole
+
+    image = two_grains_and_a_hole()[0].astype(np.float32)
+    found = api.structure(image, pixel_size=0.3, device="cpu")
+    seg = found.segmentation.segmentation
+    again = structure_of(image, seg.mask, seg.scale)
+    assert np.array_equal(found.classes, again.classes) and found.summary["grains"] == 2
+    assert np.isnan(found.orientation[found.classes == 2]).all() and len(found.grain_table) == 2
+    assert found.grains.max() == 2 and found.summary["pixel_size_source"] == "given"

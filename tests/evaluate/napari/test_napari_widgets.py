@@ -215,3 +215,41 @@ def test_the_error_handler_is_connected_before_the_thread_starts(viewer, monkeyp
     with pytest.raises(RuntimeError, match="stop here"):
         widget.start()
     assert seen["connect"]["errored"] == widget._failed and seen["start"] is False
+
+
+def test_structure_widget_maps_a_two_grain_image(qtbot, tmp_path):
+    """The four classes as Labels in the paper's colours with the lattice clear, the orientation
+    (NaN off the lattice) and the grains on the image's scale; the grains table filled."""
+    from evaluate.apply.structure import COLOURS
+    from evaluate.napari.widgets import StructureWidget
+    from tests.evaluate.analysis.test_orientation import two_grains_and_a_hole
+
+    image = two_grains_and_a_hole()[0].astype(np.float32)
+    viewer = ViewerModel()
+    layer = _open(viewer, write_tiff(tmp_path / "gb.tif", image, 0.3))
+    widget = StructureWidget(viewer)
+    widget.image.value, widget.device.value = layer, "cpu"
+    _run(qtbot, widget)
+    classes, orientation, grains = (viewer.layers[f"gb {n}"] for n in ("classes", "orientation (deg mod 60)", "grains"))
+    assert all(la.scale == pytest.approx(layer.scale) for la in (classes, orientation, grains))
+    assert set(np.unique(classes.data)) <= {0, 1, 2, 3} and (classes.data == 3).any()
+    assert classes.colormap.map(np.array([0]))[0][3] == 0  # the lattice untinted
+    assert np.allclose(classes.colormap.map(np.array([3]))[0][:3], np.array(COLOURS[3]) / 255)
+    assert np.isnan(orientation.data[classes.data == 2]).all() and not grains.visible
+    assert widget.table.shape[0] == 2 and "2 grain(s)" in widget.status.value, widget.status.value
+
+
+def test_save_layer_writes_its_scale(tmp_path):
+    """napari's Save Layer through the plugin's writer: an ImageJ TIFF the reader opens at the same scale."""
+    from evaluate.napari.writer import write_tiff_layer
+
+    viewer = ViewerModel()
+    layer = _open(viewer, write_tiff(tmp_path / "scan.tif", np.random.default_rng(0).random((40, 40), np.float32), 0.38))
+    data, meta, _ = layer.as_layer_data_tuple()
+    written, = write_tiff_layer(str(tmp_path / "saved.tif"), data, meta)
+    (again, kwargs, _), = read_layers(written)
+    assert kwargs["scale"] == pytest.approx(layer.scale) and np.allclose(again, data)
+    labels = np.zeros((40, 40), np.uint16)
+    labels[5:9, 5:9] = 300  # beyond 8 bits: written as float32, values kept
+    written, = write_tiff_layer(str(tmp_path / "labels.tif"), labels, {**meta, "name": "labels"})
+    assert read_layers(written)[0][0].max() == 300
