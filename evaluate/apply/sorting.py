@@ -10,14 +10,15 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
-import numpy as np  # noqa: E402
 
-from grapheneseg.tables import merge_rows  # noqa: E402
+from grapheneseg.tables import merge_rows
 
-from .segment import Segmentation, overlay  # noqa: E402
+from .segment import PROVENANCE, Segmentation, overlay
 
-RANKING_COLUMNS = ["rank", "file", "graphene_fraction", "contamination_fraction", "pixel_size_A", "ood"]
+RANKING_COLUMNS = ["rank", "file", "frame", "graphene_fraction", "contamination_fraction", "pixel_size_A", "ood",
+                   *PROVENANCE]
 
 
 def rank(results: Sequence[Segmentation]) -> list[Segmentation]:
@@ -26,13 +27,14 @@ def rank(results: Sequence[Segmentation]) -> list[Segmentation]:
 
 
 def write_ranking(ranked: Sequence[Segmentation], path: Path) -> Path:
-    """ranking.csv: rank, file (absolute path), graphene_fraction, contamination_fraction,
-    pixel_size_A, ood (the out-of-range measures of evaluate.apply.ood, `;`-separated, empty when
-    none). Rows of earlier runs into the same folder are kept (a file ranked again replaces its
+    """ranking.csv: rank, file (absolute path), frame (of a stack), graphene_fraction,
+    contamination_fraction, pixel_size_A, ood (the out-of-range measures of evaluate.apply.ood,
+    `;`-separated, empty when none) and the provenance columns of predictions.csv. Rows of earlier runs into the same folder are kept (a file ranked again replaces its
     row) and every row is ranked anew, cleanest first (grapheneseg.tables.merge_rows)."""
     rows = [{"file": str(seg.micrograph.path.resolve()), "graphene_fraction": f"{seg.graphene_fraction:.5f}",
              "contamination_fraction": f"{seg.contamination_fraction:.5f}",
-             "pixel_size_A": None if seg.pixel_size is None else f"{seg.pixel_size:.4f}", "ood": ";".join(seg.ood)}
+             "pixel_size_A": None if seg.pixel_size is None else f"{seg.pixel_size:.4f}", "ood": ";".join(seg.ood),
+             "frame": seg.frame, **seg.provenance}
             for seg in ranked]
     return merge_rows(path, RANKING_COLUMNS, rows, order=lambda r: (-float(r["graphene_fraction"]), r["file"]),
                       number="rank")

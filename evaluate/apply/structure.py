@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +38,17 @@ from grapheneseg.classes import BOUNDARY, CLASS_NAMES, CONTAMINATION, LATTICE, V
 
 from evaluate.analysis.rings import MAX_RING, MIN_RING, Rings, ring_census
 from .scale import Scale, ScaleSource, decide_scale
+from .segment import PROVENANCE
 
 BOUNDARY_HALF_WIDTH = 3.0  # A either side of a boundary line: the simulator's `boundary_width`
 COLOURS = {LATTICE: (255, 255, 255), CONTAMINATION: (40, 80, 255), VACUUM: (40, 200, 40), BOUNDARY: (230, 20, 20)}
 DEFAULTS = {"window_periods": WINDOW_PERIODS, "jump_deg": JUMP_DEG, "merge_deg": MERGE_DEG,
             "vacuum_fraction": VACUUM_FRACTION, "boundary_half_width": BOUNDARY_HALF_WIDTH}
-STRUCTURE_COLUMNS = (["file", "pixel_size_A", "pixel_size_source", "lattice_check", "height", "width"]
+STRUCTURE_COLUMNS = (["file", "frame", "pixel_size_A", "pixel_size_source", "lattice_check", "height", "width"]
                      + [f"{c}_nm2" for c in CLASS_NAMES] + [f"{c}_fraction" for c in CLASS_NAMES]
                      + ["grains", "mean_grain_nm2", "boundary_length_nm", "boundary_per_nm2_graphene"]
-                     + [f"rings_{n}" for n in range(MIN_RING, MAX_RING + 1)] + ["registration", "seconds"])
-GRAIN_COLUMNS = ["file", "grain", "area_px", "area_nm2", "orientation_deg", "neighbours", "misorientation_deg",
+                     + [f"rings_{n}" for n in range(MIN_RING, MAX_RING + 1)] + ["registration", "seconds", *PROVENANCE])
+GRAIN_COLUMNS = ["file", "frame", "grain", "area_px", "area_nm2", "orientation_deg", "neighbours", "misorientation_deg",
                  "boundary_length_nm"]
 
 
@@ -65,6 +66,8 @@ class Structure:
     rings: Rings | None
     registration: str  # the atom graph's registration check, "no atoms" without one
     seconds: float = 0.0
+    frame: str = ""  # which frame of a stack ("" a single image; evaluate.apply.segment.Segmentation.frame)
+    provenance: dict[str, str] = field(default_factory=dict)  # tool version, model, config, input (SHA-256)
 
     def area_px(self, cls: int) -> int:
         return int(np.sum(self.classes == cls))
@@ -144,7 +147,7 @@ def structure_row(s: Structure) -> dict[str, Any]:
         row[f"rings_{n}"] = counts.get(n, "") if s.rings is not None else ""
     row["registration"] = s.registration
     row["seconds"] = f"{s.seconds:.2f}"
-    return row
+    return {**row, "frame": s.frame, **s.provenance}
 
 
 def grain_rows(s: Structure) -> list[dict[str, Any]]:
@@ -160,7 +163,8 @@ def grain_rows(s: Structure) -> list[dict[str, Any]]:
                      "orientation_deg": f"{s.grains.orientation[g]:.2f}",
                      "neighbours": " ".join(map(str, others)),
                      "misorientation_deg": " ".join(f"{p['misorientation']:.2f}" for p in pairs),
-                     "boundary_length_nm": " ".join(f"{p['length_px'] * s.pixel_size / 10:.2f}" for p in pairs)})
+                     "boundary_length_nm": " ".join(f"{p['length_px'] * s.pixel_size / 10:.2f}" for p in pairs),
+                     "frame": s.frame, **s.provenance})
     return rows
 
 
@@ -236,9 +240,9 @@ def write_structure_tiffs(s: Structure, out_dir: Path, stem: str) -> list[Path]:
     angle = orientation_degrees(s)
     labels = np.zeros(s.classes.shape, np.uint8) if s.grains is None else s.grains.labels
     labels = labels.astype(np.uint8) if labels.max(initial=0) <= 255 else labels.astype(np.float32)
-    return [write_tiff(out_dir / f"{stem}_classes.tif", s.classes.astype(np.uint8), s.pixel_size),
-            write_tiff(out_dir / f"{stem}_orientation.tif", angle, s.pixel_size),
-            write_tiff(out_dir / f"{stem}_grains.tif", labels, s.pixel_size)]
+    return [write_tiff(out_dir / f"{stem}_classes.tif", s.classes.astype(np.uint8), s.pixel_size, info=s.provenance),
+            write_tiff(out_dir / f"{stem}_orientation.tif", angle, s.pixel_size, info=s.provenance),
+            write_tiff(out_dir / f"{stem}_grains.tif", labels, s.pixel_size, info=s.provenance)]
 
 
 def draw_orientation(ax, image: np.ndarray, s: Structure, alpha: float = 0.6) -> None:
@@ -326,6 +330,7 @@ def run_structure(results: Sequence[Any], out_dir: Path, cfg: Any = None, atom_r
         found = atoms.get(str(micrograph.path))
         s = structure_of(micrograph.image, seg.mask, seg.scale, found.graph if found else None, found.check.get("registration") if found else None,
                          micrograph.path, cfg)
+        s.frame, s.provenance = seg.frame, seg.provenance
         stem = seg.out_stem
         (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
         if figures:

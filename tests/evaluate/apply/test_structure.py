@@ -119,6 +119,7 @@ def test_evaluate_structure_answers_a_folder_and_keeps_earlier_rows(tmp_path: Pa
     assert main(args) == 3  # the tiny file refused, nothing failed
     rows = {Path(r["file"]).name: r for r in csv.DictReader((tmp_path / "out" / "structure.csv").open())}
     assert set(rows) == {"gb.png"} and rows["gb.png"]["grains"] == "2" and rows["gb.png"]["pixel_size_source"] == "given"
+    assert len(rows["gb.png"]["model_sha256"]) == 64 and rows["gb.png"]["tool_version"]  # which model made it
     assert (tmp_path / "out" / "gb_classes.png").exists() and (tmp_path / "out" / "gb_orientation.png").exists()
     (folder / "tiny.png").unlink()
     other = tmp_path / "other"
