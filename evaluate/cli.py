@@ -175,13 +175,17 @@ def _used(results: list) -> str:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    """Segment in chunks (evaluate.apply.batch: here, or on a dask.distributed cluster with
-    --scheduler), each chunk's outputs and rows written before the next; files an earlier run into
-    --out finished with the same file, model, tool, config and pixel size are skipped (--force
-    redoes them)."""
+    return _run_batch(args, "predict")
+
+
+def _run_batch(args: argparse.Namespace, command: str) -> int:
+    """predict, atoms or structure over every input, in chunks (evaluate.apply.batch: here, or on a
+    dask.distributed cluster with --scheduler), each chunk's files and rows written before the
+    next; for predict, files an earlier run into --out finished with the same file, model, tool,
+    config and pixel size are skipped (--force redoes them)."""
     from tqdm import tqdm
 
-    from .apply.batch import Job, predictor_of, run_predict
+    from .apply.batch import Job, predictor_of, run_batch
     from .apply.segment import Notice, Skipped, already_done, input_files, output_stems
 
     cfg = _apply_config(args)
@@ -189,26 +193,50 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predictor = _predictor(args, cfg.apply)
     files = input_files(args.input, exclude=out_dir)
     stems = output_stems(files)
-    done = set() if args.force else already_done(out_dir, files, stems, predictor.provenance, args.format,
-                                                 args.uncertainty, args.pixel_size)
+    image_format, uncertainty = getattr(args, "format", "png"), getattr(args, "uncertainty", False)
+    done = set()
+    if command == "predict" and not args.force:
+        done = already_done(out_dir, files, stems, predictor.provenance, image_format, uncertainty, args.pixel_size)
     todo = [f for f in files if f not in done]
     if done:
         print(f"{len(done)} of {len(files)} micrograph(s) already segmented in {out_dir} with this model and "
               "config: skipped (--force redoes them)", file=sys.stderr)
     save_run_config(cfg, out_dir)
-    job = Job.of(predictor, out_dir, image_format=args.format, uncertainty=args.uncertainty, given=args.pixel_size)
+    atom_predictor = None
+    if (command == "atoms" and args.method == "network") or (command == "structure" and args.rings):
+        atom_predictor = _atom_predictor(args, cfg.apply)
+    options = {"image_format": image_format, "uncertainty": uncertainty, "given": args.pixel_size, "command": command,
+               "atoms": _plain(cfg.atoms), "structure": _plain(cfg.get("structure_maps") or {}),
+               "method": getattr(args, "method", "network"), "contrast": getattr(args, "contrast", "auto"),
+               "rings": getattr(args, "rings", False)}
+    job = Job.of(predictor, out_dir, atom_predictor, **options)
     predictor_of(job, predictor)  # the models loaded here serve the local chunks
+    if atom_predictor is not None:
+        predictor_of(job, atom_predictor, task="atoms")
     failed: dict[str, Any] = {}
     used: list = []
-    with tqdm(total=len(todo), desc="segment", unit="img", disable=args.quiet) as bar:
-        for n, summary in run_predict(job, todo, stems, args.scheduler):
+    lines: list[str] = []
+    with tqdm(total=len(todo), desc=command, unit="img", disable=args.quiet) as bar:
+        for n, summary in run_batch(job, todo, stems, args.scheduler):
             _show(Notice(kind, text) for kind, text in summary["notices"])
             failed.update({path: Skipped(*skip) for path, skip in summary["skipped"].items()})
             used += [tuple(u) for u in summary["used"]]
+            lines += summary["lines"]
             bar.update(n)
     where = f" on {args.scheduler}" if args.scheduler else ""
-    print(f"{len(used)} micrograph(s) segmented{where} ({_used(used)}) -> {out_dir} (masks, overlays, predictions.csv)")
+    what = {"predict": "masks, overlays, predictions.csv", "atoms": "<stem>_atoms.csv, _bonds.csv, _bonds.png",
+            "structure": "<stem>_classes.png, <stem>_orientation.png, structure.csv, grains.csv"}[command]
+    print(f"{len(used)} micrograph(s) {'segmented' if command == 'predict' else 'answered'}{where} ({_used(used)}) "
+          f"-> {out_dir} ({what})")
+    for line in lines[:10] if command == "structure" else lines:
+        print(("  " if command == "structure" else "") + line)
     return _report_failures(failed)
+
+
+def _plain(cfg: Any) -> str:
+    from .apply.batch import _plain as plain
+
+    return plain(cfg)
 
 
 def _cmd_suggest(args: argparse.Namespace) -> int:
@@ -258,58 +286,30 @@ def _cmd_sort(args: argparse.Namespace) -> int:
 
 
 def _atom_predictor(args: argparse.Namespace, apply_cfg: Any) -> Any:
-    """The atom-map Predictor of --atom-model, else the packaged one (said on stderr)."""
+    """The atom-map Predictor of --atom-model, else the packaged one (said on stderr), with the
+    note on atom registration under astigmatism."""
+    from train.models.registry import card
+
+    from .apply.atoms import ASTIGMATISM_NOTE
     from .apply.predictor import Predictor
 
     predictor = Predictor(Path(args.atom_model) if args.atom_model else None, apply_cfg, args.device, args.backend,
                           task="atoms")
     _show(predictor.notices)
+    print(f"note: {ASTIGMATISM_NOTE}; measured in the model card {card(predictor.model).name}", file=sys.stderr)
     return predictor
 
 
 def _cmd_atoms(args: argparse.Namespace) -> int:
-    from train.models.registry import card
-
-    from .apply.atoms import ASTIGMATISM_NOTE, atoms_of
-
     if args.method == "extrema" and args.atom_model:
         raise ConfigError("--atom-model is the network method's; --method extrema finds atoms without one")
     if args.method == "network" and args.contrast != "auto":
         raise ConfigError("--contrast belongs to --method extrema; the network method needs no contrast")
-    cfg, out_dir, results, failed = _segment(args)
-    predictor = None
-    if args.method == "network":
-        predictor = _atom_predictor(args, cfg.apply)
-        print(f"note: {ASTIGMATISM_NOTE}; measured in the model card {card(predictor.model).name}", file=sys.stderr)
-    found, not_found = atoms_of(results, out_dir, cfg.atoms, args.method, predictor, args.contrast)
-    failed.update(not_found)
-    for one in found:
-        print(f"{one.path.name}: {len(one.graph.atoms)} atoms outside contamination, {len(one.graph.bonds)} bonds, "
-              f"{one.graph.how}, registration {one.check['registration']}")
-        _show(one.notices)
-    save_run_config(cfg, out_dir)
-    return _report_failures(failed)
+    return _run_batch(args, "atoms")
 
 
 def _cmd_structure(args: argparse.Namespace) -> int:
-    from .apply.atoms import atoms_of
-    from .apply.structure import run_structure, structure_row
-
-    cfg, out_dir, results, failed = _segment(args)  # the contamination of `evaluate predict`, mask for mask
-    atom_results = []
-    if args.rings:
-        atom_results, not_found = atoms_of(results, out_dir, cfg.atoms, "network", _atom_predictor(args, cfg.apply))
-        failed.update(not_found)
-    structures, (structure_csv, grains_csv) = run_structure(results, out_dir, cfg.get("structure_maps"), atom_results,
-                                                            image_format=args.format)
-    save_run_config(cfg, out_dir)
-    print(f"{len(structures)} micrograph(s) mapped ({_used(results)}) -> {out_dir} "
-          f"(<stem>_classes.png, <stem>_orientation.png, {structure_csv.name}, {grains_csv.name})")
-    for s in structures[:10]:
-        row = structure_row(s)
-        print(f"  {Path(s.path).name}: {row['grains']} grain(s), boundaries {row['boundary_length_nm']} nm, "
-              f"lattice {s.lattice_check}, registration {s.registration}")
-    return _report_failures(failed)
+    return _run_batch(args, "structure")  # the contamination of `evaluate predict`, mask for mask
 
 
 def _cmd_fetch_real(args: argparse.Namespace) -> int:
@@ -337,6 +337,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
                      device=args.device)
     print(f"report: {out['html']} ({out['md'].name}, {out['metrics'].name})")
     return 0
+
+
+def _add_scheduler(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on a dask.distributed cluster (e.g. tcp://host:8786), chunks of 16 files per task; the "
+                        "workers must see the input and output folders at the same paths; the same bytes as a local run")
 
 
 def _add_backend(p: argparse.ArgumentParser) -> None:
@@ -415,9 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uncertainty", action="store_true",
                    help="also the per-pixel std over ensemble members x 8 symmetries: <stem>_uncertainty.png "
                         "and an uncertainty column (mean pixel std); the probability is then their mean")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="run on a dask.distributed cluster (e.g. tcp://host:8786), chunks of 16 files per task; the "
-                        "workers must see the input and output folders at the same paths; the same bytes as a local run")
+    _add_scheduler(p)
     p.add_argument("--force", action="store_true",
                    help="segment every input again, even those an earlier run into --out finished with the same "
                         "file, model, tool version and config (by default they are skipped: a rerun resumes)")
@@ -446,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="atom-map checkpoint (train pretrain --task atoms); default: the packaged one")
     p.add_argument("--contrast", choices=["auto", "white", "black"], default="auto",
                    help="atom contrast for --method extrema (default: detected from the honeycomb)")
+    _add_scheduler(p)
     p.set_defaults(func=_cmd_atoms)
 
     p = add_apply("structure", "Structure maps (the paper's four classes): lattice orientation (angle mod 60), grains, "
@@ -463,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "<stem>_orientation.png; tiff or both: also Fiji-ready ImageJ TIFFs at the micrograph's pixel "
                         "size: <stem>_classes.tif (uint8: 0 lattice, 1 contamination, 2 vacuum, 3 grain boundary), "
                         "<stem>_orientation.tif (degrees mod 60, NaN off the lattice), <stem>_grains.tif (grain ids)")
+    _add_scheduler(p)
     p.set_defaults(func=_cmd_structure)
 
     p = add("fetch-real", "Download the public labelled micrographs (github.com/lbnlcomputerarch/graphene-u-net, "

@@ -122,10 +122,17 @@ def test_a_cluster_writes_the_same_bytes(tmp_path: Path) -> None:
     for i in range(20):  # two chunks of 16 and 4: both workers busy
         write_png(tmp_path / "in" / f"day{i % 3}" / f"{i:04d}.png", i)
     args = ["predict", "--model", str(model), "--input", str(tmp_path / "in"), "--quiet", "--pixel-size", "0.4"]
+    structure = ["structure", *args[1:], "--format", "both"]
     assert main(args + ["--out", str(tmp_path / "local")]) == 0
+    assert main(structure + ["--out", str(tmp_path / "local_structure")]) == 0
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
                                   processes=True) as cluster:
         assert main(args + ["--out", str(tmp_path / "dask"), "--scheduler", cluster.scheduler_address]) == 0
+        assert main(structure + ["--out", str(tmp_path / "dask_structure"), "--scheduler",
+                                 cluster.scheduler_address]) == 0
+    maps = sorted(p.relative_to(tmp_path / "local_structure") for p in (tmp_path / "local_structure").rglob("*.tif"))
+    assert len(maps) == 60 and all((tmp_path / "local_structure" / p).read_bytes()
+                                   == (tmp_path / "dask_structure" / p).read_bytes() for p in maps)
     local = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*.png"))
     assert len(local) == 40 and local == sorted(p.relative_to(tmp_path / "dask") for p in (tmp_path / "dask").rglob("*.png"))
     assert all((tmp_path / "local" / p).read_bytes() == (tmp_path / "dask" / p).read_bytes() for p in local)
