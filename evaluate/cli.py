@@ -347,8 +347,9 @@ def _add_scheduler(p: argparse.ArgumentParser) -> None:
 
 def _add_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["torchscript", "onnx"], default="torchscript",
-                   help="how the network runs on the CPU: torchscript (default) or onnx (ONNX Runtime, faster on "
-                        "a CPU; needs pip install -e '.[export]'; CPU only, not with --device cuda)")
+                   help="how the network runs on the CPU: torchscript (default) or onnx (ONNX Runtime: the same "
+                        "masks, no faster on 256 px images; needs pip install -e '.[export]'; CPU only, not with "
+                        "--device cuda)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -419,8 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", default=None,
                    help="average over the 8 dihedral symmetries (8x the time; apply.tta)")
     p.add_argument("--uncertainty", action="store_true",
-                   help="also the per-pixel std over ensemble members x 8 symmetries: <stem>_uncertainty.png "
-                        "and an uncertainty column (mean pixel std); the probability is then their mean")
+                   help="also the per-pixel std over ensemble members x 8 symmetries: <stem>_uncertainty.png, "
+                        "and an uncertainty column (the Jaccard disagreement of the members' masks with their "
+                        "consensus: the error it stands in for); the probability is then their mean")
     _add_scheduler(p)
     p.add_argument("--force", action="store_true",
                    help="segment every input again, even those an earlier run into --out finished with the same "
