@@ -402,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "ensemble of all their models); default: the packaged simulation-only model "
                             "(see its model card)")
         p.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                       help="micrographs (.dm3 .dm4 .emd .ser .tif .png) or folders of them")
+                       help="micrographs (.dm3 .dm4 .emd .ser .tif .png) or folders of them, searched recursively; the "
+                            "outputs mirror the folders below the one that holds all the inputs")
         p.add_argument("--out", required=True, help="output folder")
         p.add_argument("--pixel-size", type=float, help="A/px when the files do not say (else: from the lattice)")
         p.add_argument("--threshold", type=float, help="contamination probability threshold (default 0.5)")
