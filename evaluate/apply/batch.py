@@ -45,12 +45,15 @@ class Job:
     rings: bool = False  # structure --rings
 
     @classmethod
-    def of(cls, predictor: Predictor, out_dir: Path, atom_predictor: Predictor | None = None, **options: Any) -> Job:
-        """The job of Predictors built here (their models, their resolved apply configs)."""
+    def of(cls, predictor: Predictor, out_dir: Path, atom_predictor: Predictor | None = None, atoms: Any = None,
+           structure: Any = None, **options: Any) -> Job:
+        """The job of Predictors built here (their models, their resolved apply configs) with the
+        atoms and structure_maps configs of the run."""
         if atom_predictor is not None:
             options.update(atom_model=_paths(atom_predictor), atom_apply=_plain(atom_predictor.cfg))
         return cls(_paths(predictor), _plain(predictor.cfg), predictor.device, predictor.backend,
-                   str(Path(out_dir).resolve()), **options)
+                   str(Path(out_dir).resolve()), atoms=_plain(atoms or {}), structure=_plain(structure or {}),
+                   **options)
 
 
 def _paths(predictor: Predictor) -> tuple[str, ...]:
