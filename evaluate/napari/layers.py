@@ -139,7 +139,8 @@ def atom_layers(source: Source, method: str = "network", model: str | Path | Non
 def structure_layers(source: Source, model: str | Path | None = None, device: str = "auto",
                      pixel_size: float | None = None) -> list[tuple]:
     """[the four classes as Labels in the paper's colours (the lattice left clear), the lattice
-    orientation Image (hue over 0-60 degrees, NaN off the lattice), the grains Labels (hidden)] of
+    orientation Image (hue over 0-60 degrees, NaN off the lattice; hidden: opaque, it would cover
+    the micrograph), the grains Labels (hidden)] of
     an image layer, on its grid, as `evaluate structure` maps them; the metadata holds the
     structure.csv row and the grains.csv rows."""
     from evaluate import api
@@ -154,7 +155,8 @@ def structure_layers(source: Source, model: str | Path | None = None, device: st
     return [(found.classes, source.like(f"{source.name} classes", metadata=meta, colormap=colours, opacity=0.5),
              "labels"),
             (found.orientation, source.like(f"{source.name} orientation (deg mod 60)", metadata=meta, colormap="hsv",
-                                            contrast_limits=(0.0, 60.0), opacity=0.5, blending="translucent"),
+                                            contrast_limits=(0.0, 60.0), opacity=0.5, blending="translucent",
+                                            visible=False),
              "image"),
             (found.grains, source.like(f"{source.name} grains", metadata=meta, opacity=0.4, visible=False), "labels")]
 
