@@ -1,5 +1,5 @@
-"""The tool from Python (notebooks, scripts): `segment`, `atoms` and `sort` on a NumPy array, a
-file or a HyperSpy signal.
+"""The tool from Python (notebooks, scripts): `segment`, `atoms`, `structure` and `sort` on a
+NumPy array, a file or a HyperSpy signal; `save_pair` and `finetune` to teach the model corrections.
 
     from evaluate import api
     result = api.segment("scan.dm4")                  # the packaged simulation-only model
@@ -7,6 +7,8 @@ file or a HyperSpy signal.
     result = api.segment(image, pixel_size=0.38)      # a 2-D array and its pixel size in A/px
     result = api.segment(signal)                      # a HyperSpy Signal2D: its axes give the scale;
     result.mask                                       # ... and the maps come back as signals on them
+    api.save_pair("scan.dm4", corrected, "pairs/")    # a corrected mask as a labelled pair
+    api.finetune("pairs/", "mine.ckpt")               # guarded fine-tune; then api.segment(x, model="mine.ckpt")
 
 Everything here goes through the Predictor that the `evaluate` commands use
 (evaluate.apply.predictor; evaluate.apply.atoms; evaluate.apply.sorting.rank), so a result equals
@@ -317,6 +319,32 @@ def sort(inputs: Any, pixel_size: float | None = None, model: Any = None, device
         results.append(one)
     by_seg = {id(r.segmentation): r for r in results}
     return [by_seg[id(s)] for s in rank([r.segmentation for r in results])]
+
+
+# ---- corrections back into the model ------------------------------------------------------------
+
+def save_pair(x: Any, mask: np.ndarray, folder: str | Path, pixel_size: float | None = None, model: Any = None,
+              name: str | None = None, overwrite: bool = False, *, scale: Scale | None = None) -> Any:
+    """Save a micrograph (path, array or signal) and its corrected contamination `mask` (True or
+    > 0 = contamination, the micrograph's grid) as `folder/NAME.png` + `NAME_LABEL.png` at the
+    scale `model` segments it at, ready for `finetune` (evaluate.apply.corrections.save_pair).
+    A different pair of that name raises FileExistsError unless `overwrite`."""
+    from .apply.corrections import save_pair as save
+
+    micrograph, given = as_micrograph(x, pixel_size)
+    one = predictor(model)
+    return save(one, micrograph, np.asarray(mask), Path(folder), name,
+                scale or _scale_of(x, micrograph, given), overwrite)
+
+
+def finetune(folder: str | Path, out: str | Path, pretrained: Any = None, device: str = "auto",
+             overrides: Sequence[str] = (), overwrite: bool = False) -> dict[str, Any]:
+    """Fine-tune `pretrained` (default: the packaged model) on the pairs in `folder` and save it at
+    `out` (.ckpt), guarded as `train finetune --folds 0`: the summary's `message` says whether
+    fine-tuning was kept. Segment with it by `segment(x, model=out)`."""
+    from .apply.corrections import finetune as run
+
+    return run(Path(folder), Path(out), pretrained, device, overrides, overwrite=overwrite)
 
 
 def table(results: Sequence[SegmentResult]) -> list[dict[str, Any]]:

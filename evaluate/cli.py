@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   evaluate sort --model model.ckpt --input DIR --out sorted/ --best 20
   evaluate atoms --model model.ckpt --input image.png --out atoms/   # atom-map network (packaged default)
   evaluate atoms --input image.png --out atoms/ --method extrema    # local extrema of the image instead
+  evaluate pair scan.dm4 masks/scan_mask.png --out pairs/  # a corrected mask, ready for `train finetune`
   evaluate bragg --real DIR bragg.lowpass=4       # any config key as a Hydra override
   evaluate fetch-real --out data/real             # the public labelled set (GitHub, one archive)
 
@@ -173,6 +174,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "<stem>_orientation.tif (degrees mod 60, NaN off the lattice), <stem>_grains.tif (grain ids)")
     _add_scheduler(p)
     p.set_defaults(func=apply.structure)
+
+    p = add("pair", "Save a micrograph and its corrected contamination mask (e.g. a predict mask edited in Fiji or "
+                    "napari) as a labelled pair OUT/NAME.png + NAME_LABEL.png, at the scale the model segments it "
+                    "at, for `train finetune --real OUT --folds 0`. A different pair of that name is not overwritten "
+                    "unless --overwrite.", network=True)
+    p.add_argument("micrograph", help="the micrograph (.dm3 .dm4 .emd .ser .tif .png)")
+    p.add_argument("mask", help="its corrected mask, the micrograph's size: any value above 0 is contamination "
+                                "(predict's <stem>_mask.png or _mask.tif)")
+    p.add_argument("--out", required=True, help="folder of labelled pairs (created)")
+    p.add_argument("--name", help="pair name (default: the micrograph's file name)")
+    p.add_argument("--model", nargs="+", metavar="CKPT_OR_RUN_DIR",
+                   help="the model whose scale the pair is saved at (default: the packaged simulation-only model)")
+    p.add_argument("--pixel-size", type=float, help="A/px when the file does not say (else: from the lattice)")
+    p.add_argument("--overwrite", action="store_true", help="replace a different pair of that name")
+    p.set_defaults(func=apply.pair, backend="torchscript")
 
     p = add("fetch-real", "Download the public labelled micrographs (github.com/lbnlcomputerarch/graphene-u-net, "
                           "training_images/) as one archive over HTTPS, check them and unpack the pairs.")

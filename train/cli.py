@@ -28,12 +28,18 @@ EXAMPLES = """examples:
   torchrun --nproc-per-node 2 -m train.cli pretrain --data A.h5 --out sim.ckpt   # data-parallel
   train finetune --pretrained sim.ckpt --out RUN --n-real 10   # same folds as `train real`
   train finetune --pretrained sim.ckpt --folds 0 --out model.ckpt
+  train finetune --real pairs/ --folds 0 --out mine.ckpt   # the packaged model on your corrected pairs
   train export --bioimageio sim_default.zip              # the packaged model as a bioimage.io package
   train export --bioimageio mine.zip --model model.ckpt --test-image scan.dm4
 """
 
 
 def _cmd_real(args: argparse.Namespace) -> int:
+    if getattr(args, "default_pretrained", False) and not args.pretrained:
+        from train.models.registry import packaged
+
+        args.pretrained = str(packaged("contamination"))
+        print(f"no --pretrained given: fine-tuning the packaged simulation-only model {args.pretrained}", file=sys.stderr)
     cfg = load_config("train", flag_overrides(args, {
         "real": "data.real_dir", "folds": "cv.folds", "repeats": "cv.repeats", "preset": "preset",
         "seed": "seed", "device": "device", "threads": "threads", "n_real": "cv.n_real",
@@ -47,6 +53,8 @@ def _cmd_real(args: argparse.Namespace) -> int:
         out = Path(args.out or Path(cfg.out_dir) / f"{args.command}_all.ckpt")
         if out.is_dir() or out.suffix != ".ckpt":
             raise ConfigError(f"--out {out}: with --folds 0 give a checkpoint file name ending in .ckpt")
+        if out.exists() and not args.resume:
+            raise ConfigError(f"--out {out} exists: choose another name, remove it, or --resume to keep it")
         result = train_all(cfg, real, out, resume=args.resume)
         used, total = len(result["train_images"]), result["n_images"]
         which = f"all {total} images" if used == total else f"{used} of {total} images (cv.n_real, a seeded subset)"
@@ -177,9 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on real labels (k-fold CV or all)",
                        description="`train real` initialised from a pretrained checkpoint, with the "
                        "fine-tuning options of the config's `finetune` section; same folds as `train real`.")
-    p.add_argument("--pretrained", required=True, help="checkpoint of `train pretrain`")
+    p.add_argument("--pretrained", help="checkpoint of `train pretrain` (default: the packaged simulation-only model)")
     _real_options(p)
-    p.set_defaults(func=_cmd_real)
+    p.set_defaults(func=_cmd_real, default_pretrained=True)
 
     p = sub.add_parser("export", help="export a checkpoint for other tools (a bioimage.io model package)",
                        description="Write a checkpoint as a bioimage.io model package (spec 0.5): TorchScript and "

@@ -14,12 +14,17 @@ repeated an integer number of times, and the validation, checkpoint and encoder-
 (in epochs) with it. Under `torchrun` the model is wrapped in DistributedDataParallel and each
 process takes every world-size-th sample of the epoch's order (batch_size is per process);
 process 0 validates and writes checkpoints.
+
+A caller that shows its own progress (the napari fine-tune widget) watches every step through
+`observed(callback)`; the callback may raise to stop the run (a cancel) before its checkpoint.
 """
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,21 @@ from train.models.runtime import DEVICES, inference_device, pad_to, predict_prob
 from train.models.checkpoints import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from torch.utils.data import Dataset
 from train.models.unet import UNet, architecture, build_model
+
+# (run description, steps done, steps in the run) after every optimisation step; see `observed`
+StepObserver = Callable[[str, int, int], None]
+_OBSERVER: ContextVar[StepObserver | None] = ContextVar("training_observer", default=None)
+
+
+@contextmanager
+def observed(callback: StepObserver | None) -> Iterator[None]:
+    """Call `callback(desc, done, total)` after every training step of the runs started inside
+    (in this thread); an exception it raises stops the run where it is (nothing more is saved)."""
+    token = _OBSERVER.set(callback)
+    try:
+        yield
+    finally:
+        _OBSERVER.reset(token)
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -326,10 +346,13 @@ class Trainer:
                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
                             persistent_workers=False)
         losses = []
+        observer = _OBSERVER.get()
         for image, target in loader:
             losses.append(self.train_step(image, target, epoch))
             self.bar.update()
             self.bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
+            if observer is not None:
+                observer(self.desc, epoch * self.steps_per_epoch + len(losses), self.epochs * self.steps_per_epoch)
         self.seconds += time.perf_counter() - t0
         return {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": round(self.seconds, 1)}
 

@@ -1,5 +1,5 @@
-"""The `evaluate` commands that apply a model to micrographs: predict, sort, suggest, atoms and
-structure. Each parses nothing (evaluate.cli does) and calls the library: one Predictor
+"""The `evaluate` commands that apply a model to micrographs: predict, sort, suggest, atoms,
+structure, and pair (a corrected mask saved for fine-tuning). Each parses nothing (evaluate.cli does) and calls the library: one Predictor
 (evaluate.apply.predictor), the chunked batch (evaluate.apply.batch), then prints what the library
 returned (its notices as `warning: ...` lines) and returns the exit code."""
 from __future__ import annotations
@@ -218,3 +218,32 @@ def atoms(args: argparse.Namespace) -> int:
 
 def structure(args: argparse.Namespace) -> int:
     return _run_batch(args, "structure")  # the contamination of `evaluate predict`, mask for mask
+
+
+def pair(args: argparse.Namespace) -> int:
+    """A micrograph and its corrected mask as a labelled pair at the model's scale (for `train finetune`)."""
+    from grapheneseg.formats import read_micrograph
+    from grapheneseg.micrographs import DataError, read_label
+
+    from ..apply.corrections import save_pair
+    from ..apply.scale import decide_scale
+
+    predictor = model_predictor(args, _apply_config(args).apply)
+    micrograph = read_micrograph(Path(args.micrograph))
+    mask, nonbinary = read_label(Path(args.mask))
+    if mask.shape != micrograph.image.shape:
+        raise DataError(f"{args.mask}: {mask.shape[1]} x {mask.shape[0]} px, but {args.micrograph} is "
+                        f"{micrograph.image.shape[1]} x {micrograph.image.shape[0]} px: a mask of that micrograph is needed")
+    if nonbinary > 0.01:
+        print(f"warning: {args.mask}: {nonbinary:.0%} of its pixels are neither 0 nor the maximum; every value "
+              "above 0 is taken as contamination", file=sys.stderr)
+    scale = decide_scale(micrograph, args.pixel_size)
+    if scale.warning(str(micrograph.path)):
+        print(f"warning: {scale.warning(str(micrograph.path))}", file=sys.stderr)
+    saved = save_pair(predictor, micrograph, mask, Path(args.out), args.name, scale, args.overwrite)
+    at = f"{saved.pixel_size:.4g} A/px" if saved.pixel_size else "its own, unknown scale"
+    how = ("already there, identical" if saved.unchanged else
+           f"{saved.shape[1]} x {saved.shape[0]} px at {at}" + (" (resampled to the model's scale)" if saved.resampled else ""))
+    print(f"{saved.image} + {saved.label.name}: {how}")
+    print(f"then fine-tune on the folder's pairs: train finetune --real {args.out} --folds 0 --out mine.ckpt")
+    return 0
