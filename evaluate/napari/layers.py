@@ -161,6 +161,35 @@ def structure_layers(source: Source, model: str | Path | None = None, device: st
             (found.grains, source.like(f"{source.name} grains", metadata=meta, opacity=0.4, visible=False), "labels")]
 
 
+def save_correction(source: Source, mask: Any, folder: str | Path, model: str | Path | None = None,
+                    pixel_size: float | None = None, overwrite: bool = False) -> Any:
+    """Save an image layer and its corrected contamination Labels (any label > 0 is contamination)
+    as a labelled pair named after the layer, at the scale `model` segments it at
+    (evaluate.api.save_pair); a different pair of that name is not overwritten unless `overwrite`."""
+    from evaluate import api
+
+    mask = np.asarray(mask)
+    if mask.shape != np.shape(source.data):
+        raise ValueError(f"the mask ({mask.shape[1]} x {mask.shape[0]} px) is not on layer {source.name!r}'s grid "
+                         f"({np.shape(source.data)[1]} x {np.shape(source.data)[0]} px): choose its contamination layer")
+    return api.save_pair(source.micrograph(), mask > 0, Path(folder).expanduser(), None, _model(model), source.name,
+                         overwrite, scale=source.decided_scale(pixel_size))
+
+
+def finetune_layers(folder: str | Path, out: str | Path, model: str | Path | None = None, device: str = "auto",
+                    source: Source | None = None, progress: Any = None,
+                    overrides: Sequence[str] = ()) -> tuple[dict, list[tuple]]:
+    """Fine-tune `model` (default: the packaged one) on the pairs of `folder` into `out`
+    (evaluate.api.finetune, guarded; `progress(desc, done, total)` every step, which may raise to
+    cancel), then segment `source` with the result: (the summary, its segmentation layers)."""
+    from evaluate.apply.corrections import finetune
+
+    summary = finetune(Path(folder).expanduser(), Path(out).expanduser(), _model(model), device, overrides,
+                       progress=progress)
+    layers = [] if source is None else segmentation_layers(source, Path(out).expanduser(), device)
+    return summary, layers
+
+
 @dataclass
 class Pick:
     """One micrograph to label next."""

@@ -10,13 +10,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton,
-                              SpinBox, Table)
+from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, ProgressBar,
+                              PushButton, SpinBox, Table)
 
-from .layers import Source, atom_layers, segmentation_layers, structure_layers, suggest_steps
+from .layers import (Source, atom_layers, finetune_layers, save_correction, segmentation_layers, structure_layers,
+                     suggest_steps)
 
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_HELP = "empty: the packaged simulation-only model; else a .ckpt file or a run folder (fold ensemble)"
+
+
+class Cancelled(Exception):
+    """The user stopped the work (raised in the worker at its next step)."""
+
+
+def _labels_layers(viewer: Any) -> list:
+    from napari.layers import Labels
+
+    return [layer for layer in viewer.layers if isinstance(layer, Labels) and layer.ndim == 2]
 
 
 def _image_layers(viewer: Any) -> list:
@@ -110,6 +121,9 @@ class _Base(Container):
         self.done(value)
 
     def _failed(self, err: BaseException) -> None:
+        if isinstance(err, Cancelled):
+            self.status.value = f"cancelled: {err}"
+            return
         self.status.value = f"error: {err}"
         try:
             from napari.utils.notifications import show_error
@@ -257,3 +271,95 @@ class SuggestWidget(_Base):
                 self.viewer.layers[pick.layer].metadata["label_next_rank"] = pick.rank
         self.status.value = (f"label these {len(picks)} next: " + ", ".join(p.layer for p in picks)
                              + "".join(f"; skipped {why}" for why in skipped.values()))
+
+
+class FineTuneWidget(_Base):
+    """Teach the model your corrections: paint the contamination Labels of a segmented image
+    (napari's brush: label 1 adds contamination, the eraser removes it), save image and labels as a
+    pair, then fine-tune on the folder of pairs (guarded as `train finetune`: the pretrained model
+    is kept unless fine-tuning beats it on held-out pairs beyond noise), in a worker with progress
+    and Cancel; the image is re-segmented with the new checkpoint."""
+
+    title = "Fine-tune"
+
+    def __init__(self, napari_viewer: Any):
+        super().__init__(napari_viewer)
+        from qtpy.QtCore import QTimer
+
+        self.image = self._image_choice()
+        self.mask = ComboBox(label="corrected mask",
+                             choices=lambda _w: [(layer.name, layer) for layer in _labels_layers(self.viewer)],
+                             tooltip="the image's contamination Labels layer, painted with your corrections")
+        self.folder = FileEdit(label="pairs folder", mode="d", value="corrections",
+                               tooltip="NAME.png + NAME_LABEL.png pairs; `train finetune --real` reads the same")
+        self.overwrite = CheckBox(label="replace a pair of that name", value=False)
+        self.save_button = PushButton(text="Save pair")
+        self.save_button.changed.connect(self.save)
+        self.model = LineEdit(label="start from", value="", tooltip=MODEL_HELP)
+        self.out = FileEdit(label="new model", mode="w", value="mine.ckpt", filter="*.ckpt",
+                            tooltip="the fine-tuned checkpoint to write (an existing file is not overwritten)")
+        self.device = ComboBox(label="device", choices=DEVICES, value="auto")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.cancel_button.changed.connect(self.cancel)
+        self._step_seen: tuple[str, int, int] | None = None
+        self._cancel = False
+        self._timer = QTimer()
+        self._timer.setInterval(250)
+        self._timer.timeout.connect(self._show_step)
+        self.extend([self.image, self.mask, self.folder, self.overwrite, self.save_button, self.model, self.out,
+                     self.device, self.run_button, self.cancel_button, self.progress, self.status])
+
+    def save(self, *_: Any) -> Any:
+        """Save the chosen image and corrected mask as a pair (quick: no worker)."""
+        try:
+            if self.image.value is None or self.mask.value is None:
+                raise ValueError("open a micrograph and segment it first; then paint its contamination layer")
+            saved = save_correction(Source.of(self.image.value), self.mask.value.data, self.folder.value,
+                                    self.model.value, overwrite=self.overwrite.value)
+        except (ValueError, OSError) as err:
+            self._failed(err)
+            return None
+        pairs = len(list(saved.image.parent.glob("*_LABEL.png")))
+        self.status.value = (f"{saved.image.name} + {saved.label.name} "
+                             + ("unchanged" if saved.unchanged else f"saved, {saved.shape[1]} x {saved.shape[0]} px")
+                             + f"; {pairs} pair(s) in {saved.image.parent}")
+        return saved
+
+    def job(self) -> tuple[Callable, tuple]:
+        from pathlib import Path
+
+        folder = Path(self.folder.value).expanduser()
+        if not folder.is_dir() or not any(folder.glob("*_LABEL.png")):
+            raise ValueError(f"{folder}: no saved pairs yet (Save pair first)")
+        self._cancel, self._step_seen = False, None
+        self.cancel_button.enabled = True
+        self._timer.start()
+        source = None if self.image.value is None else Source.of(self.image.value)
+        return finetune_layers, (folder, self.out.value, self.model.value, self.device.value, source, self._observe)
+
+    def _observe(self, desc: str, done: int, total: int) -> None:
+        """Called in the worker after every training step: remember it (the timer shows it), stop if asked."""
+        self._step_seen = (desc, done, total)
+        if self._cancel:
+            raise Cancelled("no model written; the saved pairs are kept")
+
+    def _show_step(self) -> None:
+        if self._step_seen:
+            desc, done, total = self._step_seen
+            self.progress.max, self.progress.value = total, done
+            self.status.value = f"{desc.replace('all images', 'training')}: step {done} of {total}"
+
+    def cancel(self, *_: Any) -> None:
+        self._cancel = True
+        self.status.value = "cancelling at the next step..."
+
+    def _idle(self) -> None:
+        self._timer.stop()
+        self.cancel_button.enabled = False
+        super()._idle()
+
+    def done(self, value: tuple[dict, list[tuple]]) -> None:
+        summary, layers = value
+        _add(self.viewer, layers)
+        again = f"; {layers[0][1]['name']} re-segmented with it" if layers else ""
+        self.status.value = f"{summary['out']}: {summary['message']}{again}"

@@ -253,3 +253,40 @@ def test_save_layer_writes_its_scale(tmp_path):
     labels[5:9, 5:9] = 300  # beyond 8 bits: written as float32, values kept
     written, = write_tiff_layer(str(tmp_path / "labels.tif"), labels, {**meta, "name": "labels"})
     assert read_layers(written)[0][0].max() == 300
+
+
+def test_finetune_widget_saves_pairs_trains_and_cancels(qtbot, viewer, tmp_path, monkeypatch):
+    """Save a corrected mask as a pair, fine-tune on the folder (a short schedule) with the image
+    re-segmented by the result; a second run cancelled at its first step writes no model."""
+    import evaluate.napari.widgets as widgets
+    from evaluate.napari import layers
+    from evaluate.napari.widgets import FineTuneWidget
+    from tests.conftest import TINY_BATCH
+
+    segment = SegmentWidget(viewer)
+    segment.image.value, segment.device.value = viewer.layers["scan0"], "cpu"
+    _run(qtbot, segment)
+    widget = FineTuneWidget(viewer)
+    qtbot.addWidget(widget.native)
+    widget.image.value, widget.device.value = viewer.layers["scan0"], "cpu"
+    assert [c.name for c in widget.mask.choices] == ["scan0 contamination"]
+    widget.mask.value = viewer.layers["scan0 contamination"]
+    widget.folder.value, widget.out.value = tmp_path / "pairs", tmp_path / "mine.ckpt"
+    assert widget.start() is None and "no saved pairs yet" in widget.status.value
+    saved = widget.save()
+    assert saved.image == tmp_path / "pairs" / "scan0.png" and "1 pair(s)" in widget.status.value
+    overrides = ["finetune.epochs=1", "select.enabled=false", *TINY_BATCH]
+    monkeypatch.setattr(widgets, "finetune_layers", lambda *a: layers.finetune_layers(*a, overrides=overrides))
+    _run(qtbot, widget)
+    assert "re-segmented with it" in widget.status.value and (tmp_path / "mine.ckpt").exists()
+    assert viewer.layers["scan0 contamination"].metadata["model"] == str(tmp_path / "mine.ckpt")
+
+    overrides[0] = "finetune.epochs=200"
+    widget.out.value = tmp_path / "stopped.ckpt"
+    worker = widget.start()
+    qtbot.waitUntil(lambda: widget._step_seen is not None, timeout=60_000)
+    widget.cancel()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=5_000)
+    assert widget.status.value.startswith("cancelled: no model written") and not (tmp_path / "stopped.ckpt").exists()
