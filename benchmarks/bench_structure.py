@@ -1,8 +1,22 @@
-"""Structure maps (evaluate.apply.structure) on the 17 grain-boundary micrographs of the public set
-and their speed (docs/results/structure.md).
+"""Structure maps (evaluate.apply.structure) against the simulator's structure truth, on the 17
+grain-boundary micrographs of the public set, and their speed (docs/results/structure.md).
 
+    simulate generate --n 48 --seed 4242 --out heldout_structure.h5
+    python benchmarks/bench_structure.py sim --sim heldout_structure.h5 [--model CKPT] [--scale lattice] [--json OUT]
     GRAPHENESEG_REAL_DIR=PATH python benchmarks/bench_structure.py grgb --figure structure_grgb.png
     taskset -c 1 python benchmarks/bench_structure.py time
+
+`sim`: every image of a schema-3 simulated file (its structure truth: simulate.dataset.structure_truths)
+through what `evaluate structure` does: the contamination mask of the segmentation model (the
+Predictor, default the packaged model, as `evaluate structure`), then `structure_of` with the
+`structure_maps` options of configs/evaluate.yaml, at the simulation's pixel size (`--scale
+lattice`: at the lattice reading, as for a file without calibration). Scored by
+evaluate.benchmark.structure_truth, pooled and by defocus bin (6 bins over the file's defocus
+range): IoU per class, boundary-line precision and recall within 3 A, the share of images whose
+grain count is exact (all true grains; and the visible ones: at least the method's smallest grain
+of lattice outside contamination and vacuum), the median orientation error per matched grain.
+`--methods` adds prototype variants of the boundary and grain step (`METHODS`), each scored the
+same way on the same masks.
 
 `grgb`: per `*_GrGB_*` micrograph: the lattice reading and its check, grains, boundary length and
 share of boundary class, with the human contamination label as the mask (the classical maps need a
@@ -22,11 +36,103 @@ from pathlib import Path
 import numpy as np
 import scipy.ndimage
 
-from evaluate.apply.scale import Scale, ScaleSource
+from evaluate.apply.scale import Scale, ScaleSource, decide_scale
 from evaluate.apply.structure import classes_rgb, draw_orientation, structure_of, structure_row, write_classes, \
     write_orientation, write_tables
+from evaluate.benchmark.structure_truth import TOLERANCE_A, score_image, summarise
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
+
+
+def evaluate_method(image: np.ndarray, mask: np.ndarray, scale: Scale, cfg) -> dict:
+    """What `evaluate structure` gives: class map, boundary lines, grain labels and orientations."""
+    s = structure_of(image, mask, scale, cfg=cfg)
+    if s.grains is None:
+        empty = np.zeros(image.shape, int)
+        return {"classes": s.classes, "lines": empty.astype(bool), "grains": empty, "orientation": {}, "structure": s}
+    return {"classes": s.classes, "lines": s.grains.boundary, "grains": s.grains.labels,
+            "orientation": s.grains.orientation, "structure": s}
+
+
+METHODS = {"evaluate": evaluate_method}
+
+
+def min_grain_px(pixel_size: float, cfg) -> int:
+    """The smallest grain the orientation map keeps (evaluate.analysis.orientation.MIN_GRAIN_WINDOWS
+    window areas), in px at `pixel_size`."""
+    from evaluate.analysis.orientation import MIN_GRAIN_WINDOWS
+    from grapheneseg import GRAPHENE_D100
+
+    window = float(cfg.get("window_periods", 2.0)) * GRAPHENE_D100 / pixel_size
+    return int(np.ceil(MIN_GRAIN_WINDOWS * (2 * window) ** 2))
+
+
+def simulated(path: Path, model: Path | None, lattice_scale: bool, methods: list[str]) -> dict:
+    """Per method: the pooled summary and one per defocus bin (module doc)."""
+    from evaluate.apply.predictor import Predictor
+    from grapheneseg.config import load_config
+    from grapheneseg.formats import Micrograph
+    from simulate.dataset import open_dataset, require_truth, structure_truths
+
+    cfg = load_config("evaluate")
+    predictor = Predictor(model, cfg.apply, "cpu")
+    maps_cfg = cfg.structure_maps
+    with open_dataset(path) as f:
+        require_truth(f, path)
+        images, true_classes, meta = f["images"][:], f["classes"][:], f["meta"][:]
+        truths = structure_truths(f, 0, len(images))
+    scores = {m: [] for m in methods}
+    seconds = {"segment": 0.0, **{m: 0.0 for m in methods}}
+    rows = []
+    for i, (image, truth) in enumerate(zip(images, truths)):
+        micrograph = Micrograph(Path(f"{path.stem}_{i:05d}"), image, None)
+        scale = decide_scale(micrograph) if lattice_scale else Scale(float(meta["pixel_size"][i]), ScaleSource.SIMULATED)
+        start = time.perf_counter()
+        mask = predictor.segment(micrograph, scale).mask
+        seconds["segment"] += time.perf_counter() - start
+        row = {"index": i, "defocus": float(meta["defocus"][i]), "pixel_size": float(meta["pixel_size"][i]),
+               "scale": scale.pixel_size, "true_grains": truth.n_grains}
+        for m in methods:
+            start = time.perf_counter()
+            out = METHODS[m](image, mask, scale, maps_cfg)
+            seconds[m] += time.perf_counter() - start
+            score = score_image(out["classes"], out["lines"], out["grains"], out["orientation"], truth,
+                                true_classes[i], min_grain_px(truth.pixel_size, maps_cfg))
+            scores[m].append(score)
+            row[m] = {"grains": score.grains_pred, "visible": score.grains_visible, **score.boundary,
+                      "orientation_errors": [round(e, 2) for e in score.orientation_errors]}
+        rows.append(row)
+    edges = np.linspace(meta["defocus"].min(), meta["defocus"].max() + 1e-9, 7)
+    result = {"file": str(path), "images": len(images), "image_px": int(images.shape[-1]), "lattice_scale": lattice_scale,
+              "seconds": {k: round(v, 1) for k, v in seconds.items()}, "methods": {}, "images_detail": rows}
+    for m in methods:
+        bins = []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            idx = np.nonzero((meta["defocus"] >= lo) & (meta["defocus"] < hi))[0]
+            bins.append({"defocus_A": [round(float(lo), 1), round(float(hi), 1)], **summarise([scores[m][k] for k in idx])})
+        result["methods"][m] = {"all": summarise(scores[m]), "by_defocus": bins}
+    return result
+
+
+def print_table(result: dict) -> None:
+    """Markdown table per method: pooled, then each defocus bin."""
+    for m, r in result["methods"].items():
+        print(f"\n### {m} ({result['images']} images of {result['image_px']} px, "
+              f"{'lattice' if result['lattice_scale'] else 'true'} pixel size)\n")
+        print("| defocus (A) | n | IoU lattice | contamination | vacuum | boundary | boundary P | R (3 A) "
+              "| grains exact | exact (visible) | within 1 | orientation err median (deg) | matched grains |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for label, s in [("all", r["all"])] + [(f"{b['defocus_A'][0]:.0f} to {b['defocus_A'][1]:.0f}", b)
+                                                 for b in r["by_defocus"]]:
+            if not s.get("n"):
+                print(f"| {label} | 0 |" + " |" * 11)
+                continue
+            iou = s["iou"]
+            print(f"| {label} | {s['n']} | {iou['lattice']:.3f} | {iou['contamination']:.3f} | {iou['vacuum']:.3f} | "
+                  f"{iou['grain_boundary']:.3f} | {s['boundary_precision']:.3f} | {s['boundary_recall']:.3f} | "
+                  f"{s['grain_count_exact']:.2f} | {s['grain_count_exact_visible']:.2f} | {s['grain_count_within_one']:.2f} | "
+                  f"{s['orientation_error_median']:.2f} | {s['grains_matched']}/{s['grains_true']} |")
+    print(f"\nseconds: {result['seconds']}")
 
 
 def grgb(real: Path, figure: Path | None, show: list[str] | None) -> None:
@@ -73,7 +179,7 @@ def timing(real: Path | None) -> None:
         import sys
 
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        from tests.test_orientation import two_grains_and_a_hole
+        from tests.evaluate.analysis.test_orientation import two_grains_and_a_hole
 
         image = two_grains_and_a_hole()[0][:256, :256]
         mask = np.zeros(image.shape, bool)
@@ -95,9 +201,27 @@ def timing(real: Path | None) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["grgb", "time"])
+    parser.add_argument("what", choices=["sim", "grgb", "time"])
     parser.add_argument("--figure", type=Path)
     parser.add_argument("--show", nargs="*", help="names of the micrographs in the figure (default: the first 6)")
+    parser.add_argument("--sim", type=Path, help="sim: a schema-3 simulated file (simulate generate)")
+    parser.add_argument("--model", type=Path, help="sim: the contamination model (default: the packaged one)")
+    parser.add_argument("--scale", choices=["true", "lattice"], default="true", help="sim: the pixel size used")
+    parser.add_argument("--methods", nargs="*", default=["evaluate"], choices=sorted(METHODS))
+    parser.add_argument("--json", type=Path, help="sim: write the result (with per-image rows) here")
     args = parser.parse_args()
     real = Path(os.environ.get("GRAPHENESEG_REAL_DIR", "/nonexistent"))
-    grgb(real, args.figure, args.show) if args.what == "grgb" else timing(real)
+    if args.what == "sim":
+        if args.sim is None:
+            parser.error("sim needs --sim FILE.h5")
+        start = time.perf_counter()
+        out = simulated(args.sim, args.model, args.scale == "lattice", args.methods)
+        out["wall_s"] = round(time.perf_counter() - start, 1)
+        print_table(out)
+        print(f"wall: {out['wall_s']} s; boundary tolerance {TOLERANCE_A} A")
+        if args.json:
+            import json
+
+            args.json.write_text(json.dumps(out, indent=1))
+    else:
+        grgb(real, args.figure, args.show) if args.what == "grgb" else timing(real)

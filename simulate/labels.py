@@ -6,16 +6,27 @@ pixels of an amorphous-carbon atom: how far a label reaches beyond the atoms is 
 chosen by cross-validation against hand labels (benchmarks/bench_margin.py). The atom map is
 a Gaussian of peak 1 and width `atom_sigma` A at every projected carbon atom of the graphene sheet
 (not the amorphous overlay, not adatoms): the target of the atom-finding network.
+
+The structure truth (`grain_truth`, a `StructureTruth`) is what `evaluate structure` measures,
+known exactly: the grain of every pixel (the connected pieces of each Voronoi cell inside the field
+of view, numbered 1..n in raster order of their first pixel; 0 in a hole), each grain's lattice
+orientation in `evaluate.analysis.orientation`'s convention (degrees mod 60 of the {100} reflections
+in the image's (row, column) frame: the negative of the cell-frame angle the builder drew, mod 60),
+every boundary segment (two grains meeting along a straight Voronoi edge: its end points in pixels
+on the true bisector) and the sheet's non-hexagonal rings in the field (centre in pixels, size).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba
 import numpy as np
+import scipy.ndimage
 from scipy.spatial import cKDTree
 
 from grapheneseg.classes import BOUNDARY, CONTAMINATION, LATTICE, VACUUM
 
-from .structures import Structure
+from .structures import Structure, _wrap
 
 
 def pixel_centres(image_px: int, margin_px: int, pixel_size: float) -> np.ndarray:
@@ -107,3 +118,141 @@ def make_labels(structure: Structure, image_px: int, margin_px: int, cfg) -> tup
     classes[structure.in_hole(xy)] = VACUUM
     classes[mask] = CONTAMINATION
     return mask.astype(np.uint8), classes
+
+
+@dataclass
+class StructureTruth:
+    """The true grains, boundaries and rings of one image (module doc), in its pixels (row, column).
+
+    `grains` int16 (H, W): 0 = no grain (a hole), 1..n; contamination keeps the grain beneath it.
+    Grain g is row g - 1 of `orientation` (degrees mod 60, evaluate.analysis.orientation's
+    convention), `cell_grain` (the builder's Voronoi cell: pieces of one cell cut apart by the field's
+    edge share it and their orientation) and `area_px`. Boundary b separates grains
+    `boundary_grains[b]` along the segment `boundaries[b]` = (r0, c0, r1, c1) px on the exact
+    bisector. `rings` (K, 2) px and `ring_sizes` (K,): the intact rings other than hexagons."""
+
+    grains: np.ndarray
+    orientation: np.ndarray
+    cell_grain: np.ndarray
+    area_px: np.ndarray
+    boundaries: np.ndarray
+    boundary_grains: np.ndarray
+    rings: np.ndarray
+    ring_sizes: np.ndarray
+    pixel_size: float
+
+    @property
+    def n_grains(self) -> int:
+        return len(self.orientation)
+
+    @property
+    def misorientation(self) -> np.ndarray:
+        """(B,) degrees 0-30 between the two grains of each boundary."""
+        if len(self.boundary_grains) == 0:
+            return np.zeros(0)
+        d = np.abs(self.orientation[self.boundary_grains[:, 0] - 1] - self.orientation[self.boundary_grains[:, 1] - 1]) % 60.0
+        return np.minimum(d, 60.0 - d)
+
+    def boundary_lines(self) -> np.ndarray:
+        """bool (H, W): the 1-px lines where two grains meet, by evaluate.analysis.orientation.grains_of's
+        rule (a pixel whose lower or right neighbour belongs to another grain, neither 0)."""
+        return boundary_lines(self.grains)
+
+
+def boundary_lines(labels: np.ndarray) -> np.ndarray:
+    """bool map: pixels whose lower or right neighbour carries another non-zero label (both non-zero)."""
+    line = np.zeros(labels.shape, bool)
+    line[:-1] |= (labels[:-1] > 0) & (labels[1:] > 0) & (labels[:-1] != labels[1:])
+    line[:, :-1] |= (labels[:, :-1] > 0) & (labels[:, 1:] > 0) & (labels[:, :-1] != labels[:, 1:])
+    return line
+
+
+def nearest_seed(xy: np.ndarray, seeds: np.ndarray, extent: float) -> np.ndarray:
+    """Index of the nearest seed (periodic) of each point: the Voronoi cell it lies in."""
+    if len(seeds) < 2:
+        return np.zeros(xy.shape[:-1], int)
+    best = np.full(xy.shape[:-1], np.inf)
+    out = np.zeros(xy.shape[:-1], int)
+    for g, seed in enumerate(seeds):
+        r = (_wrap(xy - seed, extent) ** 2).sum(-1)
+        closer = r < best
+        out[closer], best[closer] = g, r[closer]
+    return out
+
+
+def grain_truth(structure: Structure, image_px: int, margin_px: int) -> StructureTruth:
+    """The `StructureTruth` of the image of `structure` (image_px square, `margin_px` border)."""
+    pixel_size = structure.extent / (image_px + 2 * margin_px)
+    xy = pixel_centres(image_px, margin_px, pixel_size)
+    cell = nearest_seed(xy, structure.seeds, structure.extent)
+    pieces = np.zeros(cell.shape, np.int64)
+    count = 0
+    for g in range(len(structure.seeds)):
+        lab, n = scipy.ndimage.label(cell == g)
+        pieces[lab > 0] = lab[lab > 0] + count
+        count += n
+    pieces[structure.in_hole(xy)] = 0
+    present, first = np.unique(pieces.ravel(), return_index=True)  # a piece wholly inside a hole is no grain
+    order = present[np.argsort(first)]
+    order = order[order > 0]
+    relabel = np.zeros(count + 1, np.int64)
+    relabel[order] = np.arange(1, len(order) + 1)
+    grains = relabel[pieces].astype(np.int16)
+    n = len(order)
+    cell_grain = np.zeros(n, np.int64)
+    cell_grain[grains[grains > 0] - 1] = cell[grains > 0]
+    orientation = (-np.asarray(structure.angles, float)[cell_grain]) % 60.0
+    area = np.bincount(grains.ravel(), minlength=n + 1)[1:]
+    boundaries, pairs = _segments(grains, cell_grain, structure.seeds, structure.extent, pixel_size, margin_px)
+    rings = structure.ring_centres / pixel_size - margin_px
+    inside = ((rings > -0.5) & (rings < image_px - 0.5)).all(1) if len(rings) else np.zeros(0, bool)
+    return StructureTruth(grains, orientation, cell_grain, area, boundaries, pairs,
+                          rings[inside].reshape(-1, 2), np.asarray(structure.ring_sizes, int)[inside], float(pixel_size))
+
+
+def _segments(grains: np.ndarray, cell_grain: np.ndarray, seeds: np.ndarray, extent: float, pixel_size: float,
+              margin_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B, 4) segments (r0, c0, r1, c1) px and (B, 2) grain pairs: per pair of touching grains, per
+    connected piece of their contact, the bisector of the two cells' seeds (the nearest periodic
+    images) between the projections of the contact's extreme pixel-edge midpoints."""
+    mids: dict[tuple[int, int], list[np.ndarray]] = {}
+    for axis in (0, 1):
+        a, b = (grains[:-1], grains[1:]) if axis == 0 else (grains[:, :-1], grains[:, 1:])
+        meet = (a > 0) & (b > 0) & (a != b)
+        r, c = np.nonzero(meet)
+        mid = np.column_stack([r + 0.5 * (axis == 0), c + 0.5 * (axis == 1)])
+        lo, hi = np.minimum(a[meet], b[meet]), np.maximum(a[meet], b[meet])
+        for key in set(zip(lo.tolist(), hi.tolist())):
+            sel = (lo == key[0]) & (hi == key[1])
+            mids.setdefault(key, []).append(mid[sel])
+    period = extent / pixel_size
+    seeds_px = np.asarray(seeds, float) / pixel_size - margin_px
+    segments, pairs = [], []
+    for key in sorted(mids):
+        points = np.concatenate(mids[key])
+        a, b = seeds_px[cell_grain[key[0] - 1]], seeds_px[cell_grain[key[1] - 1]]
+        # one straight edge per pair of periodic images of the two seeds (two cells of a small
+        # periodic cell can meet along two edges), per connected piece (midpoints 1.5 px apart chain)
+        images = np.round((points - b) / period) - np.round((points - a) / period)
+        lab = np.zeros(len(points), int) - 1
+        tree = cKDTree(points)
+        for start in range(len(points)):
+            if lab[start] >= 0:
+                continue
+            lab[start] = start
+            stack = [start]
+            while stack:
+                for j in tree.query_ball_point(points[stack.pop()], 1.5):
+                    if lab[j] < 0 and (images[j] == images[start]).all():
+                        lab[j] = start
+                        stack.append(j)
+        for piece in np.unique(lab):
+            pts = points[lab == piece]
+            centre = pts[np.argmin(np.hypot(*(pts - pts.mean(0)).T))]
+            sa, sb = centre - _wrap(centre - a, period), centre - _wrap(centre - b, period)
+            middle, normal = (sa + sb) / 2, sb - sa
+            tangent = np.array([-normal[1], normal[0]]) / max(np.hypot(*normal), 1e-12)
+            t = (pts - middle) @ tangent
+            segments.append(np.r_[middle + t.min() * tangent, middle + t.max() * tangent])
+            pairs.append(key)
+    return np.array(segments, float).reshape(-1, 4), np.array(pairs, np.int64).reshape(-1, 2)

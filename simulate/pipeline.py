@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .imaging import Optics, VariantImager, delocalisation, draw_optics, exit_wave, wave_px
-from .labels import atom_map, make_labels, pixel_centres
+from .labels import StructureTruth, atom_map, grain_truth, make_labels, pixel_centres
 from .structures import Structure, build_structure
 
 STRUCTURE_FIELDS = (
@@ -44,6 +44,7 @@ class Sample:
     classes: np.ndarray  # uint8 class map
     meta: np.ndarray  # one META_DTYPE record
     atoms: np.ndarray  # uint8 map of the sheet's atoms (255 = on an atom), labels.atom_map
+    truth: StructureTruth | None = None  # grains, orientations, boundaries, rings (labels.grain_truth)
 
 
 class PlainConfig(dict):
@@ -112,6 +113,7 @@ def simulate_structure(cfg, seed: int, s: int, variants: list[int]) -> tuple[lis
     t2 = time.perf_counter()
     mask, classes = make_labels(structure, grid.image_px, margin, cfg.label)
     atoms = atom_map(structure, pixel_centres(grid.image_px, margin, pixel_size), cfg.label.atom_sigma)
+    truth = grain_truth(structure, grid.image_px, margin)
     t3 = time.perf_counter()
     timing.update(structure=t1 - t0, exit_wave=t2 - t1, labels=t3 - t2)
 
@@ -133,5 +135,5 @@ def simulate_structure(cfg, seed: int, s: int, variants: list[int]) -> tuple[lis
         for key, value in {**info, **optics.as_dict(), **fractions}.items():
             meta[key] = value
         meta["index"], meta["seed"], meta["structure"], meta["variant"] = index, seed, s, v
-        samples.append(Sample(index, image, mask, classes, meta, atoms))
+        samples.append(Sample(index, image, mask, classes, meta, atoms, truth))
     return samples, timing

@@ -15,8 +15,10 @@ A structure is a periodic square cell (x, y) of side `extent` holding
   biased towards grain boundaries, with a thickness per blob that tapers at the blob's edge;
 - optional heavy adatoms (Si by default) sitting on the lattice; they are not contamination.
 
-The `Structure` keeps what the labels need (which atoms are amorphous, grain seeds, holes), so the
-labels come from the model itself and never from the image.
+The `Structure` keeps what the labels need (which atoms are amorphous, grain seeds and angles,
+holes, and the rings of the sheet that are not hexagons: their centres and sizes, as the stitching
+made them), so the labels and the structure truth (simulate.labels.grain_truth) come from the model
+itself and never from the image.
 """
 from __future__ import annotations
 
@@ -70,6 +72,8 @@ class Structure:
     angles: np.ndarray  # (G,) in-plane orientation of each grain, degrees in [0, 60)
     holes: list[Hole] = field(default_factory=list)
     info: dict[str, float] = field(default_factory=dict)
+    ring_centres: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (K, 2) A: rings other than 6
+    ring_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # (K,) their sizes (5, 7, rarely 4, 8)
 
     def in_hole(self, xy: np.ndarray) -> np.ndarray:
         inside = np.zeros(xy.shape[:-1], dtype=bool)
@@ -144,10 +148,11 @@ def ring_centres(extent: float, seeds: np.ndarray, angles: np.ndarray, shifts: n
     return np.delete(centres, drop, axis=0)
 
 
-def honeycomb(centres: np.ndarray, extent: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def honeycomb(centres: np.ndarray, extent: float, centre_ids: bool = False):
     """Atoms (N, 2) at the centroids of the periodic Delaunay triangles of the ring centres, bonds
     (B, 2) between triangles sharing an edge, and the sizes (N, 3) of the three rings at each atom
-    (a ring's size is the number of triangles around its centre)."""
+    (a ring's size is the number of triangles around its centre); with `centre_ids` also the
+    indices (N, 3) into `centres` of those three rings."""
     pad = 4 * RING_SPACING_MAX
     shifts = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)]) * extent
     tiled = (centres[None] + shifts[:, None]).reshape(-1, 2)
@@ -170,6 +175,8 @@ def honeycomb(centres: np.ndarray, extent: float) -> tuple[np.ndarray, np.ndarra
     pairs = np.column_stack([np.repeat(np.arange(len(atoms)), 3), index])
     bonds = pairs[pairs[:, 0] < pairs[:, 1]]  # each bond once (it is seen from both ends)
     size = np.bincount(ids[tri.simplices[own]].ravel(), minlength=len(centres))
+    if centre_ids:
+        return atoms, bonds, size[ids[tri.simplices[own]]], ids[tri.simplices[own]]
     return atoms, bonds, size[ids[tri.simplices[own]]]
 
 
@@ -229,11 +236,52 @@ def _relax_steps(x, i, j, free, extent, length, steps, rate, momentum):  # pragm
                 x[a, k] += velocity[a, k]
 
 
+@dataclass
+class DefectRings:
+    """The rings of a sheet that are not hexagons: centres (K, 2) A (the mean of their relaxed
+    atoms), sizes (K,), and their atoms' positions (M, 2) with the ring each belongs to (M,)."""
+
+    centres: np.ndarray
+    sizes: np.ndarray
+    member_xy: np.ndarray
+    member_ring: np.ndarray
+
+    def intact(self, sheet: np.ndarray, extent: float) -> np.ndarray:
+        """(K,) bool: every atom of the ring is still in `sheet` (N, 2) (holes and pruning remove some)."""
+        if len(self.sizes) == 0 or len(sheet) == 0:
+            return np.zeros(len(self.sizes), bool)
+        dist, _ = cKDTree(np.mod(sheet, extent), boxsize=extent).query(np.mod(self.member_xy, extent))
+        lost = np.bincount(self.member_ring, dist > 1e-6, minlength=len(self.sizes))
+        return lost == 0
+
+
+def defect_rings(atoms: np.ndarray, ids: np.ndarray, n_centres: int, centres: np.ndarray, extent: float) -> DefectRings:
+    """The non-hexagonal rings of the sheet `atoms` (N, 2), whose three rings per atom are `ids`
+    (N, 3; honeycomb(..., centre_ids=True)): each ring's atoms and their periodic mean."""
+    size = np.bincount(ids.ravel(), minlength=n_centres)
+    atom = np.repeat(np.arange(len(atoms)), 3)
+    ring = ids.ravel()
+    sel = size[ring] != 6
+    atom, ring = atom[sel], ring[sel]
+    defects, member_ring = np.unique(ring, return_inverse=True)
+    offset = _wrap(atoms[atom] - centres[ring], extent)
+    count = np.bincount(member_ring, minlength=len(defects))
+    mean = np.column_stack([np.bincount(member_ring, offset[:, k], len(defects)) for k in (0, 1)]) / np.maximum(count, 1)[:, None]
+    return DefectRings(np.mod(centres[defects] + mean, extent), size[defects], atoms[atom], member_ring.reshape(-1))
+
+
 def graphene_sheet(extent: float, seeds: np.ndarray, angles: np.ndarray, shifts: np.ndarray, a: float,
                    min_distance: float) -> tuple[np.ndarray, np.ndarray]:
     """(atoms (N, 2), bonds (B, 2)) of a periodic polycrystalline sheet, boundaries of 5-7 rings;
     should relaxation leave two atoms closer than `min_distance` (not seen so far), one is removed."""
-    atoms, bonds, rings = honeycomb(ring_centres(extent, seeds, angles, shifts, a), extent)
+    return sheet_and_defects(extent, seeds, angles, shifts, a, min_distance)[:2]
+
+
+def sheet_and_defects(extent: float, seeds: np.ndarray, angles: np.ndarray, shifts: np.ndarray, a: float,
+                      min_distance: float) -> tuple[np.ndarray, np.ndarray, DefectRings]:
+    """`graphene_sheet` and its non-hexagonal rings (`defect_rings`, on the relaxed atoms)."""
+    centres = ring_centres(extent, seeds, angles, shifts, a)
+    atoms, bonds, rings, ids = honeycomb(centres, extent, centre_ids=True)
     length = a / np.sqrt(3)
     r = np.linalg.norm(_wrap(atoms[bonds[:, 1]] - atoms[bonds[:, 0]], extent), axis=1)
     defect = (rings != 6).any(1)
@@ -244,9 +292,10 @@ def graphene_sheet(extent: float, seeds: np.ndarray, angles: np.ndarray, shifts:
         grown[bonds[:, 1][defect[bonds[:, 0]]]] = True
         defect = grown
     atoms = relax_bonds(atoms, bonds, extent, defect, length)
+    defects = defect_rings(atoms, ids, len(centres), centres, extent)
     keep = np.ones(len(atoms), bool)
     keep[cKDTree(atoms, boxsize=extent).query_pairs(min_distance, output_type="ndarray")[:, 1]] = False
-    return prune_dangling(atoms, bonds, keep) if not keep.all() else (atoms, bonds)
+    return (*(prune_dangling(atoms, bonds, keep) if not keep.all() else (atoms, bonds)), defects)
 
 
 def prune_dangling(pos: np.ndarray, bonds: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -330,7 +379,7 @@ def build_structure(rng: np.random.Generator, extent: float, cfg) -> Structure:
     n_grains = 1 if rng.random() < cfg.single_grain_probability else int(rng.integers(cfg.grains[0], cfg.grains[1] + 1))
     seeds = rng.uniform(0, extent, (n_grains, 2))
     angles = rng.uniform(0, 60, n_grains)
-    sheet, bonds = graphene_sheet(extent, seeds, angles, rng.uniform(-a, a, (n_grains, 2)), a, float(cfg.min_distance))
+    sheet, bonds, defects = sheet_and_defects(extent, seeds, angles, rng.uniform(-a, a, (n_grains, 2)), a, float(cfg.min_distance))
 
     holes = []
     if rng.random() < cfg.holes.probability:
@@ -346,6 +395,8 @@ def build_structure(rng: np.random.Generator, extent: float, cfg) -> Structure:
     structure = Structure(Atoms(), extent, np.zeros(0, bool), seeds, angles, holes)
     if holes:
         sheet, bonds = prune_dangling(sheet, bonds, ~structure.in_hole(sheet))
+    intact = defects.intact(sheet, extent)  # rings that lost an atom to a hole are no rings
+    structure.ring_centres, structure.ring_sizes = defects.centres[intact], defects.sizes[intact]
     z0 = 0.0
     graphene = np.column_stack([sheet, np.full(len(sheet), z0)])
 
