@@ -6,9 +6,16 @@ spectrum (dose, detector blur, defocus), the intensity histogram and, with label
 contamination fraction and the contamination-to-lattice contrast. Each becomes a distance that is 0
 for identical sets (`distances`).
 
+The micrographs may be of any supported format, size and pixel size (`load_real`): each is
+brought to the simulated scale by binning (or upsampling) by a power of two into the simulator's
+pixel-size range, on the file's pixel size, else its lattice's; then cut into image_px x image_px
+tiles, its labels likewise (nearest-neighbour). A folder of image_px micrographs at the simulated
+scale is used as it is.
+
 The fit is cheap and deterministic:
-1. the pixel-size range comes straight from the real lattice, read by the same reader as
-   `evaluate predict` (`grapheneseg.lattice.read_pixel_size`; images without a lattice are left out);
+1. the pixel-size range comes straight from the real micrographs' pixel sizes: the file's, else the
+   lattice read by the same reader as `evaluate predict` (`grapheneseg.lattice.read_lattice`; tiles
+   with neither count only for the other statistics);
 2. a pool of exit waves is simulated once at that pixel size; every candidate re-images the same
    variants with the same noise draws, only with the dose scaled, the blur shifted and the defocus
    range scaled (common random numbers keep the search smooth); a coordinate search over a few
@@ -16,19 +23,23 @@ The fit is cheap and deterministic:
 3. with labels, the contamination coverage median is scaled until the simulated label fractions
    match the real ones (labels need no imaging, so this is cheap).
 The result is a small YAML of overrides that `simulate generate --calibration FILE` merges onto the
-config; it records the distances before and after and the folder it was fitted to.
+config; it records the distances before and after and the folder it was fitted to, and
+`calibration_figure` draws the fitted ranges against the real statistics beside it.
 """
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
+import scipy.ndimage
 from omegaconf import DictConfig, OmegaConf
 
-from grapheneseg.formats import SUPPORTED, read_micrograph
-from grapheneseg.lattice import read_pixel_size
-from grapheneseg.micrographs import LABEL_SUFFIX, DataError, load_labelled
+from grapheneseg import GRAPHENE_D100
+from grapheneseg.formats import SUPPORTED, Micrograph, read_micrograph
+from grapheneseg.lattice import LatticeReading, read_lattice, read_pixel_size
+from grapheneseg.micrographs import LABEL_SUFFIX, MIN_SIDE, DataError, read_label
 from grapheneseg.preprocessing import preprocess
 
 from .imaging import VariantImager, configure_abtem, draw_optics, exit_wave, wave_px
@@ -41,6 +52,8 @@ DOSE_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 BLUR_SHIFTS = (-0.15, 0.0, 0.15, 0.3, 0.45)  # px added to both ends of optics.blur (clipped at 0)
 DEFOCUS_SCALES = (0.5, 0.75, 1.0, 1.5)
 COVERAGE_SCALES = (0.5, 0.7, 1.0, 1.4, 2.0)
+LATTICE_LIMIT = GRAPHENE_D100 / 2  # A/px: coarser pixels cannot resolve graphene's 2.13 A {100} planes
+LABEL_FORMATS = (".png", ".tif", ".tiff")  # NAME_LABEL.* read as masks (label > 0)
 
 
 @dataclasses.dataclass
@@ -48,19 +61,23 @@ class Statistics:
     """What `simulate compare` measures, per image, after preprocessing."""
 
     spots: np.ndarray
-    pixel_sizes: np.ndarray  # from the lattice (`grapheneseg.lattice.read_pixel_size`; nan: none found)
+    pixel_sizes: np.ndarray  # A/px: given, else the lattice's (`grapheneseg.lattice.read_pixel_size`); nan: none
     spectrum: np.ndarray  # median radial power spectrum
     hist: np.ndarray
     fractions: np.ndarray | None = None
     contrast: np.ndarray | None = None
 
 
-def measure(images: list[np.ndarray], masks: list[np.ndarray] | None = None) -> Statistics:
+def measure(images: list[np.ndarray], masks: list[np.ndarray] | None = None,
+            pixel_sizes: np.ndarray | None = None) -> Statistics:
+    """The statistics of `images` (and `masks`); `pixel_sizes` (A/px, nan: unknown) when they are
+    known, else read from each image's lattice."""
     pre = [preprocess(im) for im in images]
     spectra = np.array([radial_spectrum(p) for p in pre])
     stats = Statistics(
         spots=np.array([spot_radius(s) for s in spectra]),
-        pixel_sizes=np.array([read_pixel_size(im) or np.nan for im in images]),
+        pixel_sizes=(np.array([read_pixel_size(im) or np.nan for im in images]) if pixel_sizes is None
+                     else np.asarray(pixel_sizes, dtype=float)),
         spectrum=np.median(spectra, axis=0),
         hist=np.histogram(np.concatenate([p.ravel() for p in pre]), HIST_BINS, density=True)[0],
     )
@@ -102,26 +119,196 @@ def distances(sim: Statistics, real: Statistics) -> dict[str, float]:
     return {k: round(v, 4) for k, v in d.items()}
 
 
-def load_real(folder: Path, labelled: bool, image_px: int) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-    """The folder's micrographs (and masks with `labelled`); all must be image_px x image_px."""
+# ------------------------------------------------------------------ the real micrographs, at scale
+
+SCALE_SLACK = np.sqrt(2.0)  # a folder's common factor is kept for micrographs within this factor of the range
+
+
+@dataclasses.dataclass
+class RealSet:
+    """A folder's micrographs at the simulated scale: image_px x image_px tiles (and their masks),
+    the pixel size of each tile (A/px, nan where unknown), what was done to each micrograph
+    (`used`: file, pixel size, its source, bin factor, tiles) and what was left out (`skipped`:
+    file, reason)."""
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray] | None
+    pixel_sizes: np.ndarray
+    used: list[dict]
+    skipped: list[dict]
+
+
+def micrograph_files(folder: Path, labelled: bool) -> list[tuple[Path, Path | None]]:
+    """(micrograph, label or None) for every micrograph in `folder` (any supported format); with
+    `labelled` each NAME.ext needs a NAME_LABEL.png (or .tif), and every broken pair is named in
+    one DataError."""
     folder = Path(folder)
-    if labelled:
-        data = load_labelled(folder)
-        images, masks, names = data.images, data.masks, [folder / f"{n}.png" for n in data.names]
-    else:
-        if not folder.is_dir():
-            raise DataError(f"{folder}: not a folder of micrographs")
-        names = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUPPORTED and not p.stem.endswith(LABEL_SUFFIX))
-        if not names:
-            raise DataError(f"{folder}: no micrographs ({', '.join(SUPPORTED)}) found")
-        images, masks = [read_micrograph(p).image for p in names], None
-    for path, image in zip(names, images):
-        if image.shape != (image_px, image_px):
-            raise DataError(f"{path}: size {image.shape[1]}x{image.shape[0]}, calibration needs {image_px}x{image_px} "
-                            f"(the simulator's grid.image_px) at the simulated pixel-size scale")
-    return images, masks
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder of micrographs")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED)
+    images = [p for p in files if not p.stem.endswith(LABEL_SUFFIX)]
+    if not images:
+        raise DataError(f"{folder}: no micrographs ({', '.join(SUPPORTED)}) found")
+    if not labelled:
+        return [(p, None) for p in images]
+    labels: dict[str, list[Path]] = {}
+    for p in files:
+        if p.stem.endswith(LABEL_SUFFIX) and p.suffix.lower() in LABEL_FORMATS:
+            labels.setdefault(p.stem[: -len(LABEL_SUFFIX)], []).append(p)
+    stems: dict[str, list[Path]] = {}
+    for p in images:
+        stems.setdefault(p.stem, []).append(p)
+    problems = [f"{folder}: {len(ps)} micrographs named {s} ({', '.join(p.name for p in ps)}): one label cannot "
+                "serve both" for s, ps in stems.items() if len(ps) > 1]
+    problems += [f"{folder}: {len(ps)} labels for {s} ({', '.join(p.name for p in ps)})"
+                 for s, ps in labels.items() if len(ps) > 1]
+    problems += [f"{p}: micrograph without label (expected {p.stem}{LABEL_SUFFIX}.png)" for p in images
+                 if p.stem not in labels]
+    problems += [f"{ps[0]}: label without micrograph" for s, ps in labels.items() if s not in stems]
+    if problems:
+        raise DataError(problems[0] if len(problems) == 1 else
+                        f"{folder}: {len(problems)} broken pairs:\n  " + "\n  ".join(problems))
+    return [(p, labels[p.stem][0]) for p in images]
 
 
+def read_scale(micrograph: Micrograph) -> tuple[float | None, str, LatticeReading | None]:
+    """(pixel size in A/px or None, its source, the lattice reading): the file's own calibration,
+    else the graphene lattice (`grapheneseg.lattice.read_lattice`, as `evaluate predict` reads it)."""
+    if micrograph.pixel_size:
+        return float(micrograph.pixel_size), "file", None
+    if min(micrograph.image.shape) < MIN_SIDE:
+        return None, "none", None
+    reading = read_lattice(micrograph.image)
+    if reading.pixel_size is None:
+        return None, "none", reading
+    return float(reading.pixel_size), "lattice (ambiguous)" if reading.ambiguous else "lattice", reading
+
+
+def scale_exponents(pixel_sizes: list[float | None], pixel_range: tuple[float, float]) -> tuple[int, list[int | None]]:
+    """(the folder's common k, per micrograph k) such that binning by 2**k (k < 0: upsampling by 2**-k) brings it to the
+    simulated pixel-size range `pixel_range`: the folder's common k (the median micrograph's, nearest
+    the range's geometric centre) wherever it leaves the pixel size within a factor `SCALE_SLACK` of
+    the range, so micrographs taken at one magnification are treated alike (a folder already at the
+    simulated scale stays as it is); else the micrograph's own, which lands within a factor sqrt 2 of
+    the range's centre. None where the pixel size is unknown; the common k is 0 when none is known."""
+    lo, hi = pixel_range
+    centre = np.sqrt(lo * hi)
+    known = [np.log2(centre / p) for p in pixel_sizes if p]
+    common = int(np.round(np.median(known))) if known else 0
+    out: list[int | None] = []
+    for p in pixel_sizes:
+        if not p:
+            out.append(None)
+        elif lo / SCALE_SLACK <= p * 2.0 ** common <= hi * SCALE_SLACK:
+            out.append(common)
+        else:
+            out.append(int(np.round(np.log2(centre / p))))
+    return common, out
+
+
+def rescale(image: np.ndarray, exponent: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """`image` binned by 2**exponent (block means of whole bins, a ragged edge trimmed; the mask takes
+    the pixel at each bin's centre, nearest-neighbour) or, for exponent < 0, upsampled by 2**-exponent
+    (linear interpolation; the mask repeated, nearest-neighbour); unchanged for 0."""
+    if exponent == 0:
+        return image, mask
+    b = 2 ** abs(exponent)
+    if exponent > 0:
+        h, w = (n // b * b for n in image.shape)
+        binned = image[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+        return binned, None if mask is None else mask[b // 2:h:b, b // 2:w:b]
+    up = scipy.ndimage.zoom(np.asarray(image, np.float32), b, order=1, grid_mode=True, mode="grid-mirror")
+    return up, None if mask is None else np.repeat(np.repeat(mask, b, axis=0), b, axis=1)
+
+
+def tiles(image: np.ndarray, size: int) -> list[tuple[slice, slice]]:
+    """Non-overlapping size x size tiles of `image`, as many as fit, centred (the margin left over is
+    split between both sides); one tile, the whole image, when it is size x size."""
+    h, w = image.shape
+    ny, nx = h // size, w // size
+    y0, x0 = (h - ny * size) // 2, (w - nx * size) // 2
+    return [(slice(y0 + i * size, y0 + (i + 1) * size), slice(x0 + j * size, x0 + (j + 1) * size))
+            for i in range(ny) for j in range(nx)]
+
+
+def load_real(folder: Path, labelled: bool, image_px: int, pixel_range: tuple[float, float],
+              warn=None) -> RealSet:
+    """The folder's micrographs (any supported format, size and pixel size; with `labelled`, their
+    masks) brought to the simulated scale and cut into image_px x image_px tiles.
+
+    Each micrograph's pixel size is the file's own, else its graphene lattice's (`read_scale`); it
+    is binned (or upsampled) by a power of two into the simulated range (`scale_exponents`,
+    `rescale`), then tiled (`tiles`). A micrograph already image_px x image_px at the simulated scale
+    is its own single tile, unchanged. Left out, each with a warning naming it and why: one with no
+    pixel size and no lattice (unless it is image_px x image_px in a folder at the simulated
+    scale: then it is used as it is, with a warning), one whose pixels are too coarse to show the
+    lattice, one smaller than image_px at the simulated scale. A DataError when none is left."""
+    warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
+    folder = Path(folder)
+    files = micrograph_files(folder, labelled)
+    found = []  # (path, label, pixel size, source, reading)
+    for path, label in files:
+        micrograph = read_micrograph(path)
+        found.append((path, label, *read_scale(micrograph)))
+    common, exponents = scale_exponents([f[2] for f in found], pixel_range)
+    images, masks, sizes, used, skipped, nonbinary = [], [] if labelled else None, [], [], [], []
+
+    def skip(path: Path, reason: str) -> None:
+        skipped.append({"file": str(path), "reason": reason})
+        warn(f"{path}: left out of the calibration: {reason}")
+
+    for (path, label, size, source, reading), exponent in zip(found, exponents):
+        micrograph = read_micrograph(path)
+        image, (h, w) = micrograph.image, micrograph.image.shape
+        if micrograph.frames > 1:
+            warn(f"{path}: {micrograph.note}")
+        mask = None
+        if labelled:
+            mask, fraction = read_label(label)
+            if fraction > 0:
+                nonbinary.append(label.name)
+            if mask.shape != image.shape:
+                raise DataError(f"{label}: size {mask.shape[1]}x{mask.shape[0]} does not match {path.name} ({w}x{h})")
+        if size is None:
+            if (h, w) != (image_px, image_px) or common != 0:
+                skip(path, f"{w} x {h} px with no pixel size in the file and no graphene lattice found "
+                           "(its scale is unknown; save it with its pixel size, e.g. as a calibrated TIFF)")
+                continue
+            warn(f"{path}: no pixel size in the file and no graphene lattice found; used at its own scale "
+                 f"({image_px} x {image_px} px, like the folder's other micrographs)")
+            exponent = 0
+        elif size > LATTICE_LIMIT:
+            skip(path, f"{size:.3g} \u00c5/px ({source}): too coarse for the graphene lattice (2.13 \u00c5 planes "
+                       f"need < {LATTICE_LIMIT:.3f} \u00c5/px)")
+            continue
+        factor = 2.0 ** exponent
+        if exponent and reading is not None and reading.ambiguous:
+            warn(f"{path}: the lattice reads {size:.3f} \u00c5/px but {reading.rival:.3f} \u00c5/px fits too "
+                 f"({reading.reason}); scaled on {size:.3f}: save it with its pixel size to be sure")
+        scaled, scaled_mask = rescale(image, exponent, mask)
+        if min(scaled.shape) < image_px:
+            skip(path, f"{w} x {h} px at {size:.3g} \u00c5/px ({source}) is {scaled.shape[1]} x {scaled.shape[0]} px "
+                       f"at {size * factor:.3g} \u00c5/px after {_how(exponent)}: smaller than the simulated "
+                       f"{image_px} x {image_px} px")
+            continue
+        cuts = tiles(scaled, image_px)
+        images += [scaled[c] for c in cuts]
+        if labelled:
+            masks += [scaled_mask[c] for c in cuts]
+        sizes += [size * factor if size else np.nan] * len(cuts)
+        used.append({"file": str(path), "pixel_size": None if size is None else round(size, 4), "source": source,
+                     "bin": factor, "tiles": len(cuts)})
+    if nonbinary:
+        warn(f"{folder}: {len(nonbinary)} labels are not strictly binary (e.g. {nonbinary[0]}); binarised as label > 0")
+    if not images:
+        raise DataError(f"{folder}: no micrograph could be brought to the simulated scale "
+                        f"({len(skipped)} left out: {skipped[0]['reason']}{' ...' if len(skipped) > 1 else ''})")
+    return RealSet(images, masks, np.array(sizes, dtype=float), used, skipped)
+
+
+def _how(exponent: int) -> str:
+    return "nothing" if exponent == 0 else (f"binning {2 ** exponent}x{2 ** exponent}" if exponent > 0
+                                             else f"upsampling {2 ** -exponent}x")
 
 
 def pixel_range(pixel_sizes: np.ndarray) -> list[float]:
@@ -181,15 +368,27 @@ def label_fractions(cfg: DictConfig, seed: int, structures: int) -> np.ndarray:
 
 def calibrate(cfg: DictConfig, real: Path, labelled: bool = False, structures: int = 16, variants: int = 4,
               log=print) -> dict:
-    """Fit the ranges to the micrographs in `real`; returns {"overrides", "before", "after", ...}."""
-    images, masks = load_real(real, labelled, int(cfg.grid.image_px))
-    target = measure(images, masks)
+    """Fit the ranges to the micrographs in `real` (`load_real` brings them to the simulated scale);
+    returns {"overrides", "before", "after", "ranges", "micrographs", "skipped", ...} and, under
+    "statistics", the real and simulated `Statistics` that `calibration_figure` draws."""
+    real_set = load_real(real, labelled, int(cfg.grid.image_px), tuple(float(v) for v in cfg.grid.pixel_size))
+    rescaled = [u for u in real_set.used if u["bin"] != 1]
+    log(f"{len(real_set.used)} micrographs, {len(real_set.images)} tiles of {cfg.grid.image_px} px"
+        + (f" ({len(rescaled)} binned or upsampled to the simulated scale)" if rescaled else "")
+        + (f"; {len(real_set.skipped)} left out" if real_set.skipped else ""))
+    images, masks = real_set.images, real_set.masks
+    target = measure(images, masks, real_set.pixel_sizes)
     seed = int(cfg.seed)
     base = Pool(cfg, seed, structures, variants)
-    before = distances(measure(base.images(1.0, 0.0, 1.0), base.masks() if labelled else None), target)
+    start = measure(base.images(1.0, 0.0, 1.0), base.masks() if labelled else None)
+    before = distances(start, target)
     log(f"before: {before}")
 
-    overrides: dict = {"grid": {"pixel_size": pixel_range(target.pixel_sizes)}}
+    if np.isfinite(target.pixel_sizes).any():
+        overrides: dict = {"grid": {"pixel_size": pixel_range(target.pixel_sizes)}}
+    else:
+        overrides = {"grid": {"pixel_size": [float(v) for v in cfg.grid.pixel_size]}}
+        log("no pixel size known (none in the files, no lattice found): the pixel-size range is left as it is")
     coverage = 1.0
     if labelled:
         real_median = float(np.median(target.fractions))
@@ -228,10 +427,108 @@ def calibrate(cfg: DictConfig, real: Path, labelled: bool = False, structures: i
         "blur": [round(max(float(o.blur[0]) + params["blur"], 0.0), 3), round(max(float(o.blur[1]) + params["blur"], 0.0), 3)],
         "defocus": [round(float(o.defocus[0] * params["defocus"]), 1), round(float(o.defocus[1] * params["defocus"]), 1)],
     }
-    after = distances(measure(pool.images(params["dose"], params["blur"], params["defocus"]), pool_masks), target)
+    end = measure(pool.images(params["dose"], params["blur"], params["defocus"]), pool_masks)
+    after = distances(end, target)
     log(f"after: {after}")
-    return {"overrides": overrides, "before": before, "after": after, "real": str(real), "n_real": len(images),
-            "labelled": labelled, "pool": {"structures": structures, "variants": variants, "seed": seed}}
+    ranges = {"pixel_size": [[float(v) for v in cfg.grid.pixel_size], overrides["grid"]["pixel_size"]]}
+    ranges.update({k: [[float(v) for v in o[k]], overrides["optics"][k]] for k in ("dose", "blur", "defocus")})
+    if labelled:
+        ranges["coverage_median"] = [float(cfg.structure.amorphous.coverage_median),
+                                     overrides["structure"]["amorphous"]["coverage_median"]]
+    return {"overrides": overrides, "before": before, "after": after, "real": str(real), "n_real": len(real_set.used),
+            "n_tiles": len(images), "image_px": int(cfg.grid.image_px), "labelled": labelled,
+            "pool": {"structures": structures, "variants": variants, "seed": seed},
+            "ranges": {k: {"before": b, "after": a} for k, (b, a) in ranges.items()},
+            "micrographs": real_set.used, "skipped": real_set.skipped,
+            "statistics": {"real": target, "before": start, "after": end}}
+
+
+def summary(result: dict) -> dict:
+    """`result` without its statistics (what `--json` prints)."""
+    return {k: v for k, v in result.items() if k != "statistics"}
+
+
+# ------------------------------------------------------------------ outputs
+
+def calibration_figure(result: dict, path: Path) -> Path:
+    """The fitted ranges against the real statistics calibration matched (a PNG): the real pixel
+    sizes with the range before and after; the {100} spot radius, the radial power spectrum and the
+    intensity histogram of the real tiles and of the simulated pool before and after the fit; with
+    labels, the contamination fractions; and the table of ranges and distances."""
+    from matplotlib.figure import Figure
+
+    from .report import SPOT_SEARCH
+
+    stats, ranges = result["statistics"], result["ranges"]
+    real, start, end = stats["real"], stats["before"], stats["after"]
+    sides = ((real, "real", "k", "-"), (start, "simulated, before", "C0", "--"), (end, "simulated, fitted", "C3", "-"))
+    fig = Figure(figsize=(15, 8.5))
+    ax = fig.subplots(2, 3)
+
+    a = ax[0, 0]
+    sizes = real.pixel_sizes[np.isfinite(real.pixel_sizes)]
+    (lo0, hi0), (lo1, hi1) = ranges["pixel_size"]["before"], ranges["pixel_size"]["after"]
+    a.axvspan(lo0, hi0, color="C0", alpha=0.12, label=f"before {lo0:g}-{hi0:g}")
+    a.axvspan(lo1, hi1, facecolor="none", edgecolor="C3", hatch="//", lw=1.5, label=f"fitted {lo1:g}-{hi1:g}")
+    if len(sizes):
+        a.hist(sizes, bins=min(30, max(5, len(sizes) // 3)), color="k", alpha=0.6, label=f"real tiles ({len(sizes)})")
+    a.set(xlabel="pixel size (\u00c5/px)", ylabel="tiles", title="pixel size: real vs range (5-95 %)")
+
+    a = ax[0, 1]
+    scale = (len(real.spectrum) - 1) / 128
+    bins = np.arange(SPOT_SEARCH[0], SPOT_SEARCH[1] + 2, 2) * scale
+    for st, name, colour, style in sides:
+        a.hist(st.spots, bins=bins, density=True, histtype="step", color=colour, ls=style, lw=1.5, label=name)
+    a.set(xlabel=f"{{100}} spot radius (1/{result['image_px']} px$^{{-1}}$)", ylabel="density",
+          title="lattice spot radius (sets the scale)")
+
+    a = ax[0, 2]
+    radii = np.arange(len(real.spectrum))
+    for st, name, colour, style in sides:
+        a.plot(radii, st.spectrum, color=colour, ls=style, label=name)
+    a.axvspan(5 * scale, 120 * scale, color="grey", alpha=0.07, label="fitted band")
+    a.set(yscale="log", xlabel=f"radius (1/{result['image_px']} px$^{{-1}}$)", ylabel="power (median)",
+          title="radial power spectrum (dose, blur, defocus)")
+
+    a = ax[1, 0]
+    centres = 0.5 * (HIST_BINS[1:] + HIST_BINS[:-1])
+    for st, name, colour, style in sides:
+        a.plot(centres, st.hist, color=colour, ls=style, label=name)
+    a.set(yscale="log", xlabel="preprocessed intensity", ylabel="density", title="intensity histogram")
+
+    a = ax[1, 1]
+    if real.fractions is not None:
+        edges = np.linspace(0, 1, 21)
+        for st, name, colour, style in sides:
+            a.hist(st.fractions, bins=edges, density=True, histtype="step", color=colour, ls=style, lw=1.5, label=name)
+        a.set(xlabel="labelled contamination fraction", ylabel="density", title="contamination per tile (coverage)")
+    else:
+        a.axis("off")
+        a.text(0.5, 0.5, "no labels: the contamination\ncoverage is not fitted (--labelled)", ha="center",
+               va="center", transform=a.transAxes)
+
+    a = ax[1, 2]
+    a.axis("off")
+    lines = [f"{'range':16s}{'before':>20s}{'fitted':>20s}"]
+    for key, value in ranges.items():
+        b, f = value["before"], value["after"]
+        text = (lambda v: f"{v[0]:g}-{v[1]:g}") if isinstance(b, list) else (lambda v: f"{v:g}")
+        lines.append(f"{key:16s}{text(b):>20s}{text(f):>20s}")
+    lines += ["", f"{'distance':16s}{'before':>20s}{'fitted':>20s}"]
+    lines += [f"{k:16s}{result['before'][k]:>20.3f}{result['after'][k]:>20.3f}" for k in result["after"]]
+    binned = sum(u["bin"] != 1 for u in result["micrographs"])
+    lines += ["", f"{result['n_real']} micrographs -> {result['n_tiles']} tiles of {result['image_px']} px",
+              f"{binned} binned or upsampled to scale, {len(result['skipped'])} left out"]
+    a.text(0, 1, "\n".join(lines), family="monospace", fontsize=8.5, va="top", transform=a.transAxes)
+    for a in ax.ravel()[:5]:
+        if a.has_data():
+            a.legend(fontsize=7.5)
+    fig.suptitle(f"simulate calibrate: fitted ranges vs {result['real']}", fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    return path
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -245,16 +542,30 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def write_calibration(result: dict, path: Path) -> Path:
-    """The overrides as YAML, headed by comments saying what they were fitted to and how well."""
+    """The overrides as YAML, headed by comments saying what they were fitted to and how well; with
+    the statistics in `result` (as `calibrate` returns it), the figure beside it (`calibration_figure`,
+    the YAML's name with .png)."""
+    binned = [u for u in result.get("micrographs", []) if u["bin"] != 1]
     lines = [f"# simulate calibrate: fitted to {result['n_real']} micrographs in {result['real']}"
-             f"{' (with labels)' if result['labelled'] else ''}",
+             f"{' (with labels)' if result['labelled'] else ''}"
+             + (f", {result['n_tiles']} tiles of {result['image_px']} px" if "n_tiles" in result else ""),
              f"# pool: {result['pool']}",
              f"# distances before: {result['before']}",
-             f"# distances after:  {result['after']}",
-             "# use: simulate generate --calibration THIS_FILE [key=value ...]"]
+             f"# distances after:  {result['after']}"]
+    if binned:
+        factors = sorted({u["bin"] for u in binned})
+        lines.append(f"# brought to the simulated scale: {len(binned)} micrographs binned (bin < 1: upsampled) by "
+                     + ", ".join(f"{f:g}" for f in factors))
+    for s in result.get("skipped", [])[:10]:
+        lines.append(f"# left out: {s['file']}: {s['reason']}")
+    if len(result.get("skipped", [])) > 10:
+        lines.append(f"# ... and {len(result['skipped']) - 10} more left out")
+    lines.append("# use: simulate generate --calibration THIS_FILE [key=value ...]")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n" + OmegaConf.to_yaml(OmegaConf.create(result["overrides"])))
+    path.write_text("\n".join(lines) + "\n" + OmegaConf.to_yaml(OmegaConf.create(result["overrides"])), encoding="utf-8")
+    if "statistics" in result:
+        calibration_figure(result, path.with_suffix(".png"))
     return path
 
 
