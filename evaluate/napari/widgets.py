@@ -7,7 +7,7 @@ notification, never as a traceback.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, ProgressBar,
@@ -34,6 +34,31 @@ def _image_layers(viewer: Any) -> list:
     from napari.layers import Image
 
     return [layer for layer in viewer.layers if isinstance(layer, Image) and layer.ndim == 2 and not layer.rgb]
+
+
+def _table(columns: Sequence[str]) -> Table:
+    """A read-only table that shows its cells' text as given (magicgui's default delegate rewrites
+    numbers, so 0.089 became 8.900e-02 beside 0.1600)."""
+    from qtpy.QtWidgets import QAbstractItemView, QStyledItemDelegate
+
+    table = Table(value={c: [] for c in columns})
+    table.native.setItemDelegate(QStyledItemDelegate(table.native))
+    table.native.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    return table
+
+
+def _fill(table: Table, columns: dict[str, list]) -> None:
+    table.value = columns
+    table.native.resizeColumnsToContents()
+
+
+def _number(value: Any, digits: int = 1) -> str:
+    """A table cell: the number to `digits` decimals, empty when there is none."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return ""
+    return "" if number != number else f"{number:.{digits}f}"
 
 
 def _add(viewer: Any, layer_data: list[tuple]) -> list:
@@ -212,7 +237,7 @@ class StructureWidget(_Base):
         self.device = ComboBox(label="device", choices=DEVICES, value="auto")
         self.pixel_size = FloatSpinBox(label="pixel size (Å/px)", value=0.0, min=0.0, max=100.0, step=0.01,
                                        tooltip="0: the layer's (from the file), else read from the lattice")
-        self.table = Table(value={"grain": [], "area (nm²)": [], "orientation (°)": [], "misorientation (°)": []})
+        self.table = _table(["grain", "area (nm²)", "orientation (°)", "misorientation (°)"])
         self.extend([self.image, self.model, self.device, self.pixel_size, self.run_button, self.progress,
                      self.status, self.table])
 
@@ -226,9 +251,10 @@ class StructureWidget(_Base):
         _add(self.viewer, value)
         meta = value[0][1]["metadata"]
         row, grains = meta["summary"], meta["grains"]
-        self.table.value = {"grain": [g["grain"] for g in grains], "area (nm²)": [g["area_nm2"] for g in grains],
-                            "orientation (°)": [g["orientation_deg"] for g in grains],
-                            "misorientation (°)": [g["misorientation_deg"] for g in grains]}
+        _fill(self.table, {"grain": [g["grain"] for g in grains],
+                           "area (nm²)": [_number(g["area_nm2"]) for g in grains],
+                           "orientation (°)": [_number(g["orientation_deg"]) for g in grains],
+                           "misorientation (°)": [_number(g["misorientation_deg"]) for g in grains]})
         self.status.value = (f"{row['grains']} grain(s), boundaries {row['boundary_length_nm']} nm; contamination "
                              f"{float(row['contamination_fraction']):.1%}, vacuum {float(row['vacuum_fraction']):.1%}; "
                              f"lattice check {row['lattice_check']}" if row["pixel_size_A"] != "unknown" else
@@ -248,7 +274,7 @@ class SuggestWidget(_Base):
                                               "passed over (0: never)")
         self.model = LineEdit(label="model", value="", tooltip=MODEL_HELP + "; a fold ensemble ranks best")
         self.device = ComboBox(label="device", choices=DEVICES, value="auto")
-        self.table = Table(value={"rank": [], "layer": [], "score": [], "why": []})
+        self.table = _table(["rank", "layer", "score", "why"])
         self.extend([self.n, self.coverage_every, self.model, self.device, self.run_button, self.progress,
                      self.status, self.table])
 
@@ -262,8 +288,8 @@ class SuggestWidget(_Base):
 
     def done(self, found: tuple[list, dict[str, str]]) -> None:
         picks, skipped = found
-        self.table.value = {"rank": [p.rank for p in picks], "layer": [p.layer for p in picks],
-                            "score": [f"{p.score:.3f}" for p in picks], "why": [p.why for p in picks]}
+        _fill(self.table, {"rank": [p.rank for p in picks], "layer": [p.layer for p in picks],
+                           "score": [_number(p.score, 3) for p in picks], "why": [p.why for p in picks]})
         for layer in self.viewer.layers:
             layer.metadata.pop("label_next_rank", None)
         for pick in picks:

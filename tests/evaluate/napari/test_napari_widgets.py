@@ -1,7 +1,6 @@
 """The napari widgets under offscreen Qt on a `napari.components.ViewerModel` (no OpenGL canvas):
 layers from the reader, work in a worker thread, results added on the image's scale. Skipped
-without the `napari` extra. `python -m tests.evaluate.napari.test_napari_widgets` renders each widget into
-docs/images/."""
+without the `napari` extra; test_real_window.py drives the same widgets in a real window."""
 from __future__ import annotations
 
 import importlib
@@ -130,44 +129,6 @@ def test_widgets_render(qtbot, viewer, tmp_path):
         qtbot.addWidget(widget.native)
         path = tmp_path / f"{cls.__name__}.png"
         assert widget.native.grab().save(str(path)) and path.stat().st_size > 1000
-
-
-def render_docs_images(out_dir: Path = ROOT / "docs" / "images") -> list[Path]:
-    """Render each widget, after a run on a simulated sample, into `out_dir` (docs/how-to/napari.md)."""
-    from qtpy.QtWidgets import QApplication
-
-    from evaluate.napari.layers import atom_layers, segmentation_layers, suggest_steps, run_steps, Source
-    from evaluate.napari.sample import simulated_micrograph
-
-    app = QApplication.instance() or QApplication([])
-    viewer = ViewerModel()
-    for seed in (7, 8, 9):
-        (data, kwargs, kind), _ = simulated_micrograph(seed=seed, size=128)
-        viewer.add_layer(Layer.create(data, kwargs, kind))
-    first = viewer.layers[0]
-    written = []
-    segment, atoms, suggest = SegmentWidget(viewer), AtomsWidget(viewer), SuggestWidget(viewer)
-    segment.image.value = atoms.image.value = first
-    segment.device.value = atoms.device.value = suggest.device.value = "cpu"
-    segment.uncertainty.value = True
-    segment.done(segmentation_layers(Source.of(first), device="cpu", uncertainty=True))
-    atoms.done(atom_layers(Source.of(first), device="cpu"))
-    suggest.n.value = 2
-    suggest.done(run_steps(suggest_steps([Source.of(layer) for layer in viewer.layers
-                                          if isinstance(layer, Image) and "image_layer" not in layer.metadata],
-                                         2, 0, device="cpu")))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, widget in (("napari_segment.png", segment), ("napari_atoms.png", atoms), ("napari_suggest.png", suggest)):
-        widget.native.resize(460, widget.native.sizeHint().height() + (140 if widget is suggest else 0))
-        app.processEvents()
-        widget.native.grab().save(str(out_dir / name))
-        written.append(out_dir / name)
-    return written
-
-
-if __name__ == "__main__":
-    for path in render_docs_images():
-        print(path)
 
 
 def test_a_refused_image_is_a_message_naming_the_file(qtbot, tmp_path):
