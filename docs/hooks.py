@@ -1,8 +1,11 @@
-"""MkDocs hook: the CLI reference pages are generated from the argparse parsers.
+"""MkDocs hook: the CLI reference pages are generated from the argparse parsers, and figures quoted
+on several pages come from one file.
 
 A page holding the marker `<!-- cli: evaluate -->` gets, in its place, the `--help` text of the
 program and of each of its subcommands, taken from `evaluate.cli.build_parser()` (likewise
-`simulate`, `train`) at build time, so the reference can never drift from the code.
+`simulate`, `train`) at build time, so the reference can never drift from the code. `{{ fig.KEY }}`
+is replaced by the value of KEY in docs/figures.yaml, so one measured figure cannot read
+differently on two pages.
 Registered in mkdocs.yml under `hooks:`; tests/test_docs.py calls `render` directly.
 """
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = ("simulate", "train", "evaluate")
 MARKER = re.compile(r"<!--\s*cli:\s*([a-z_]+)\s*-->")
+FIGURE = re.compile(r"\{\{\s*fig\.([a-z0-9_]+)\s*\}\}")
 WIDTH = "100"  # help text wrapped at 100 columns whatever the terminal
 
 
@@ -67,5 +71,24 @@ def render(program: str) -> str:
     return "\n".join(parts)
 
 
+def figures() -> dict[str, dict]:
+    """docs/figures.yaml: {key: {value, measured_by, quoted_in}}."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "docs" / "figures.yaml").read_text(encoding="utf-8"))
+
+
+def put_figures(markdown: str) -> str:
+    """`{{ fig.KEY }}` -> the figure's value; an unknown key is an error (a strict build fails)."""
+    known = figures()
+
+    def value(m: re.Match) -> str:
+        if m.group(1) not in known:
+            raise KeyError(f"{{{{ fig.{m.group(1)} }}}}: no such key in docs/figures.yaml")
+        return str(known[m.group(1)]["value"])
+
+    return FIGURE.sub(value, markdown)
+
+
 def on_page_markdown(markdown: str, page=None, config=None, files=None, **kwargs) -> str:
-    return MARKER.sub(lambda m: render(m.group(1)), markdown)
+    return put_figures(MARKER.sub(lambda m: render(m.group(1)), markdown))

@@ -149,3 +149,87 @@ def test_every_docs_page_is_in_the_nav():
     pages = [p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")]
     missing = [p for p in pages if p not in nav]
     assert not missing, f"docs pages not in mkdocs.yml nav: {missing}"
+
+
+IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+# pages that must show what their commands make: a results page's figures, getting-started's outputs
+# (speed.md is timings: tables, no figure)
+FIGURE_PAGES = [DOCS / "getting-started.md", DOCS / "how-to" / "napari.md"] + [
+    p for p in RESULTS if p.name != "speed.md"]
+
+
+@pytest.mark.parametrize("page", sorted(DOCS.rglob("*.md")), ids=lambda p: str(p.relative_to(DOCS)))
+def test_every_image_a_page_shows_exists(page):
+    for target in IMAGE.findall(page.read_text(encoding="utf-8")):
+        assert (page.parent / target).resolve().is_file(), f"{page.relative_to(ROOT)} shows a missing image {target}"
+
+
+@pytest.mark.parametrize("page", FIGURE_PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+def test_pages_show_figures(page):
+    assert IMAGE.findall(page.read_text(encoding="utf-8")), f"{page.relative_to(ROOT)} shows no figure"
+
+
+def _prose_lines(text: str):
+    in_code = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip().startswith("```"):
+            in_code = not in_code
+        elif not in_code:
+            yield number, line
+
+
+@pytest.mark.parametrize("page", sorted(DOCS.rglob("*.md")), ids=lambda p: str(p.relative_to(DOCS)))
+def test_no_accidental_headings(page):
+    """A prose line starting with '#' but no space (e.g. a wrapped '#3 of 5') renders as a heading."""
+    bad = [n for n, line in _prose_lines(page.read_text(encoding="utf-8")) if re.match(r"#+[^#\s]", line)]
+    assert not bad, f"{page.relative_to(ROOT)} lines {bad} start with '#' and would render as headings"
+
+
+USER_PAGES = [DOCS / "getting-started.md", DOCS / "index.md"] + sorted((DOCS / "how-to").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", USER_PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+def test_user_commands_parse(page, subcommand_names):
+    """Every `simulate|train|evaluate ...` line of the getting-started and how-to pages is accepted by
+    the real parser (a renamed or removed flag in a page fails here)."""
+    import shlex
+
+    hooks = _hooks()
+    for command in commands(page.read_text(encoding="utf-8")):
+        command = command.split(" #")[0].strip()
+        words = shlex.split(command.split("|")[0])
+        if not words or words[0] not in PROGRAMS or "..." in command or "<" in command:
+            continue
+        try:
+            hooks.parser_for(words[0]).parse_args(words[1:])
+        except SystemExit as exit_:
+            pytest.fail(f"{page.relative_to(ROOT)}: `{command}` is refused by the parser (exit {exit_.code})")
+
+
+@pytest.mark.parametrize("page", USER_PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+def test_user_pages_tell_no_development_history(page):
+    """How-to and getting-started pages speak to users: no issues, sessions, test files or paths of a
+    development checkout (the changelog and results pages keep the history)."""
+    text = page.read_text(encoding="utf-8")
+    for pattern in (r"\bissue \d+", r"\b(?:this|other|previous|last|earlier) sessions?\b", r"sessions' jobs",
+                    r"tests/\S+\.py", r"\.\./shared/"):
+        found = re.findall(pattern, text, flags=re.I)
+        assert not found, f"{page.relative_to(ROOT)} mentions {found[:3]}"
+
+
+def test_figures_have_one_source():
+    """{{ fig.KEY }} on a page names a key of docs/figures.yaml (and the hook puts its value in);
+    README.md and --help texts, which no hook renders, hold each value they are listed for."""
+    hooks = _hooks()
+    known = hooks.figures()
+    for page in DOCS.rglob("*.md"):
+        for key in hooks.FIGURE.findall(page.read_text(encoding="utf-8")):
+            assert key in known, f"{page.relative_to(ROOT)}: {{{{ fig.{key} }}}} is not in docs/figures.yaml"
+    assert "4 min 21 s" not in hooks.put_figures("{{ fig.packaged_jaccard }}")
+    assert hooks.put_figures("about {{ fig.sim_5000_wall }}.") == f"about {known['sim_5000_wall']['value']}."
+    with pytest.raises(KeyError):
+        hooks.put_figures("{{ fig.no_such_figure }}")
+    for key, figure in known.items():
+        for name in figure["quoted_in"]:
+            assert str(figure["value"]) in (ROOT / name).read_text(encoding="utf-8"), \
+                f"{name} does not quote {key} = {figure['value']} (docs/figures.yaml)"

@@ -22,9 +22,9 @@ EXAMPLES = """examples:
   train real --out RUN loop.epochs=10 model.features=16  # any config key as a Hydra override
   train real --out RUN_K10 --n-real 10                   # each fold trains on 10 of its images
   train real --out RUN_paper --grouping image            # the paper's image-wise folds
-  train pretrain --data data/sim/sim5000.h5 --out sim.ckpt --real-val DIR
-  train pretrain --task atoms --data data/sim/sim5000.h5 --out atoms.ckpt   # atom finder for `evaluate atoms`
-  train pretrain --task classes --data data/sim/sim5000.h5 --out classes.ckpt   # four-class structure model
+  train pretrain --data data/sim/sim_5000_seed0.h5 --out sim.ckpt --real-val DIR
+  train pretrain --task atoms --data data/sim/sim_5000_seed0.h5 --out atoms.ckpt   # atom finder for `evaluate atoms`
+  train pretrain --task classes --data data/sim/sim_5000_seed0.h5 --out classes.ckpt   # four-class structure model
   torchrun --nproc-per-node 2 -m train.cli pretrain --data A.h5 --out sim.ckpt   # data-parallel
   train finetune --pretrained sim.ckpt --out RUN --n-real 10   # same folds as `train real`
   train finetune --pretrained sim.ckpt --folds 0 --out model.ckpt
