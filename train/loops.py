@@ -181,8 +181,17 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], tot
 
 def validate(model: UNet, images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
              batch_size: int, device: torch.device) -> tuple[dict[str, float], list[np.ndarray]]:
-    """Pooled metrics of `model` on standardised `images` against boolean `masks`, and the counts."""
-    prob = predict_probability([model], np.stack(images), batch_size=batch_size, device=device)
+    """Pooled metrics of `model` on standardised `images` against boolean `masks`, and the counts.
+    Images of different sizes (a lab's own micrographs, pairs resampled to the model's scale) are
+    predicted in groups of one size."""
+    prob: list[np.ndarray] = [np.empty(0)] * len(images)
+    shapes: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        shapes.setdefault(np.shape(image), []).append(i)
+    for index in shapes.values():
+        found = predict_probability([model], np.stack([images[i] for i in index]), batch_size=batch_size, device=device)
+        for i, p in zip(index, found):
+            prob[i] = p
     counts = [confusion(p > 0.5, np.asarray(m, dtype=bool)) for p, m in zip(prob, masks)]
     return pooled(counts), counts
 

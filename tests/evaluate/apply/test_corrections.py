@@ -126,3 +126,15 @@ def test_the_cli_pairs_a_corrected_mask_and_finetunes_the_packaged_model(tmp_pat
     assert train_main(args) == 0
     assert "fine-tuning the packaged simulation-only model" in capsys.readouterr().err
     assert train_main(args) != 0 and f"--out {out} exists" in capsys.readouterr().err  # no silent overwrite
+
+
+def test_pairs_of_different_sizes_train_and_validate(tmp_path):
+    """A lab's corrections come at their own sizes (and resampled ones at the model's scale): the
+    inner validation predicts them in groups of one size (np.stack of mixed shapes failed)."""
+    pairs = write_labelled_folder(tmp_path / "pairs", n=3, size=64)
+    write_labelled_folder(tmp_path / "big", n=3, size=96, seed=1)
+    for path in (tmp_path / "big").iterdir():
+        path.rename(pairs / f"big_{path.name}")
+    result = finetune(pairs, tmp_path / "mine.ckpt", tiny_start(tmp_path / "start.ckpt"), "cpu", TINY_FT)
+    assert len(result["train_images"]) == 6 and (tmp_path / "mine.ckpt").exists()
+    assert result["selection"]["inner_images"] == 6
