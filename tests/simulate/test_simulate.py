@@ -15,7 +15,7 @@ from scipy.spatial import cKDTree
 from grapheneseg.config import ConfigError, load_config
 from simulate import driver
 from simulate.cli import main
-from simulate.dataset import DatasetError, open_dataset
+from simulate.dataset import SCHEMA_VERSION, DatasetError, open_dataset
 from simulate.labels import make_labels, pixel_centres
 from simulate.pipeline import META_DTYPE, simulate_structure
 from simulate.report import inspect_dataset
@@ -154,7 +154,7 @@ def test_hdf5_schema(reference):
         assert f["images"].chunks == (1, 64, 64) and f["images"].compression == "gzip"
         assert f["meta"].dtype == META_DTYPE
         assert list(f["meta"]["index"]) == list(range(6)) and list(f["meta"]["structure"]) == [0, 0, 0, 1, 1, 1]
-        assert f.attrs["schema_version"] == 2 and f.attrs["complete"] and f.attrs["n_target"] == 6
+        assert f.attrs["schema_version"] == SCHEMA_VERSION == 3 and f.attrs["complete"] and f.attrs["n_target"] == 6
         assert f["atoms"].shape == (6, 64, 64) and f["atoms"].dtype == np.uint8 and f["atoms"][:].max() == 255
         cfg = OmegaConf.create(str(f.attrs["config"]))
         assert cfg.grid.image_px == 64 and "workers" not in cfg

@@ -80,7 +80,7 @@ def sim_file(path: Path, n: int = 12, atoms: bool = True, seed: int = 0) -> Path
 def test_schema_2_holds_atoms_and_version_1_still_reads(tmp_path: Path) -> None:
     new = sim_file(tmp_path / "new.h5", n=3)
     with open_dataset(new) as f:
-        assert int(f.attrs["schema_version"]) == 2 and f["atoms"].shape == (3, 64, 64)
+        assert int(f.attrs["schema_version"]) == 3 and f["atoms"].shape == (3, 64, 64)
         require_atoms(f, new)
     old = sim_file(tmp_path / "old.h5", n=3, atoms=False)
     with h5py.File(old, "r+") as f:
