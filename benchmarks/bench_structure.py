@@ -1,4 +1,4 @@
-"""Structure maps (evaluate.apply.structure) against the simulator's structure truth, on the 17
+"""Structure maps (evaluate.apply.structure) against the simulator's structure truth, on the 16
 grain-boundary micrographs of the public set, and their speed (docs/results/structure.md).
 
     simulate generate --n 48 --seed 4242 --out heldout_structure.h5
@@ -14,11 +14,10 @@ lattice`: at the lattice reading, as for a file without calibration). Scored by
 evaluate.benchmark.structure_truth, pooled and by defocus bin (6 bins over the file's defocus
 range): IoU per class, boundary-line precision and recall within 3 A, the share of images whose
 grain count is exact (against all true grains, every piece in the field however small or hidden;
-and against the visible ones: at least 2.9 nm^2 of lattice outside contamination and vacuum, the
-smallest grain `evaluate structure` keeps by default, `min_grain_px`), the median orientation
+and against the visible ones: at least 2.9 nm^2 of lattice outside contamination and vacuum, four
+window areas, `min_grain_px`), the median orientation
 error per matched grain (degrees mod 60, the smaller way round).
-`--methods` adds prototype variants of the vacuum, boundary and grain steps (`METHODS`: `tuned`),
-each scored the same way on the same masks.
+`--methods previous` also scores the former defaults (`PREVIOUS`) the same way on the same masks.
 
 `grgb`: per `*_GrGB_*` micrograph: the lattice reading and its check, grains, boundary length and
 share of boundary class, with the human contamination label as the mask (the classical maps need a
@@ -56,35 +55,21 @@ def evaluate_method(image: np.ndarray, mask: np.ndarray, scale: Scale, cfg) -> d
             "orientation": s.grains.orientation, "structure": s}
 
 
-def tuned_method(image: np.ndarray, mask: np.ndarray, scale: Scale, cfg, vacuum_periods: float = 1.0,
-                 jump_deg: float = 3.0, merge_deg: float = 2.0, min_grain_windows: float = 1.0) -> dict:
-    """A prototype (issue 31, chosen on held-out seed 4242, every second image): vacuum from a
-    second orientation map with a window of `vacuum_periods` {100} spacings (sharper at hole edges,
-    which the 2-period window blurs by about a window), and grains with a lower jump (3 degrees
-    instead of 5), merge (2 instead of 3) and smallest grain (1 window area instead of 4): the rest as
-    `evaluate structure` (the orientation map at `window_periods`, boundary class within
-    `boundary_half_width` of a line)."""
-    from evaluate.analysis.orientation import grains_of, lattice_and_vacuum, orientation_map
-    from grapheneseg.classes import BOUNDARY, CONTAMINATION, LATTICE, VACUUM
-
-    pixel = scale.pixel_size
-    classes = np.full(image.shape, LATTICE, np.uint8)
-    classes[mask] = CONTAMINATION
-    if not pixel:
-        empty = np.zeros(image.shape, int)
-        return {"classes": classes, "lines": empty.astype(bool), "grains": empty, "orientation": {}}
-    omap = orientation_map(image, pixel, float(cfg.get("window_periods", 2.0)))
-    _, vacuum = lattice_and_vacuum(orientation_map(image, pixel, vacuum_periods), mask, float(cfg.get("vacuum_fraction", 0.15)))
-    lattice = ~np.asarray(mask, bool) & ~vacuum
-    grains = grains_of(omap, lattice, jump_deg, merge_deg, min_grain_windows)
-    classes[vacuum] = VACUUM
-    if grains.boundary.any():
-        near = scipy.ndimage.distance_transform_edt(~grains.boundary) * pixel
-        classes[lattice & (near <= float(cfg.get("boundary_half_width", 3.0)))] = BOUNDARY
-    return {"classes": classes, "lines": grains.boundary, "grains": grains.labels, "orientation": grains.orientation}
+# `evaluate structure`'s former defaults, before they were chosen on held-out simulations against
+# their truth (seed 4242, every second image; checked on seed 5151): `--methods previous` scores them
+PREVIOUS = {"jump_deg": 5.0, "merge_deg": 3.0, "min_grain_windows": 4.0, "vacuum_window_periods": 2.0}
 
 
-METHODS = {"evaluate": evaluate_method, "tuned": tuned_method}
+def previous_method(image: np.ndarray, mask: np.ndarray, scale: Scale, cfg) -> dict:
+    """`evaluate structure` at its former defaults (`PREVIOUS`): a 5 degree jump, 3 degree merge,
+    4-window smallest grain and vacuum from the 2-period orientation map."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    return evaluate_method(image, mask, scale, {**plain, **PREVIOUS})
+
+
+METHODS = {"evaluate": evaluate_method, "previous": previous_method}
 
 
 def min_grain_px(pixel_size: float, cfg) -> int:
