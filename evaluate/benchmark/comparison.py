@@ -241,6 +241,23 @@ def _pretrained(out: Path, budget: Any, sim: Path | None, pretrained: Path | Non
     return Path(pretrained), digest
 
 
+def capped(run: dict[str, Any]) -> int:
+    """In how many folds a trained arm's inner validation chose its longest training (its curve
+    still rising at the budget's cap)."""
+    return sum(c is not None and c == m for c, m in zip(run.get("chosen_epochs") or [], run.get("of_epochs") or []))
+
+
+def doubled(tcfg: Any, longer: list[str]) -> list[str]:
+    """`longer` plus the overrides that double the training of `tcfg` (epochs, fine-tuning epochs
+    and the step floor): an arm that hit its cap runs again, so that no arm is compared under-trained."""
+    words = [f"loop.epochs={2 * int(tcfg.loop.epochs)}"]
+    if tcfg.finetune.get("epochs"):
+        words.append(f"finetune.epochs={2 * int(tcfg.finetune.epochs)}")
+    if tcfg.loop.get("min_steps"):
+        words.append(f"loop.min_steps={2 * int(tcfg.loop.min_steps)}")
+    return [*longer, *words]
+
+
 def capped_notes(runs: dict[str, dict[str, Any]]) -> list[str]:
     """One caveat per arm whose inner validation chose the budget's longest training in some fold:
     the curve was still rising at the cap, so the arm may be under-trained and its gap to the
@@ -248,11 +265,15 @@ def capped_notes(runs: dict[str, dict[str, Any]]) -> list[str]:
     notes = []
     for name, run in runs.items():
         chosen, cap = run.get("chosen_epochs") or [], run.get("of_epochs") or []
-        capped = sum(c is not None and c == m for c, m in zip(chosen, cap))
-        if capped:
-            notes.append(f"{name} chose the budget's longest training ({cap[0]} epochs) in {capped} of {len(chosen)} "
-                         "folds: its inner validation was still improving at the cap, so it may be under-trained and "
-                         "its gap to the other arms overstated (a longer budget, `--budget full`, tells)")
+        if capped(run):
+            notes.append(f"{name} chose its longest training ({cap[0]} epochs"
+                         + (f", after {run['doublings']} doubling(s) of the budget's" if run.get("doublings") else "")
+                         + f") in {capped(run)} of {len(chosen)} folds: its inner validation was still improving at the "
+                         "cap, so it may be under-trained and its gap to the other arms overstated (report.extend_capped "
+                         "allows more doublings)")
+        elif run.get("doublings"):
+            notes.append(f"{name} hit the budget's training length and was trained again {run['doublings']} time(s) at "
+                         f"twice the length; at {cap[0]} epochs no fold chose the cap")
     return notes
 
 
@@ -281,18 +302,25 @@ def _trained_arms(out: Path, real: Path, budget: Any, train_extra: list[str], pr
     for k in [*budget.ks, None]:
         for name, init in ((REAL_ONLY, None), (FINETUNED, pretrained)):
             tcfg = _train_cfg(real, budget, train_extra, k, init, folds=None if splits else 0)
-            key = _key(_config_key(tcfg), images, *splits_key, None if init is None else pretrained_sha, code)
             stem = f"{'real' if init is None else 'finetuned'}-K{k or 'all'}"
             if splits:
-                run_dir = out / "arms" / f"{stem}-{key}"
-                summary = cross_validate(tcfg, real, run_dir, resume=True, splits=splits)
+                longer: list[str] = []
+                for doublings in range(int(budget.get("extend_capped") or 0) + 1):
+                    tcfg = _train_cfg(real, budget, [*train_extra, *longer], k, init)
+                    key = _key(_config_key(tcfg), images, *splits_key, None if init is None else pretrained_sha, code)
+                    run_dir = out / "arms" / f"{stem}-{key}"
+                    summary = cross_validate(tcfg, real, run_dir, resume=True, splits=splits)
+                    record = {"folder": str(run_dir), "key": key, "train_seconds": summary.get("train_seconds"),
+                              "chosen_epochs": [f.get("epochs") for f in summary["selection"]],
+                              "of_epochs": [f.get("of_epochs") for f in summary["selection"]],
+                              "choices": [f.get("choice") for f in summary["selection"]], "doublings": doublings}
+                    if not capped(record):
+                        break
+                    longer = doubled(tcfg, longer)
                 arm = fold_arm(run_dir, _arm_name(name, k), real, splits, device)
                 jaccard = arm.summary["jaccard"]["mean"]
-                record = {"folder": str(run_dir), "key": key, "train_seconds": summary.get("train_seconds"),
-                          "chosen_epochs": [f.get("epochs") for f in summary["selection"]],
-                          "of_epochs": [f.get("of_epochs") for f in summary["selection"]],
-                          "choices": [f.get("choice") for f in summary["selection"]]}
             else:
+                key = _key(_config_key(tcfg), images, *splits_key, None if init is None else pretrained_sha, code)
                 run_dir = out / "arms" / f"{stem}-all-{key}.ckpt"
                 train_all(tcfg, real, run_dir, resume=True)
                 scored = predictor_for(run_dir, device).score(test)

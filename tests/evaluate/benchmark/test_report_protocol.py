@@ -108,5 +108,39 @@ def test_an_arm_stopped_by_its_budget_is_said_to_be_capped():
             "U-Net sim-pretrained + fine-tuned": {"chosen_epochs": [0, 4, 6, 0, 2], "of_epochs": [12] * 5},
             "Bragg filter": {"folder": "x"}}
     notes = comparison.capped_notes(runs)
-    assert len(notes) == 1 and notes[0].startswith("U-Net real-only chose the budget's longest training (12 epochs) "
+    assert len(notes) == 1 and notes[0].startswith("U-Net real-only chose its longest training (12 epochs) "
                                                    "in 4 of 5 folds")
+
+
+def test_an_arm_that_hits_its_cap_is_trained_again_longer(tmp_path, monkeypatch):
+    """The real-only arm chooses the cap in some fold: it runs again at twice the epochs (and step
+    floor) until no fold does, at most `extend_capped` times; the fine-tuned arm, uncapped, runs once.
+    A planted report that published the capped run would show doublings 0 and 12 epochs."""
+    runs = []
+
+    def fake_cv(cfg, real, run_dir, resume=True, splits=None):
+        epochs = int(cfg.finetune.epochs if cfg.finetune.pretrained else cfg.loop.epochs)
+        runs.append((cfg.finetune.pretrained is None, epochs, int(cfg.loop.min_steps)))
+        chosen = epochs if cfg.finetune.pretrained is None and epochs < 48 else epochs // 2
+        return {"train_seconds": 1.0, "selection": [{"epochs": chosen, "of_epochs": epochs, "choice": "trained"}] * 2}
+
+    class FakeArm:
+        def __init__(self, name):
+            self.name, self.summary = name, {"jaccard": {"mean": 0.5}}
+
+    monkeypatch.setattr("train.crossval.cross_validate", fake_cv)
+    monkeypatch.setattr(comparison, "fold_arm", lambda run_dir, name, *a: FakeArm(name))
+    budget = load_config("evaluate", ["report=quick", "report.ks=[]"]).report
+    assert budget.extend_capped == 2
+    provenance = {"runs": {}}
+    real = write_labelled_folder(tmp_path / "real", n=4)
+    splits = [{"repeat": 0, "fold": f, "train": [], "test": []} for f in range(2)]
+    comparison._trained_arms(tmp_path, real, budget, [], tmp_path / "sim.ckpt", "sha", "images", provenance, splits)
+    real_runs = [(e, m) for real_only, e, m in runs if real_only]
+    assert real_runs == [(12, 150), (24, 300), (48, 600)]
+    assert [r for r in runs if not r[0]] == [(False, 12, 150)]
+    record = provenance["runs"]["U-Net real-only"]
+    assert record["doublings"] == 2 and record["of_epochs"] == [48, 48] and not comparison.capped(record)
+    notes = comparison.capped_notes(provenance["runs"])
+    assert notes == ["U-Net real-only hit the budget's training length and was trained again 2 time(s) at twice the "
+                     "length; at 48 epochs no fold chose the cap"]
