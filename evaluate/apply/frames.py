@@ -13,7 +13,7 @@ anything combined across frames is first registered to the first frame by phase 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -52,17 +52,17 @@ def registered_mean(frames: Sequence[Micrograph]) -> Micrograph:
     return replace(first, image=(total / len(frames)).astype(np.float32), frame=None, reading="mean")
 
 
-def consensus(segmentations: Sequence[Segmentation], threshold: float,
+def consensus(segmentations: Sequence[Segmentation], mask_of: Callable[[np.ndarray], np.ndarray],
               min_agreement: float = MIN_AGREEMENT) -> Segmentation:
     """The series' answer on the first frame's grid: the mean of the frames' registered
-    probabilities and its mask at `threshold`; `frame_agreement` is the mean Jaccard of each
-    frame's registered mask with it, with a notice below `min_agreement`."""
+    probabilities and its mask (`mask_of`, the Predictor's); `frame_agreement` is the mean Jaccard
+    of each frame's registered mask with it, with a notice below `min_agreement`."""
     first = segmentations[0]
     shifts = [np.zeros(2)] + [drift(first.micrograph.image, s.micrograph.image) for s in segmentations[1:]]
     probabilities = [registered(s.probability, shift) for s, shift in zip(segmentations, shifts)]
     probability = np.mean(probabilities, axis=0).astype(np.float32)
-    mask = probability > threshold
-    agreement = float(np.mean([scores(confusion(p > threshold, mask))["jaccard"] for p in probabilities]))
+    mask = mask_of(probability)
+    agreement = float(np.mean([scores(confusion(mask_of(p), mask))["jaccard"] for p in probabilities]))
     name = str(first.micrograph.path)
     notices = []
     if agreement < min_agreement:

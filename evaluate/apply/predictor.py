@@ -37,6 +37,7 @@ from train.models.runtime import inference_device, load_models, probability_samp
 
 from .scale import LATTICE_LIMIT, MIN_SIDE, Scale, decide_scale, pixel_size_text, resample
 from .frames import MIN_AGREEMENT
+from .masks import mask_of
 from .segment import Notice, Refused, Segmentation, Skipped, file_sha256, memory_gb, output_stems
 
 # Models that record no pixel range (real-only, or trained before it was recorded, such as the
@@ -193,8 +194,15 @@ class Predictor:
         notices = [Notice("scale", text) for text in [scale.warning(str(micrograph.path))] if text]
         if ood:
             notices.append(Notice("ood", message(str(micrograph.path), ood)))
-        return Segmentation(micrograph, prob, prob > self.cfg.threshold, scale, time.perf_counter() - start,
+        return Segmentation(micrograph, prob, self.mask(prob, scale), scale, time.perf_counter() - start,
                             std, ood, disagreement, notices)
+
+    def mask(self, probability: np.ndarray, scale: Scale) -> np.ndarray:
+        """The mask of a probability map, drawn as the labels are (evaluate.apply.masks: the
+        threshold, `close_A`, `fill_holes_nm2`), at the micrograph's pixel size (the model's target
+        when it is unknown)."""
+        return mask_of(probability, self.cfg.threshold, scale.pixel_size or self.cfg.target_pixel_size,
+                       float(self.cfg.get("close_A") or 0), float(self.cfg.get("fill_holes_nm2") or 0))
 
     def segment_files(self, files: Iterable[Path], given: float | None = None, uncertainty: bool = False,
                       progress: bool = True, stems: dict[Path, str] | None = None, frames: str | None = None,
@@ -235,8 +243,8 @@ class Predictor:
                     seg.provenance = stamp
                     segs.append(seg)
                 if len(segs) > 1:
-                    segs.append(consensus(segs, self.cfg.threshold, float(self.cfg.get("min_frame_agreement")
-                                                                          or MIN_AGREEMENT)))
+                    segs.append(consensus(segs, lambda p: self.mask(p, scale),
+                                          float(self.cfg.get("min_frame_agreement") or MIN_AGREEMENT)))
                 done += segs
             except Refused as err:
                 skipped[str(path)] = Skipped("refused", str(err))

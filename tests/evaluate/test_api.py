@@ -55,7 +55,11 @@ def test_uncertainty_and_threshold(image):
     result = api.segment(image, pixel_size=0.38, device="cpu", uncertainty=True, threshold=0.9)
     assert result.uncertainty.shape == image.shape and 0 <= result.uncertainty.max() <= 0.5
     assert result.disagreement is not None
-    np.testing.assert_array_equal(result.mask, result.probability > 0.9)
+    from evaluate.apply.masks import mask_of
+
+    np.testing.assert_array_equal(result.mask, mask_of(result.probability, 0.9, 0.38, 5.0, 1.0))
+    bare = api.segment(image, pixel_size=0.38, device="cpu", threshold=0.9, config={"close_A": 0, "fill_holes_nm2": 0})
+    np.testing.assert_array_equal(bare.mask, bare.probability > 0.9)
 
 
 def test_bad_inputs_are_refused_clearly(image):

@@ -41,9 +41,12 @@ def threshold_checkpoint(path: Path, t: float, w: float = 1.0) -> Path:
     return save_checkpoint(path, model, arch, {"model": arch}, epoch=0)
 
 
+BARE = ["apply.close_A=0", "apply.fill_holes_nm2=0"]  # the mask is the threshold alone (no label-style closing)
+
+
 def score_model(model: Path, test: Path) -> dict:
-    """The scores of `evaluate score --model` on the CPU (the default apply config)."""
-    return Predictor(model, load_config("evaluate").apply, "cpu").score(test)
+    """The scores of `evaluate score --model` on the CPU (the default apply config, bare threshold)."""
+    return Predictor(model, load_config("evaluate", BARE).apply, "cpu").score(test)
 
 
 def expected_counts(folder: Path, t: float) -> dict[str, list[int]]:
@@ -77,7 +80,8 @@ def test_evaluate_score_model_cli(tmp_path: Path, capsys) -> None:
     test = write_labelled_folder(tmp_path / "my test=1", n=3, seed=2)
     ckpt = threshold_checkpoint(tmp_path / "t.ckpt", 0.7)
     out = tmp_path / "scores" / "t.json"
-    assert main(["score", "--model", str(ckpt), "--test", str(test), "--json", "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["score", "--model", str(ckpt), "--test", str(test), "--json", "--out", str(out), "--device", "cpu",
+                 *BARE]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     expected = expected_counts(test, 0.7)
     assert printed == pooled(np.array(c) for c in expected.values())
