@@ -379,12 +379,22 @@ class FineTuneWidget(_Base):
         self._cancel = True
         self.status.value = "cancelling at the next step..."
 
-    def _idle(self) -> None:
+    def _stop_showing_steps(self) -> None:
+        """Stop the progress timer before the final message, which a late tick would overwrite."""
         self._timer.stop()
+        self._step_seen = None
+
+    def _failed(self, err: BaseException) -> None:
+        self._stop_showing_steps()
+        super()._failed(err)
+
+    def _idle(self) -> None:
+        self._stop_showing_steps()
         self.cancel_button.enabled = False
         super()._idle()
 
     def done(self, value: tuple[dict, list[tuple]]) -> None:
+        self._stop_showing_steps()
         summary, layers = value
         _add(self.viewer, layers)
         again = f"; {layers[0][1]['name']} re-segmented with it" if layers else ""
