@@ -72,14 +72,15 @@ def previous_method(image: np.ndarray, mask: np.ndarray, scale: Scale, cfg) -> d
 METHODS = {"evaluate": evaluate_method, "previous": previous_method}
 
 
+VISIBLE_WINDOWS = 4.0  # a visible grain shows at least this many window areas (2.9 nm^2) of lattice
+
+
 def min_grain_px(pixel_size: float, cfg) -> int:
-    """The smallest grain the orientation map keeps (evaluate.analysis.orientation.MIN_GRAIN_WINDOWS
-    window areas), in px at `pixel_size`."""
-    from evaluate.analysis.orientation import MIN_GRAIN_WINDOWS
+    """The smallest visible grain (`VISIBLE_WINDOWS` window areas), in px at `pixel_size`."""
     from grapheneseg import GRAPHENE_D100
 
     window = float(cfg.get("window_periods", 2.0)) * GRAPHENE_D100 / pixel_size
-    return int(np.ceil(MIN_GRAIN_WINDOWS * (2 * window) ** 2))
+    return int(np.ceil(VISIBLE_WINDOWS * (2 * window) ** 2))
 
 
 def simulated(path: Path, model: Path | None, lattice_scale: bool, methods: list[str]) -> dict:

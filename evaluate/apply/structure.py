@@ -31,8 +31,9 @@ import scipy.ndimage
 
 from grapheneseg.formats import Micrograph
 from grapheneseg.tables import merge_rows
-from evaluate.analysis.orientation import (JUMP_DEG, MERGE_DEG, VACUUM_FRACTION, WINDOW_PERIODS, Grains, OrientationMap,
-                                     grains_of, lattice_and_vacuum, orientation_map)
+from evaluate.analysis.orientation import (JUMP_DEG, MERGE_DEG, MIN_GRAIN_WINDOWS, VACUUM_FRACTION,
+                                           VACUUM_WINDOW_PERIODS, WINDOW_PERIODS, Grains, OrientationMap, grains_of,
+                                           lattice_and_vacuum, orientation_map)
 from grapheneseg.preprocessing import preprocess
 from grapheneseg.classes import BOUNDARY, CLASS_NAMES, CONTAMINATION, LATTICE, VACUUM
 
@@ -45,9 +46,9 @@ COLOURS = {LATTICE: (255, 255, 255), CONTAMINATION: (40, 80, 255), VACUUM: (40, 
 # Chosen on held-out simulations against their stored truth (benchmarks/bench_structure.py sim): a
 # 3 degree jump, 2 degree merge and 1-window smallest grain find more of the boundaries than 5, 3
 # and 4, and vacuum from a sharper, 1-period map follows hole edges that the 2-period map blurs.
-DEFAULTS = {"window_periods": WINDOW_PERIODS, "jump_deg": 3.0, "merge_deg": 2.0, "min_grain_windows": 1.0,
-            "vacuum_window_periods": 1.0, "vacuum_fraction": VACUUM_FRACTION,
-            "boundary_half_width": BOUNDARY_HALF_WIDTH}
+DEFAULTS = {"window_periods": WINDOW_PERIODS, "jump_deg": JUMP_DEG, "merge_deg": MERGE_DEG,
+            "min_grain_windows": MIN_GRAIN_WINDOWS, "vacuum_window_periods": VACUUM_WINDOW_PERIODS,
+            "vacuum_fraction": VACUUM_FRACTION, "boundary_half_width": BOUNDARY_HALF_WIDTH}
 STRUCTURE_COLUMNS = (["file", "frame", "pixel_size_A", "pixel_size_source", "lattice_check", "height", "width"]
                      + [f"{c}_nm2" for c in CLASS_NAMES] + [f"{c}_fraction" for c in CLASS_NAMES]
                      + ["grains", "mean_grain_nm2", "boundary_length_nm", "boundary_per_nm2_graphene"]
