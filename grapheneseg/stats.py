@@ -1,8 +1,10 @@
 """Bootstrap intervals over images: the one resampling scheme behind every interval the project
 reports (paired differences of two arms, correlations of a score with the error, ranges
-fitted to real micrographs). Images are the unit resampled, with replacement, seeded."""
+fitted to real micrographs). Images are the unit resampled, with replacement, seeded; or whole
+focal series, where frames of one series would otherwise count as independent images."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -47,17 +49,28 @@ def _pooled_jaccard(counts: np.ndarray) -> np.ndarray:
     return np.where(den > 0, tp / np.maximum(den, 1), 1.0)
 
 
-def paired_pooled_bootstrap(a: Any, b: Any, n_boot: int = 4000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+def paired_pooled_bootstrap(a: Any, b: Any, n_boot: int = 4000, seed: int = 0, level: float = 0.95,
+                            groups: Sequence[str] | None = None) -> dict[str, Any]:
     """Pooled Jaccard of per-image counts `a` ([[tp, fp, fn, tn], ...]) minus that of `b` (the same
     images in the same order), and its paired bootstrap interval at `level`: images resampled
     with replacement, both arms together, counts pooled per resample (the statistic the fine-
-    tuning guard chooses by, so one large image weighs as its pixels do)."""
+    tuning guard chooses by, so one large image weighs as its pixels do). With `groups` (one label
+    per image, e.g. its focal series), whole groups are resampled instead: frames of one series are
+    near-copies, and counting them as independent images makes the interval too narrow."""
     a, b = np.asarray(a, dtype=float).reshape(-1, 4), np.asarray(b, dtype=float).reshape(-1, 4)
     if a.shape != b.shape or not len(a):
         raise ValueError(f"paired bootstrap needs per-image counts of the same images in both arms "
                          f"({len(a)} vs {len(b)})")
-    idx = bootstrap_indices(len(a), int(n_boot), seed)
-    low, high = interval(_pooled_jaccard(a[idx].sum(axis=1)) - _pooled_jaccard(b[idx].sum(axis=1)), level)
+    units_a, units_b = a, b
+    if groups is not None:
+        if len(groups) != len(a):
+            raise ValueError(f"paired bootstrap: {len(groups)} group labels for {len(a)} images")
+        labels, index = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+        units_a, units_b = np.zeros((len(labels), 4)), np.zeros((len(labels), 4))
+        np.add.at(units_a, index, a)
+        np.add.at(units_b, index, b)
+    idx = bootstrap_indices(len(units_a), int(n_boot), seed)
+    low, high = interval(_pooled_jaccard(units_a[idx].sum(axis=1)) - _pooled_jaccard(units_b[idx].sum(axis=1)), level)
     return {"difference": float(_pooled_jaccard(a.sum(axis=0)) - _pooled_jaccard(b.sum(axis=0))),
             "low": low, "high": high, "level": float(level), "n_images": len(a), "n_boot": int(n_boot),
-            "excludes_zero": bool(low > 0 or high < 0)}
+            "n_groups": len(units_a), "excludes_zero": bool(low > 0 or high < 0)}
