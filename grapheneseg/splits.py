@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,15 @@ def series_of(name: str, pattern: str = SERIES_PATTERN) -> str:
     """The focal series of image `name`: the name less the first match of `pattern` (the name
     itself when nothing matches)."""
     return re.sub(pattern, "", name, count=1) or name
+
+
+def series_grouper(grouping: str | None, pattern: str | None = SERIES_PATTERN) -> Callable[[str], str] | None:
+    """The function from an image name to the group a bootstrap resamples whole: its focal series
+    under the "series" grouping, None (each image alone) otherwise."""
+    if grouping != "series":
+        return None
+    pattern = pattern or SERIES_PATTERN
+    return lambda name: series_of(name, pattern)
 
 
 def check_grouping(grouping: str, pattern: str | None = SERIES_PATTERN) -> None:

@@ -4,7 +4,7 @@ fitted to real micrographs). Images are the unit resampled, with replacement, se
 focal series, where frames of one series would otherwise count as independent images."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,10 +21,13 @@ def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def paired_bootstrap(a: dict[str, float], b: dict[str, float], n_boot: int = 4000, seed: int = 0) -> dict[str, Any]:
+def paired_bootstrap(a: dict[str, float], b: dict[str, float], n_boot: int = 4000, seed: int = 0,
+                     group_of: Callable[[str], str] | None = None) -> dict[str, Any]:
     """Mean over images of the per-image difference a - b and its paired bootstrap 95% interval
     (images resampled with replacement, both arms together). Keys "NAME@repeatR" of repeated CV
-    are averaged per image first, so the unit resampled is the micrograph."""
+    are averaged per image first, so the unit resampled is the micrograph. With `group_of` (a
+    name's focal series, e.g. grapheneseg.splits.series_of), whole series are resampled instead
+    and the mean stays one over images: near-copies do not count as independent evidence."""
     def per_image(values: dict[str, float]) -> dict[str, float]:
         groups: dict[str, list[float]] = {}
         for key, value in values.items():
@@ -37,8 +40,12 @@ def paired_bootstrap(a: dict[str, float], b: dict[str, float], n_boot: int = 400
         raise ValueError(f"paired bootstrap needs the same images in both arms ({len(a)} vs {len(b)}, "
                          f"{len(names)} shared)")
     diff = np.array([a[n] - b[n] for n in names])
-    low, high = interval(diff[bootstrap_indices(len(diff), n_boot, seed)].mean(axis=1))
+    labels = np.unique([group_of(n) for n in names] if group_of else names, return_inverse=True)[1]
+    sums, counts = np.bincount(labels, diff), np.bincount(labels)
+    idx = bootstrap_indices(len(sums), n_boot, seed)
+    low, high = interval(sums[idx].sum(axis=1) / counts[idx].sum(axis=1))
     return {"mean": float(diff.mean()), "low": low, "high": high, "n_images": len(names),
+            "n_groups": len(sums), "resampled": "series" if group_of else "images",
             "excludes_zero": bool(low > 0 or high < 0)}
 
 

@@ -10,8 +10,8 @@ same checkpoint on its K images with the same training config and scored on the 
 (train.crossval.cross_validate, one run folder per arm). Reported per K: the Jaccard pooled over
 all test pixels of all folds per arm, the mean, sd and range of the random arms, suggest minus the
 random mean, and per image the suggest Jaccard minus the mean of the random arms with a paired
-bootstrap 95 % interval over images; beside them the checkpoint's own Jaccard on the same test
-pixels (zero-shot, no label).
+bootstrap 95 % interval (whole focal series resampled under series-grouped folds); beside them the
+checkpoint's own Jaccard on the same test pixels (zero-shot, no label).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from grapheneseg.config import load_config, override, write_json
 from grapheneseg.fetch import sha256
 from grapheneseg.metrics import pooled
 from grapheneseg.micrographs import find_pairs
-
+from grapheneseg.splits import series_grouper
 from grapheneseg.stats import paired_bootstrap
 
 from .scoring import fold_arm, predictor_for
@@ -95,7 +95,9 @@ def _summary(suggest_dir: Path, random_dirs: Sequence[Path], real: Path, splits:
             "random_mean": float(values.mean()), "random_sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
             "random_min": float(values.min()), "random_max": float(values.max()),
             "suggest_minus_random_mean": float(suggest.pooled_all["jaccard"] - values.mean()),
-            "per_image_suggest_minus_random": paired_bootstrap(suggest.image_scores(), random_mean_image),
+            "per_image_suggest_minus_random": paired_bootstrap(
+                suggest.image_scores(), random_mean_image,
+                group_of=series_grouper(splits[0].get("grouping"), splits[0].get("series_pattern"))),
             "by_label_area": _by_label_area(suggest, randoms),
             "suggest_fold_jaccard": [f["jaccard"] for f in suggest.per_fold],
             "random_fold_jaccard": [[f["jaccard"] for f in a.per_fold] for a in randoms]}

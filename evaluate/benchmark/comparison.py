@@ -9,7 +9,8 @@ lives in a folder named after a key of its contents: its resolved config (paths 
 SHA-256 of the labelled images, of the splits, of the --sim file or --pretrained checkpoint it
 starts from, and of the code that produces it; a rerun reuses exactly the runs whose key matches
 (finished folds are read back) and never a stale one. Fine-tuned minus real-only and minus
-sim-only differences get paired bootstrap 95% intervals over images at every K. With
+sim-only differences get paired bootstrap 95% intervals at every K (resampling whole focal series
+under series-grouped folds, images under image-wise ones). With
 `report.active.ks` (the full budget) the report also simulates active labelling on the first
 repeat's folds (evaluate/active.py: `suggest`'s K against K at random, from the same checkpoint).
 """
@@ -33,7 +34,8 @@ from grapheneseg.formats import Micrograph
 from grapheneseg.metrics import scores
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
-from grapheneseg.splits import SERIES_PATTERN, image_key, load_or_make_splits, series_of, straddling
+from grapheneseg.splits import (SERIES_PATTERN, image_key, load_or_make_splits, series_grouper, series_of,
+                                straddling)
 from grapheneseg.stats import paired_bootstrap
 
 from .scoring import fold_arm, predictor_for
@@ -102,11 +104,14 @@ def _arm_name(name: str, k: int | None) -> str:
     return name if k is None else f"{name} K={k}"
 
 
-def _intervals(by_k: dict[int, dict[str, Arm]], sim_only: Arm) -> dict[int, dict[str, dict[str, Any]]]:
-    """Paired bootstrap intervals of fine-tuned minus real-only and minus sim-only at every K."""
+def _intervals(by_k: dict[int, dict[str, Arm]], sim_only: Arm, cv: Any) -> dict[int, dict[str, dict[str, Any]]]:
+    """Paired bootstrap intervals of fine-tuned minus real-only and minus sim-only at every K,
+    resampling whole focal series when the folds are series-grouped (`cv.grouping`)."""
+    group_of = series_grouper(cv.get("grouping", "series"), cv.get("series_pattern", SERIES_PATTERN))
     return {k: {"fine-tuned - real-only": paired_bootstrap(arms[FINETUNED].image_scores(),
-                                                            arms[REAL_ONLY].image_scores()),
-                "fine-tuned - sim-only": paired_bootstrap(arms[FINETUNED].image_scores(), sim_only.image_scores())}
+                                                            arms[REAL_ONLY].image_scores(), group_of=group_of),
+                "fine-tuned - sim-only": paired_bootstrap(arms[FINETUNED].image_scores(), sim_only.image_scores(),
+                                                          group_of=group_of)}
             for k, arms in sorted(by_k.items())}
 
 
@@ -357,7 +362,7 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
     trained, by_k, curves, _ = _trained_arms(out, real, budget, train_extra, pretrained, pretrained_sha, images,
                                              provenance, test=test, device=device)
     arms.update(trained)
-    intervals = _intervals(by_k, arms[SIM_ONLY])
+    intervals = _intervals(by_k, arms[SIM_ONLY], cfg.cv)
     ordered = [arms[n] for n in (BRAGG, REAL_ONLY, SIM_ONLY, FINETUNED)]
     figures = {
         "Per-image Jaccard of every arm on the test folder": plot_per_image(ordered, out / "per_image_jaccard.png"),
@@ -420,7 +425,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
     trained, by_k, curves, run_dirs = _trained_arms(out, real, budget, train_extra, pretrained, pretrained_sha,
                                                     images, provenance, splits=splits, device=device)
     arms.update(trained)
-    intervals = _intervals(by_k, arms[SIM_ONLY])
+    intervals = _intervals(by_k, arms[SIM_ONLY], cfg.cv)
     sections, extra_metrics = [], {}
     if budget.get("active") and budget.active.ks:
         active = _active(real, out, budget, splits, pretrained, pretrained_sha, images, train_extra, device, provenance)

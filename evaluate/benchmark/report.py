@@ -246,9 +246,11 @@ def write_report(out_dir: Path, arms: list[Arm], figures: dict[str, Path], prove
     markdown table) placed after the notes; `extra_metrics` are added to metrics.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = table1(arms)
+    by_series = any(d.get("resampled") == "series" for per_k in (intervals or {}).values() for d in per_k.values())
     caption = ("Paired differences per K: mean over test images of the per-image Jaccard difference, "
-               "with its paired bootstrap 95% interval over images (* = the interval excludes 0). This is a "
-               "per-image mean, not the pooled Jaccard of Table 1.")
+               "with its paired bootstrap 95% interval "
+               + ("resampling whole focal series (frames of one series are near-copies)" if by_series else "over images")
+               + " (* = the interval excludes 0). This is a per-image mean, not the pooled Jaccard of Table 1.")
     table2 = intervals_markdown(intervals) if intervals else ""
     metrics = {"table1": rows, "pooled_all_folds": {a.name: a.pooled_all for a in arms},
                "per_fold": {a.name: a.per_fold for a in arms},

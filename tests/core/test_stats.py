@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from grapheneseg.stats import paired_pooled_bootstrap
+from grapheneseg.splits import series_of
+from grapheneseg.stats import paired_bootstrap, paired_pooled_bootstrap
 
 
 def _counts(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -32,3 +33,18 @@ def test_grouped_bootstrap_needs_one_label_per_image():
     a, b = _counts(1, 5)
     with pytest.raises(ValueError, match="4 group labels for 5 images"):
         paired_pooled_bootstrap(a, b, 10, groups=["x"] * 4)
+
+
+def test_per_image_mean_resamples_series_when_asked():
+    rng = np.random.default_rng(2)
+    base = {f"s{i:02d}_layer_{f:04d}": float(rng.normal(0.02, 0.05)) for i in range(15) for f in (0,)}
+    # each micrograph three frames of its series, each frame the same difference
+    a = {name.replace("_0000", f"_{f:04d}"): v for name, v in base.items() for f in range(3)}
+    zero = dict.fromkeys(a, 0.0)
+    alone = paired_bootstrap(base, dict.fromkeys(base, 0.0), 500, 1)
+    grouped = paired_bootstrap(a, zero, 500, 1, group_of=series_of)
+    naive = paired_bootstrap(a, zero, 500, 1)
+    assert grouped["n_groups"] == 15 and grouped["resampled"] == "series"
+    assert grouped["mean"] == pytest.approx(alone["mean"])
+    assert (grouped["low"], grouped["high"]) == pytest.approx((alone["low"], alone["high"]))
+    assert naive["high"] - naive["low"] < 0.75 * (grouped["high"] - grouped["low"])

@@ -57,7 +57,8 @@ def test_one_split_file_for_every_arm_and_reuse_keyed_by_contents(tmp_path, caps
     for pairs in metrics["paired_bootstrap"].values():
         assert set(pairs) == {"fine-tuned - real-only", "fine-tuned - sim-only"}
         assert all(d["low"] <= d["mean"] <= d["high"] and d["n_images"] == 8 for d in pairs.values())
-    assert "paired bootstrap 95% interval" in (out / "report.md").read_text()
+        assert all(d["resampled"] == "series" for d in pairs.values())  # the folds' grouping, not images
+    assert "paired bootstrap 95% interval resampling whole focal series" in (out / "report.md").read_text()
 
     before = arm_folders(out)
     assert main(args) == 0  # same inputs: every arm reused
