@@ -136,6 +136,20 @@ def check_compatible(payload: dict[str, Any], config: dict[str, Any], path: Path
                                   f"pretrained checkpoint but {value!r} in the fine-tuning config")
 
 
+def adopt_architecture(payload: dict[str, Any], model: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The model config of a fine-tuning run: the pretrained checkpoint's architecture (its weights
+    fit no other), so that a larger pretrained network fine-tunes without naming its size; a
+    warning names every key the config set otherwise (e.g. the cpu preset's 8 features)."""
+    stored = payload["architecture"]
+    wanted = architecture(model)
+    differ = [f"model.{k} {wanted[k]!r} -> {stored[k]!r}" for k in wanted
+              if k in stored and stored[k] != wanted[k] and k != "classes"]
+    if differ:
+        warnings.warn(f"{path}: fine-tuning the pretrained network as it is: " + ", ".join(differ)
+                      + " (the config's values are not used)", stacklevel=3)
+    return {k: stored.get(k, wanted[k]) for k in wanted}
+
+
 def finetune_setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None, list[float] | None]:
     """The effective training config, initial weights and inherited pixel range: unchanged, None and
     None with `finetune.pretrained` null; else the fine-tuning learning rate, warm-up, epochs and
@@ -150,7 +164,8 @@ def finetune_setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, to
     payload = read_checkpoint(path)
     config = json.loads(json.dumps(config))  # a deep copy of plain data
     if payload["task"] == "classes":  # a structure model stays one: trained on the labels' marginal
-        config["task"], config["model"]["classes"] = "classes", payload["architecture"]["classes"]
+        config["task"] = "classes"
+    config["model"] = adopt_architecture(payload, config["model"], path)
     check_compatible(payload, config, path)
     if float(tune["lr"]) > float(config["optim"]["lr"]):
         warnings.warn(f"finetune.lr {tune['lr']} exceeds the preset's own optim.lr {config['optim']['lr']}: "

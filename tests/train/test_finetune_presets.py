@@ -29,3 +29,17 @@ def test_a_rate_above_the_preset_warns(tmp_path):
     cfg["finetune"]["pretrained"] = str(save_checkpoint(tmp_path / "s.ckpt", build_model(arch), arch, {}, epoch=0))
     with pytest.warns(UserWarning, match="exceeds the preset's own optim.lr"):
         finetune_setup(cfg)
+
+
+def test_a_wider_pretrained_network_is_fine_tuned_as_it_is(tmp_path):
+    """The cpu preset names 8 features; a 16-feature pretrained model keeps its 16 (its weights fit
+    no other network), and the run says which config values it did not use."""
+    cfg = to_plain(load_config("train", ["preset=cpu"]))
+    arch = architecture({**cfg["model"], "features": 16})
+    model = build_model(arch)
+    cfg["finetune"]["pretrained"] = str(save_checkpoint(tmp_path / "wide.ckpt", model, arch, {}, epoch=0))
+    with pytest.warns(UserWarning, match=r"wide\.ckpt: fine-tuning the pretrained network as it is: model.features 8 -> 16"):
+        tuned, init, _ = finetune_setup(cfg)
+    assert tuned["model"]["features"] == 16 and architecture(tuned["model"]) == arch
+    net = build_model(tuned["model"])
+    net.load_state_dict(init)  # the initial weights fit the network that will be trained
