@@ -110,7 +110,7 @@ def figure(result: dict[str, Any], out: Path) -> None:
 
     names = list(result["models"])
     reference = result["models"]["reference"]["jaccard"]
-    fig = Figure(figsize=(6.4, 0.45 * len(names) + 1.2), layout="constrained")
+    fig = Figure(figsize=(7.6, 0.45 * len(names) + 1.4), layout="constrained")
     ax = fig.add_subplot()
     for y, name in enumerate(names):
         entry = result["models"][name]
@@ -118,10 +118,11 @@ def figure(result: dict[str, Any], out: Path) -> None:
         ax.plot([reference + diff["low"], reference + diff["high"]], [y, y], color="0.4", lw=2)
         ax.plot(entry["jaccard"], y, "o", color="C3" if diff["excludes_zero"] else "C0")
     ax.axvline(reference, color="0.6", ls="--", lw=1)
-    ax.set_yticks(range(len(names)), names)
+    labels = [f"reference: {Path(result['models'][n]['paths'][0]).name}" if n == "reference" else n for n in names]
+    ax.set_yticks(range(len(names)), labels)
     ax.invert_yaxis()
     ax.set_xlabel(f"pooled Jaccard on {result['models']['reference']['minus_reference']['n_images']} labelled "
-                  "micrographs (bar: paired 95 % interval vs the reference, series resampled)")
+                  "micrographs\n(bar: paired 95 % interval vs the reference, series resampled; red: excludes 0)")
     fig.savefig(out, dpi=130)
 
 
