@@ -43,7 +43,9 @@ def _cmd_real(args: argparse.Namespace) -> int:
     cfg = load_config("train", flag_overrides(args, {
         "real": "data.real_dir", "folds": "cv.folds", "repeats": "cv.repeats", "preset": "preset",
         "seed": "seed", "device": "device", "threads": "threads", "n_real": "cv.n_real",
-        "pretrained": "finetune.pretrained", "grouping": "cv.grouping"}))
+        "pretrained": "finetune.pretrained", "grouping": "cv.grouping"})
+        # a network named on the command line must be the pretrained one: never silently replaced
+        + (["finetune.architecture=config"] if any(w.startswith("model.") for w in args.overrides) else []))
     from train.crossval import cross_validate, train_all  # torch only when training
     from train.selection import describe
 

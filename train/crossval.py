@@ -17,8 +17,9 @@ Two config sections turn the same protocol into the other arms of the comparison
   e.g. the images `evaluate suggest` chose, for the active-labelling comparison).
 - `cv.only_folds: [0, 1]` trains and tests only those folds of the saved splits (`chosen_folds`):
   a costly preset measured on part of the same folds.
-- `finetune.pretrained: sim.ckpt` initialises every model from the pretrained weights (after
-  checking that architecture and preprocessing match) and trains with the fine-tuning options:
+- `finetune.pretrained: sim.ckpt` initialises every model from the pretrained weights (the
+  network as stored, unless `finetune.architecture: config` asks that `model` match it; the
+  preprocessing must match) and trains with the fine-tuning options:
   its own learning rate, warm-up and epochs, the encoder frozen for the first epochs, and
   optionally a fraction of simulated samples (`sim_data`) mixed into the batches.
 The arms thus differ only by config and reuse the same saved splits.json.
@@ -165,7 +166,10 @@ def finetune_setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, to
     config = json.loads(json.dumps(config))  # a deep copy of plain data
     if payload["task"] == "classes":  # a structure model stays one: trained on the labels' marginal
         config["task"] = "classes"
-    config["model"] = adopt_architecture(payload, config["model"], path)
+    if tune.get("architecture", "checkpoint") == "checkpoint":
+        config["model"] = adopt_architecture(payload, config["model"], path)
+    elif payload["task"] == "classes":
+        config["model"]["classes"] = payload["architecture"]["classes"]
     check_compatible(payload, config, path)
     if float(tune["lr"]) > float(config["optim"]["lr"]):
         warnings.warn(f"finetune.lr {tune['lr']} exceeds the preset's own optim.lr {config['optim']['lr']}: "

@@ -173,7 +173,7 @@ def test_mismatched_checkpoint_names_the_field(sim_file, tmp_path, capsys):
     ckpt = tmp_path / "sim.ckpt"
     pretrain(load_config("pretrain", TINY_MODEL + TINY_LOOP), [sim_file], ckpt)
     cfg = load_config("train", ["model.depth=2", "model.features=8", "model.batch_norm=true",
-                                f"finetune.pretrained={ckpt}", "cv.folds=2"])
+                                f"finetune.pretrained={ckpt}", "cv.folds=2", "finetune.architecture=config"])
     with pytest.raises(CheckpointError, match="model.features is 4 in the pretrained checkpoint but 8"):
         cross_validate(cfg, real, tmp_path / "run")
     code = main(["finetune", "--pretrained", str(ckpt), "--real", str(real), "--out",
