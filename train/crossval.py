@@ -166,7 +166,10 @@ def finetune_setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, to
     config = json.loads(json.dumps(config))  # a deep copy of plain data
     if payload["task"] == "classes":  # a structure model stays one: trained on the labels' marginal
         config["task"] = "classes"
-    if tune.get("architecture", "checkpoint") == "checkpoint":
+    follow = tune.get("architecture", "checkpoint")
+    if follow not in ("checkpoint", "config"):
+        raise ValueError(f"finetune.architecture must be checkpoint or config, not {follow!r}")
+    if follow == "checkpoint":
         config["model"] = adopt_architecture(payload, config["model"], path)
     elif payload["task"] == "classes":
         config["model"]["classes"] = payload["architecture"]["classes"]

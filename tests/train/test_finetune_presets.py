@@ -43,3 +43,6 @@ def test_a_wider_pretrained_network_is_fine_tuned_as_it_is(tmp_path):
     assert tuned["model"]["features"] == 16 and architecture(tuned["model"]) == arch
     net = build_model(tuned["model"])
     net.load_state_dict(init)  # the initial weights fit the network that will be trained
+    cfg["finetune"]["architecture"] = "conifg"  # a typo is an error, not the other rule
+    with pytest.raises(ValueError, match="finetune.architecture must be checkpoint or config"):
+        finetune_setup(cfg)
