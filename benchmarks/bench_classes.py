@@ -30,7 +30,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import scipy.ndimage
 import torch
 
 from evaluate.apply.predictor import Predictor
@@ -42,6 +41,7 @@ from grapheneseg.preprocessing import preprocess
 from grapheneseg.stats import paired_bootstrap
 from simulate.dataset import open_dataset
 from grapheneseg.classes import BOUNDARY, CLASS_NAMES
+from grgb_measures import near  # a sibling script module (benchmarks/ is on the path when a script runs)
 
 TOLERANCE_A = 3.0  # boundary precision / recall tolerance
 NEAR_PX = 5  # GrGB: network boundary vs orientation boundary
@@ -56,15 +56,6 @@ def class_maps(models, images: np.ndarray, batch: int = 8) -> np.ndarray:
         prob = sum(torch.softmax(m(x).float(), 1) for m in models) / len(models)
         out.append(prob.argmax(1).numpy())
     return np.concatenate(out)
-
-
-def near(a: np.ndarray, b: np.ndarray, px: float) -> tuple[int, int]:
-    """(pixels of `a` within `px` of `b`, pixels of `a`)."""
-    if not a.any():
-        return 0, 0
-    if not b.any():
-        return 0, int(a.sum())
-    return int((scipy.ndimage.distance_transform_edt(~b)[a] <= px).sum()), int(a.sum())
 
 
 def simulated(models, path: Path) -> dict:

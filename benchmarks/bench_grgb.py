@@ -35,6 +35,8 @@ with and without `--rings`) in a one-thread process pinned to one core where the
 it, from the wall time of all the micrographs minus that of one (model loading and imports
 excluded), and one 2048 px micrograph (one GrGB image upsampled 8x, cubic spline, written as a
 float TIFF without calibration, `--pixel-size` 1/8 of its lattice reading).
+
+The measures are in grgb_measures.py and the figure in grgb_figure.py, beside this script.
 """
 from __future__ import annotations
 
@@ -54,29 +56,23 @@ import numpy as np
 import scipy.ndimage
 
 from evaluate import api
-from evaluate.analysis.orientation import jump_map, misorientation
+from evaluate.analysis.orientation import jump_map
 from evaluate.apply.scale import resample
-from evaluate.apply.structure import COLOURS, draw_orientation, draw_wheel, scale_bar_nm
-from grapheneseg import GRAPHENE_D100
-from grapheneseg.classes import BOUNDARY, CONTAMINATION, LATTICE, VACUUM
+from grapheneseg.classes import BOUNDARY, LATTICE, VACUUM
 from grapheneseg.config import load_config
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
 from train.models import registry
 from train.models.runtime import pad_to
 
-TOL_A = 3.0  # agreement tolerance
+from grgb_figure import figure  # helper modules beside this script (its folder is on sys.path)
+from grgb_measures import (GAP_A, GROUPS, PATCH_A, TOL_A, distance_A, near, normal_at, pooled, ring_density,
+                           sample_points, side_test, tilt_summary)
+
 SPACING_A = 10.0  # tilt test: one point per nm of boundary
-PATCH_A = 20.0  # patch side
-GAP_A = 2.0  # patch edge's distance from the boundary point
-TILT_DEG = 5.0  # a tilt boundary: sides differ by more than this
-MAX_OFF = 0.25  # a side counts with at most this share of contamination or vacuum
-MIN_CONTRAST = 2.0  # ... and its {100} ring at least this much above the power beside it
 EDGE_A = 10.0  # "at an edge": within 1 nm of contamination or vacuum
-NEAR_A = 20.0  # network boundary pixels 3-20 A from a line: "near a line", farther: "off the lines"
 RING_NEAR_A, RING_FAR_A = 5.0, 15.0
 RANDOM_PER_IMAGE = 40
-QUANTIZE_COLOURS = 96  # the figures as palette PNGs (Floyd-Steinberg dithered): ~4x smaller
 OUT = Path(__file__).resolve().parent.parent / "docs" / "images" / "grain-boundaries"
 
 
@@ -102,107 +98,6 @@ def network_classes(predictor, result) -> np.ndarray:
     if prob.shape[1:] != micrograph.image.shape:
         prob = np.stack([resample(p, micrograph.image.shape) for p in prob])
     return prob.argmax(0).astype(np.uint8)
-
-
-# ---- measures -----------------------------------------------------------------------------------
-
-def near(a: np.ndarray, b: np.ndarray, px: float) -> tuple[int, int]:
-    """(pixels of `a` within `px` of `b`, pixels of `a`)."""
-    if not a.any():
-        return 0, 0
-    if not b.any():
-        return 0, int(a.sum())
-    return int((scipy.ndimage.distance_transform_edt(~b)[a] <= px).sum()), int(a.sum())
-
-
-def patch_orientation(pre: np.ndarray, centre: np.ndarray, size: int, pixel_size: float):
-    """(orientation deg mod 60, ring contrast) of the square patch of side `size` px at `centre`
-    (row, col) from its Hann-windowed power spectrum; None when the patch leaves the image."""
-    r0, c0 = (np.round(centre) - size // 2).astype(int)
-    if r0 < 0 or c0 < 0 or r0 + size > pre.shape[0] or c0 + size > pre.shape[1]:
-        return None
-    patch = pre[r0:r0 + size, c0:c0 + size].astype(float)
-    patch = (patch - patch.mean()) * np.outer(np.hanning(size), np.hanning(size))
-    n = 2 * size
-    power = np.abs(np.fft.fft2(patch, (n, n))) ** 2
-    fy, fx = np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij")
-    q, phi = np.hypot(fy, fx), np.arctan2(fy, fx)
-    q100 = pixel_size / GRAPHENE_D100
-    width = max(0.08 * q100, 1.5 / size)
-    ring = np.abs(q - q100) < width
-    beside = (np.abs(q - q100) > 2 * width) & (np.abs(q - q100) < 4 * width)
-    psi = np.sum(power[ring] * np.exp(6j * phi[ring]))
-    angle = (np.degrees(np.angle(psi)) / 6.0) % 60.0
-    return float(angle), float(power[ring].mean() / max(power[beside].mean(), 1e-30))
-
-
-def sample_points(boundary: np.ndarray, spacing: float) -> np.ndarray:
-    """Points of `boundary` at least `spacing` px apart (greedy, in raster order)."""
-    kept: list[np.ndarray] = []
-    for p in np.argwhere(boundary):
-        if not kept or np.min(np.hypot(*(np.array(kept) - p).T)) >= spacing:
-            kept.append(p)
-    return np.array(kept).reshape(-1, 2)
-
-
-def normal_at(boundary: np.ndarray, p: np.ndarray, radius: float) -> np.ndarray:
-    """Unit normal (row, col) of the boundary pixels within `radius` of `p` (their minor axis)."""
-    pts = np.argwhere(boundary)
-    pts = pts[np.hypot(*(pts - p).T) <= radius].astype(float)
-    if len(pts) < 3:
-        return np.array([1.0, 0.0])
-    vals, vecs = np.linalg.eigh(np.cov((pts - pts.mean(0)).T))
-    return vecs[:, 0]
-
-
-def side_test(pre, off, p, normal, pixel_size) -> dict:
-    """Orientation of the patches either side of `p` along `normal` (module doc); when a side does
-    not count, why: "image edge", "contamination or vacuum" or "weak lattice"."""
-    size = int(round(PATCH_A / pixel_size))
-    d = size / 2 + GAP_A / pixel_size
-    sides = []
-    for sign in (-1, 1):
-        c = p + sign * d * normal
-        got = patch_orientation(pre, c, size, pixel_size)
-        if got is None:
-            return {"decided": False, "why": "image edge"}
-        r0, c0 = (np.round(c) - size // 2).astype(int)
-        if off[r0:r0 + size, c0:c0 + size].mean() > MAX_OFF:
-            return {"decided": False, "why": "contamination or vacuum"}
-        if got[1] < MIN_CONTRAST:
-            return {"decided": False, "why": "weak lattice"}
-        sides.append(got[0])
-    mis = float(misorientation(sides[0], sides[1]))
-    return {"decided": True, "misorientation": mis, "tilt": mis > TILT_DEG}
-
-
-def tilt_summary(tests: list[dict]) -> dict:
-    decided = [t for t in tests if t["decided"]]
-    why = [t["why"] for t in tests if not t["decided"]]
-    return {"points": len(tests), "decided": len(decided), "tilt": int(sum(t["tilt"] for t in decided)),
-            "undecided": {w: why.count(w) for w in ("image edge", "contamination or vacuum", "weak lattice")}}
-
-
-def ring_density(rings, region: np.ndarray, pixel_size: float) -> list:
-    """[non-hexagonal rings centred in `region`, region area nm2]."""
-    area = float(region.sum()) * (pixel_size / 10) ** 2
-    if rings is None or not len(rings.sizes):
-        return [0, area]
-    rc = np.clip(np.round(rings.centres).astype(int), 0, np.array(region.shape) - 1)
-    inside = region[rc[:, 0], rc[:, 1]]
-    return [int(np.sum(inside & (rings.sizes != 6))), area]
-
-
-def distance_A(region: np.ndarray, pixel_size: float) -> np.ndarray:
-    """Distance (A) of every pixel to `region` (inf everywhere when it is empty)."""
-    if not region.any():
-        return np.full(region.shape, np.inf)
-    return scipy.ndimage.distance_transform_edt(~region) * pixel_size
-
-
-# the network's boundary pixels by their distance to the orientation map's lines
-GROUPS = {"network on a line": (0.0, TOL_A), "network near a line": (TOL_A, NEAR_A),
-          "network off the lines": (NEAR_A, np.inf)}
 
 
 # ---- one micrograph -----------------------------------------------------------------------------
@@ -279,115 +174,6 @@ def analyse(path: Path, human: np.ndarray, classes_predictor, cfg, rng) -> dict:
     return row
 
 
-# ---- the figure ---------------------------------------------------------------------------------
-
-def tinted(pre: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(pre, [1, 99])
-    rgb = np.repeat(np.clip((pre - lo) / max(hi - lo, 1e-6), 0, 1)[..., None], 3, axis=2)
-    for cls in (CONTAMINATION, VACUUM, BOUNDARY):
-        where = classes == cls
-        rgb[where] = 0.45 * rgb[where] + 0.55 * np.array(COLOURS[cls]) / 255
-    return rgb
-
-
-def figure(row: dict, path: Path) -> None:
-    import matplotlib.colors as mcolors
-    from matplotlib import patheffects
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    image, s, mask, net, rings, lines = row["_maps"]
-    px = s.pixel_size
-    pre = preprocess(image)
-    lo, hi = np.percentile(pre, [1, 99])
-    grey = np.clip((pre - lo) / max(hi - lo, 1e-6), 0, 1)
-    fig = Figure(figsize=(14, 3.1))
-    width, bottom, height = 0.178, 0.01, 0.8
-    lefts = [0.003, 0.184, 0.365, 0.546, 0.819]
-    axes = [fig.add_axes([left, bottom, width, height]) for left in lefts]
-    h, w = image.shape
-    small = dict(fontsize=8)
-
-    axes[0].imshow(grey, cmap="gray", interpolation="nearest")
-    bar_nm = scale_bar_nm(w, px)
-    bar = bar_nm * 10 / px
-    axes[0].plot([0.05 * w, 0.05 * w + bar], [0.93 * h] * 2, color="white", lw=4, solid_capstyle="butt")
-    axes[0].text(0.05 * w + bar / 2, 0.9 * h, f"{bar_nm:g} nm", color="white", ha="center", va="bottom",
-                 fontsize=8, fontweight="bold", path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
-    axes[0].set_title(f"{row['short']}\n{px:.3f} \u00c5/px ({row['pixel_size_source']})", **small)
-
-    axes[1].imshow(tinted(pre, s.classes), interpolation="nearest")
-    shares = {c: 100 * np.mean(s.classes == c) for c in (CONTAMINATION, VACUUM, BOUNDARY)}
-    axes[1].set_title(f"structure classes: contamination {shares[CONTAMINATION]:.0f} %,\n"
-                      f"vacuum {shares[VACUUM]:.0f} %, boundary (from lines) {shares[BOUNDARY]:.1f} %", **small)
-
-    rgb = tinted(pre, net)
-    rgb[lines] = 0.0
-    axes[2].imshow(rgb, interpolation="nearest")
-    ag = row["agreement"]
-    axes[2].set_title(f"network: boundary {100 * np.mean(net == BOUNDARY):.1f} %, lines black;\n"
-                      f"within 3 \u00c5: {100 * ag['network_near_lines'] / max(ag['network_px'], 1):.0f} % of network, "
-                      f"{100 * ag['lines_near_network'] / max(ag['line_px'], 1):.0f} % of lines", **small)
-
-    draw_orientation(axes[3], image, s)
-    wheel = fig.add_axes([0.731, 0.3, 0.062, 0.38], projection="polar")
-    draw_wheel(wheel)
-    mis = ", ".join(f"{m:g}" for m in row["misorientation_deg"]) or "none"
-    axes[3].set_title(f"orientation (hue), boundary lines black;\nmisorientation {mis} deg", **small)
-
-    labels = s.grains.labels if s.grains is not None else np.zeros(image.shape, int)
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    palette = np.array([(0.95, 0.6, 0.2), (0.3, 0.6, 0.95), (0.4, 0.85, 0.4), (0.85, 0.4, 0.85), (0.9, 0.85, 0.3)])
-    for g in range(1, labels.max() + 1):
-        where = labels == g
-        rgb[where] = 0.6 * rgb[where] + 0.4 * palette[(g - 1) % len(palette)]
-    rgb[mask] *= 0.4
-    rgb[scipy.ndimage.binary_dilation(lines)] = 0
-    axes[4].imshow(rgb, interpolation="nearest")
-    for g in range(1, labels.max() + 1):
-        inside = np.pad(labels == g, 1)
-        depth = scipy.ndimage.distance_transform_edt(inside)[1:-1, 1:-1]
-        r, c = np.unravel_index(np.argmax(depth), depth.shape)
-        axes[4].text(c, r, str(g), ha="center", va="center", fontsize=14, fontweight="bold", color="white",
-                     bbox=dict(boxstyle="circle", facecolor="black", alpha=0.6, linewidth=0))
-    if rings is not None and lines.any():
-        d = scipy.ndimage.distance_transform_edt(~lines) * px
-        rc = np.clip(np.round(rings.centres).astype(int), 0, np.array(lines.shape) - 1)
-        along = d[rc[:, 0], rc[:, 1]] <= 10.0
-        styles = {5: ("red", "5"), 7: ("blue", "7"), 4: ("orange", "4, 8, 9"), 8: ("orange", None), 9: ("orange", None)}
-        for size, (colour, _) in styles.items():
-            pick = along & (rings.sizes == size)
-            axes[4].scatter(rings.centres[pick, 1], rings.centres[pick, 0], s=14, c=colour, edgecolors="white",
-                            linewidths=0.3)
-        handles = [Line2D([], [], marker="o", ls="", color=c, label=l, markersize=4) for c, l in styles.values() if l]
-        axes[4].legend(handles=handles, loc="lower right", fontsize=6, framealpha=0.7, handletextpad=0.1,
-                       borderpad=0.2, title="rings", title_fontsize=6)
-        note = f"rings within 1 nm of the lines ({row['registration']})"
-    elif rings is None:
-        note = f"no rings: registration {row['registration']}"
-    else:
-        note = "no boundary line: no rings shown"
-    axes[4].set_title(f"{row['grains']} grain(s) numbered;\n{note}", **small)
-    for ax in axes:
-        ax.set_xlim(-0.5, w - 0.5)
-        ax.set_ylim(h - 0.5, -0.5)
-        ax.axis("off")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        # the palette from the figure beside a strip of every hue, so the colour wheel keeps its hues
-        hues = (255 * mcolors.hsv_to_rgb(np.stack(np.broadcast_arrays(np.linspace(0, 1, im.width)[None, :],
-                                                                       1.0, 1.0), -1))).astype(np.uint8)
-        both = Image.new("RGB", (im.width, im.height + 60))
-        both.paste(im, (0, 0))
-        both.paste(Image.fromarray(np.repeat(hues, 60, axis=0)), (0, im.height))
-        palette = both.quantize(colors=QUANTIZE_COLOURS, method=Image.Quantize.MEDIANCUT)
-        im.quantize(palette=palette).save(path, optimize=True)
-
-
 # ---- timing -------------------------------------------------------------------------------------
 
 def timing(paths: list[Path]) -> dict:
@@ -449,12 +235,6 @@ def timing(paths: list[Path]) -> dict:
 
 
 # ---- main ---------------------------------------------------------------------------------------
-
-def pooled(rows: list[dict], key: str) -> dict:
-    tot = {k: sum(r[key][k] for r in rows) for k in rows[0][key]}
-    return {**tot, "network_near_lines_share": tot["network_near_lines"] / max(tot["network_px"], 1),
-            "lines_near_network_share": tot["lines_near_network"] / max(tot["line_px"], 1)}
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -32,7 +32,7 @@ def main() -> None:
         raise SystemExit("the two runs scored different test images (different splits?)")
     arms = [a, b]
     if args.model:
-        from evaluate.benchmark.comparison import sim_only_arm
+        from evaluate.benchmark.arms import sim_only_arm
 
         ran = {(f["repeat"], f["fold"]) for f in a.per_fold}  # a run of some folds (cv.only_folds) tests fewer
         splits = [s for s in json.loads((Path(args.a) / "splits.json").read_text()) if (s["repeat"], s["fold"]) in ran]

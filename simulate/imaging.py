@@ -21,7 +21,8 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-from .structures import Structure, smooth_field
+from .amorphous import smooth_field
+from .structures import Structure
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 

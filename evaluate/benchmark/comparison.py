@@ -4,19 +4,16 @@ Arms: the Bragg filter, a U-Net trained on real labels only, a U-Net trained on 
 (zero-shot) and one pretrained on simulations then fine-tuned on real labels; the last two also
 at K real labels per fold for the data-efficiency curve. One splits.json (from the evaluate
 `seed`; whole focal series per fold unless `cv.grouping=image`, recorded in the file and the
-report's provenance) is handed to every arm, so all see identical folds by construction. Every trained arm
-lives in a folder named after a key of its contents: its resolved config (paths left out), the
-SHA-256 of the labelled images, of the splits, of the --sim file or --pretrained checkpoint it
-starts from, and of the code that produces it; a rerun reuses exactly the runs whose key matches
-(finished folds are read back) and never a stale one. Fine-tuned minus real-only and minus
-sim-only differences get paired bootstrap 95% intervals at every K (resampling whole focal series
-under series-grouped folds, images under image-wise ones). With
-`report.active.ks` (the full budget) the report also simulates active labelling on the first
-repeat's folds (evaluate/active.py: `suggest`'s K against K at random, from the same checkpoint).
+report's provenance) is handed to every arm, so all see identical folds by construction. The
+trained arms, and the content keys under which a rerun reuses them, are in arms.py; this module
+assembles the report from them. Fine-tuned minus real-only and minus sim-only differences get
+paired bootstrap 95% intervals at every K (resampling whole focal series under series-grouped
+folds, images under image-wise ones). With `report.active.ks` (the full budget) the report also
+simulates active labelling on the first repeat's folds (evaluate/active.py: `suggest`'s K against
+K at random, from the same checkpoint).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -27,61 +24,19 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from . import bragg
-from .active import active_markdown, run_active
+from .active import active_markdown
+from .arms import (BRAGG, FINETUNED, REAL_ONLY, SIM_ONLY, active_arm, capped_notes, code_sha256, config_key,
+                   images_sha256, pretrained_checkpoint, run_key, scored_arm, sim_only_arm, trained_arms)
 from grapheneseg.config import load_config, override, save_config
-from grapheneseg.fetch import sha256
 from grapheneseg.formats import Micrograph
-from grapheneseg.metrics import scores
 from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
-from grapheneseg.splits import (SERIES_PATTERN, image_key, load_or_make_splits, series_grouper, series_of,
-                                straddling)
+from grapheneseg.splits import (SERIES_PATTERN, load_or_make_splits, series_grouper, series_of, straddling)
 from grapheneseg.stats import paired_bootstrap
 
-from .scoring import fold_arm, predictor_for
+from .scoring import predictor_for
 from .report import (Arm, arm_from_bragg_cv, error_example_names, plot_data_efficiency,
                      plot_error_examples, plot_per_image, plot_structure_panel, write_report)
-
-REAL_ONLY, SIM_ONLY, FINETUNED, BRAGG = ("U-Net real-only", "U-Net sim-only", "U-Net sim-pretrained + fine-tuned",
-                                         "Bragg filter")
-
-
-PATH_KEYS = (("data", "real_dir"), ("finetune", "pretrained"))  # located files: keyed by contents instead
-PACKAGES = Path(__file__).resolve().parents[2]  # the install root, above grapheneseg/ ... evaluate/
-ACTIVE_CODE = ("evaluate/apply", "evaluate/benchmark/active.py")  # the code behind the active arms
-
-
-def _key(*parts: Any) -> str:
-    """Short content key of JSON-able parts (the folder name of an arm)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def _config_key(cfg: Any) -> dict[str, Any]:
-    """The resolved config without the paths of input files (their contents are keyed instead)."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    for section, name in PATH_KEYS:
-        if isinstance(plain.get(section), dict) and name in plain[section]:
-            plain[section][name] = None
-    return plain
-
-
-def images_sha256(real: Path) -> str:
-    """SHA-256 over the names and bytes of every NAME.png / NAME_LABEL.png of a labelled folder."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(real).glob("*.png")):
-        digest.update(path.name.encode() + bytes.fromhex(sha256(path)))
-    return digest.hexdigest()
-
-
-def code_sha256(*parts: str) -> str:
-    """SHA-256 of the Python sources of the given packages or files (relative to the install root):
-    the code version of an arm, unchanged by edits elsewhere (README, other packages)."""
-    digest = hashlib.sha256()
-    for part in parts:
-        root = PACKAGES / part
-        for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
-            digest.update(str(path.relative_to(PACKAGES)).encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 def _git_commit() -> str:
@@ -90,19 +45,6 @@ def _git_commit() -> str:
                               cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def _train_cfg(real: Path, budget: Any, extra: list[str], k: int | None, pretrained: Path | None,
-               folds: int | None = None):
-    overrides = [override("data.real_dir", real), f"cv.folds={budget.folds if folds is None else folds}",
-                 f"cv.repeats={budget.repeats}", f"cv.n_real={'null' if k is None else k}",
-                 override("finetune.pretrained", pretrained), *budget.train, *extra]
-    return load_config("train", overrides)
-
-
-def _arm_name(name: str, k: int | None) -> str:
-    return name if k is None else f"{name} K={k}"
-
 
 def _intervals(by_k: dict[int, dict[str, Arm]], sim_only: Arm, cv: Any) -> dict[int, dict[str, dict[str, Any]]]:
     """Paired bootstrap intervals of fine-tuned minus real-only and minus sim-only at every K,
@@ -147,35 +89,6 @@ def uncertainty_markdown(check: dict[str, Any]) -> str:
         "", f"Held-out ensemble: mean error over the {check['n_images']} images {ens['mean_error']:.3f}; of the 10 "
         f"highest in disagreement {ens['error_top10_uncertain']:.3f}; of the 10 worst {ens['error_top10_worst']:.3f}. "
         f"Out-of-distribution flags: {check['n_ood']} image(s)."])
-
-
-def _active(real: Path, out: Path, budget: Any, splits: list[dict], pretrained: Path, pretrained_sha: str,
-            images: str, train_extra: list[str], device: str, provenance: dict[str, Any]) -> dict[str, Any]:
-    """The active-labelling simulation on the folds of the first repeat, in a folder keyed like
-    the arms (its train config, the images, the splits, the checkpoint, the code)."""
-    first = [s for s in splits if s["repeat"] == 0]
-    extra = [*budget.train, *train_extra, *budget.active.train]
-    key = _key(_config_key(load_config("train", extra)), OmegaConf.to_container(budget.active), images, _key(first),
-               pretrained_sha, code_sha256("grapheneseg", "train", *ACTIVE_CODE))
-    folder = out / "arms" / f"active-{key}"
-    result = run_active(real, pretrained, folder, first, list(budget.active.ks), list(budget.active.seeds), extra,
-                        device=device)
-    provenance["runs"]["active labelling"] = {"folder": str(folder), "key": key}
-    return result
-
-
-def sim_only_arm(ckpt: Path, real: Path, splits: list[dict], device: str = "auto") -> Arm:
-    """The simulation-only model scored on every fold's test images (it never saw real labels),
-    pooled per fold of `splits` as the trained arms are."""
-    counts = predictor_for(ckpt, device).score(real)["counts"]
-    per_fold, all_counts = [], {}
-    for split in splits:
-        fold_counts = [np.array(counts[n]) for n in split["test"]]
-        per_fold.append({"repeat": split["repeat"], "fold": split["fold"], **scores(np.sum(fold_counts, axis=0))})
-        for n in split["test"]:
-            all_counts[image_key(n, split["repeat"])] = counts[n]
-    return Arm(SIM_ONLY, per_fold, all_counts, str(ckpt))
-
 
 def _error_examples(arms: dict[str, Arm], real: Path, splits: list[dict], bragg_dir: Path,
                     run_dirs: dict[str, Path], sim_ckpt: Path, device: str = "auto") -> list:
@@ -227,119 +140,6 @@ def structure_examples(real: Path, model: Path, n: int = 6, device: str = "auto"
         examples.append((data.names[i][:28], data.images[i], s.classes))
     return examples
 
-
-def _pretrained(out: Path, budget: Any, sim: Path | None, pretrained: Path | None, extra: list[str],
-                provenance: dict[str, Any]) -> tuple[Path, str]:
-    """(the given simulation checkpoint, or one pretrained here on `sim`, and its SHA-256); a
-    pretraining is reused only when config, code and the bytes of `sim` all match."""
-    if pretrained is None:
-        from train.pretrain import pretrain
-
-        pcfg = load_config("pretrain", [*budget.pretrain, *extra])
-        data_sha = sha256(Path(sim))
-        key = _key(_config_key(pcfg), data_sha, code_sha256("grapheneseg", "train"))
-        pretrained = out / "arms" / f"pretrain-{key}" / "sim.ckpt"
-        pretrain(pcfg, [Path(sim)], pretrained, resume=True)
-        provenance["runs"]["pretraining"] = {"data": str(sim), "data_sha256": data_sha, "key": key}
-    digest = sha256(Path(pretrained))
-    provenance["sim_checkpoint"] = {"path": str(pretrained), "sha256": digest}
-    return Path(pretrained), digest
-
-
-def capped(run: dict[str, Any]) -> int:
-    """In how many folds a trained arm's inner validation chose its longest training (its curve
-    still rising at the budget's cap)."""
-    return sum(c is not None and c == m for c, m in zip(run.get("chosen_epochs") or [], run.get("of_epochs") or []))
-
-
-def doubled(tcfg: Any, longer: list[str]) -> list[str]:
-    """`longer` plus the overrides that double the training of `tcfg` (epochs, fine-tuning epochs
-    and the step floor): an arm that hit its cap runs again, so that no arm is compared under-trained."""
-    words = [f"loop.epochs={2 * int(tcfg.loop.epochs)}"]
-    if tcfg.finetune.get("epochs"):
-        words.append(f"finetune.epochs={2 * int(tcfg.finetune.epochs)}")
-    if tcfg.loop.get("min_steps"):
-        words.append(f"loop.min_steps={2 * int(tcfg.loop.min_steps)}")
-    return [*longer, *words]
-
-
-def capped_notes(runs: dict[str, dict[str, Any]]) -> list[str]:
-    """One caveat per arm whose inner validation chose the budget's longest training in some fold:
-    the curve was still rising at the cap, so the arm may be under-trained and its gap to the
-    others overstated."""
-    notes = []
-    for name, run in runs.items():
-        chosen, cap = run.get("chosen_epochs") or [], run.get("of_epochs") or []
-        if capped(run):
-            notes.append(f"{name} chose its longest training ({cap[0]} epochs"
-                         + (f", after {run['doublings']} doubling(s) of the budget's" if run.get("doublings") else "")
-                         + f") in {capped(run)} of {len(chosen)} folds: its inner validation was still improving at the "
-                         "cap, so it may be under-trained and its gap to the other arms overstated (report.extend_capped "
-                         "allows more doublings)")
-        elif run.get("doublings"):
-            notes.append(f"{name} hit the budget's training length and was trained again {run['doublings']} time(s) at "
-                         f"twice the length; at {cap[0]} epochs no fold chose the cap")
-    return notes
-
-
-def _scored_arm(name: str, scored: dict[str, Any], test: Path) -> Arm:
-    """An arm scored once on the labelled folder `test` (one "fold": no spread)."""
-    return Arm(name, [{"repeat": 0, "fold": 0, **scored["pooled"]}], scored["counts"], str(test))
-
-
-def _trained_arms(out: Path, real: Path, budget: Any, train_extra: list[str], pretrained: Path, pretrained_sha: str,
-                  images: str, provenance: dict[str, Any], splits: list[dict] | None = None, test: Path | None = None,
-                  device: str = "auto") -> tuple[dict[str, Arm], dict[int, dict[str, Arm]], dict[str, dict[int, float]],
-                                                 dict[str, Path]]:
-    """The real-only and fine-tuned arms at every K of the budget, K = all last: cross-validated on
-    `splits`, or (`test`) trained on all of `real` and scored once on `test`; each run reused when
-    its config, images, folds, pretrained checkpoint and code all match. Returns (the arms at K =
-    all, {K: arms}, {arm: {K: Jaccard}}, {arm: run folder at K = all})."""
-    from train.crossval import cross_validate, train_all
-
-    final: dict[str, Arm] = {}
-    by_k: dict[int, dict[str, Arm]] = {}
-    curves: dict[str, dict[int, float]] = {REAL_ONLY: {}, FINETUNED: {}}
-    run_dirs: dict[str, Path] = {}
-    n_all = len(splits[0]["train"]) if splits else len(load_labelled(real))
-    splits_key = [_key(splits)] if splits else []
-    code = code_sha256("grapheneseg", "train")
-    for k in [*budget.ks, None]:
-        for name, init in ((REAL_ONLY, None), (FINETUNED, pretrained)):
-            tcfg = _train_cfg(real, budget, train_extra, k, init, folds=None if splits else 0)
-            stem = f"{'real' if init is None else 'finetuned'}-K{k or 'all'}"
-            if splits:
-                longer: list[str] = []
-                for doublings in range(int(budget.get("extend_capped") or 0) + 1):
-                    tcfg = _train_cfg(real, budget, [*train_extra, *longer], k, init)
-                    key = _key(_config_key(tcfg), images, *splits_key, None if init is None else pretrained_sha, code)
-                    run_dir = out / "arms" / f"{stem}-{key}"
-                    summary = cross_validate(tcfg, real, run_dir, resume=True, splits=splits)
-                    record = {"folder": str(run_dir), "key": key, "train_seconds": summary.get("train_seconds"),
-                              "chosen_epochs": [f.get("epochs") for f in summary["selection"]],
-                              "of_epochs": [f.get("of_epochs") for f in summary["selection"]],
-                              "choices": [f.get("choice") for f in summary["selection"]], "doublings": doublings}
-                    if not capped(record):
-                        break
-                    longer = doubled(tcfg, longer)
-                arm = fold_arm(run_dir, _arm_name(name, k), real, splits, device)
-                jaccard = arm.summary["jaccard"]["mean"]
-            else:
-                key = _key(_config_key(tcfg), images, *splits_key, None if init is None else pretrained_sha, code)
-                run_dir = out / "arms" / f"{stem}-all-{key}.ckpt"
-                train_all(tcfg, real, run_dir, resume=True)
-                scored = predictor_for(run_dir, device).score(test)
-                arm = _scored_arm(_arm_name(name, k), scored, test)
-                jaccard = arm.pooled_all["jaccard"]
-                record = {"checkpoint": str(run_dir), "sha256": sha256(run_dir), "key": key}
-            by_k.setdefault(k or n_all, {})[name] = arm
-            curves[name][k or n_all] = jaccard
-            provenance["runs"][arm.name] = record
-            if k is None:
-                final[name], run_dirs[name] = arm, run_dir
-    return final, by_k, curves, run_dirs
-
-
 def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, sim: Path | None,
                      pretrained: Path | None, train_extra: list[str], pretrain_extra: list[str],
                      eval_extra: list[str], progress: bool, device: str = "auto") -> dict[str, Path]:
@@ -351,16 +151,17 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
                                   "budget": OmegaConf.to_container(cfg.report), "real_dir": str(real),
                                   "test_dir": str(test), "images_sha256": images, "runs": {}}
     bragg_cfg = load_config("evaluate", [override("data.real_dir", real), *eval_extra])
-    params = out / "arms" / f"bragg-{_key(_config_key(bragg_cfg), images, code_sha256('grapheneseg', 'evaluate/benchmark/bragg.py'))}" / "bragg.json"
+    bragg_key = run_key(config_key(bragg_cfg), images, code_sha256("grapheneseg", "evaluate/benchmark/bragg.py"))
+    params = out / "arms" / f"bragg-{bragg_key}" / "bragg.json"
     if not params.exists():
         fit_bragg(bragg_cfg, params, progress=progress)
-    arms = {BRAGG: _scored_arm(BRAGG, score_bragg(bragg.BraggParams(**json.loads(params.read_text())["params"]), test),
-                               test)}
-    pretrained, pretrained_sha = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
-    arms[SIM_ONLY] = _scored_arm(SIM_ONLY, predictor_for(pretrained, device).score(test), test)
+    arms = {BRAGG: scored_arm(BRAGG, score_bragg(bragg.BraggParams(**json.loads(params.read_text())["params"]), test),
+                              test)}
+    pretrained, pretrained_sha = pretrained_checkpoint(out, budget, sim, pretrained, pretrain_extra, provenance)
+    arms[SIM_ONLY] = scored_arm(SIM_ONLY, predictor_for(pretrained, device).score(test), test)
     n_all = len(load_labelled(real))
-    trained, by_k, curves, _ = _trained_arms(out, real, budget, train_extra, pretrained, pretrained_sha, images,
-                                             provenance, test=test, device=device)
+    trained, by_k, curves, _ = trained_arms(out, real, budget, train_extra, pretrained, pretrained_sha, images,
+                                            provenance, test=test, device=device)
     arms.update(trained)
     intervals = _intervals(by_k, arms[SIM_ONLY], cfg.cv)
     ordered = [arms[n] for n in (BRAGG, REAL_ONLY, SIM_ONLY, FINETUNED)]
@@ -399,7 +200,7 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
                                 pretrain_extra, eval_extra, progress, device)
     names = load_labelled(real).names
     splits = load_or_make_splits(out / "splits.json", names, budget.folds, budget.repeats, cfg.seed, grouping, pattern)
-    images, splits_sha = images_sha256(real), _key(splits)
+    images, splits_sha = images_sha256(real), run_key(splits)
     provenance: dict[str, Any] = {"command": " ".join(sys.argv), "git_commit": _git_commit(),
                                   "budget": budget_name, "real_dir": str(real), "images_sha256": images,
                                   "splits": {"file": str(out / "splits.json"), "seed": int(cfg.seed), "key": splits_sha,
@@ -412,23 +213,24 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
 
     bragg_cfg = load_config("evaluate", [override("data.real_dir", real), f"cv.folds={budget.folds}",
                                          f"cv.repeats={budget.repeats}", *eval_extra])
-    key = _key(_config_key(bragg_cfg), images, splits_sha, code_sha256("grapheneseg", "evaluate/benchmark/bragg.py"))
+    key = run_key(config_key(bragg_cfg), images, splits_sha, code_sha256("grapheneseg", "evaluate/benchmark/bragg.py"))
     bragg_dir = out / "arms" / f"bragg-{key}"
     if not (bragg_dir / "bragg_cv.json").exists():
         run_bragg_cv(bragg_cfg, bragg_dir, progress=progress, splits=splits)
     arms = {BRAGG: arm_from_bragg_cv(bragg_dir / "bragg_cv.json")}
     provenance["runs"][BRAGG] = {"folder": str(bragg_dir), "key": key}
 
-    pretrained, pretrained_sha = _pretrained(out, budget, sim, pretrained, pretrain_extra, provenance)
+    pretrained, pretrained_sha = pretrained_checkpoint(out, budget, sim, pretrained, pretrain_extra, provenance)
     arms[SIM_ONLY] = sim_only_arm(pretrained, real, splits, device)
 
-    trained, by_k, curves, run_dirs = _trained_arms(out, real, budget, train_extra, pretrained, pretrained_sha,
-                                                    images, provenance, splits=splits, device=device)
+    trained, by_k, curves, run_dirs = trained_arms(out, real, budget, train_extra, pretrained, pretrained_sha,
+                                                   images, provenance, splits=splits, device=device)
     arms.update(trained)
     intervals = _intervals(by_k, arms[SIM_ONLY], cfg.cv)
     sections, extra_metrics = [], {}
     if budget.get("active") and budget.active.ks:
-        active = _active(real, out, budget, splits, pretrained, pretrained_sha, images, train_extra, device, provenance)
+        active = active_arm(real, out, budget, splits, pretrained, pretrained_sha, images, train_extra, device,
+                            provenance)
         extra_metrics["active_labelling"] = active
         sections.append(("Active labelling: label what `suggest` picks, or K at random?", ACTIVE_CAPTION.format(
             folds=len(active["folds"]), overrides=" ".join(active["train_overrides"]) or "none"),

@@ -12,8 +12,9 @@ from PIL import Image
 
 from grapheneseg.lattice import read_pixel_size
 from grapheneseg.micrographs import DataError
-from simulate.calibration import (load_real, measure, micrograph_files, rescale, scale_exponents, summary, tiles)
+from simulate.calibration import measure, summary
 from simulate.cli import main
+from simulate.real_micrographs import load_real, micrograph_files, rescale, scale_exponents, tiles
 from tests.conftest import TINY_GRID
 from tests.simulate.test_calibration import honeycomb
 

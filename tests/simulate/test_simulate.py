@@ -14,12 +14,13 @@ from scipy.spatial import cKDTree
 
 from grapheneseg.config import ConfigError, load_config
 from simulate import driver
+from simulate.amorphous import carbon_number_density
 from simulate.cli import main
 from simulate.dataset import SCHEMA_VERSION, DatasetError, open_dataset
 from simulate.labels import make_labels, pixel_centres
 from simulate.pipeline import META_DTYPE, simulate_structure
 from simulate.report import inspect_dataset
-from simulate.structures import build_structure, carbon_number_density
+from simulate.structures import build_structure
 from tests.conftest import ROOT, TINY_GRID
 
 TINY = [*TINY_GRID, "variants_per_structure=3", "n=6", "structure.amorphous.clean_probability=0"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluate.benchmark import comparison
+from evaluate.benchmark import arms
 from evaluate.cli import main
 from grapheneseg.stats import paired_bootstrap
 from grapheneseg.config import load_config
@@ -80,11 +80,11 @@ def test_a_new_sim_file_at_the_same_path_is_pretrained_again(tmp_path):
     sim = write_sim(tmp_path / "sim.h5", seed=0)
     budget = load_config("evaluate", ["report=quick"]).report
     extra = [*TINY_MODEL, *TINY_LOOP]
-    first, sha_first = comparison._pretrained(tmp_path, budget, sim, None, extra, {"runs": {}})
-    again, _ = comparison._pretrained(tmp_path, budget, sim, None, extra, {"runs": {}})
+    first, sha_first = arms.pretrained_checkpoint(tmp_path, budget, sim, None, extra, {"runs": {}})
+    again, _ = arms.pretrained_checkpoint(tmp_path, budget, sim, None, extra, {"runs": {}})
     sim.unlink()
     write_sim(sim, seed=1)
-    second, sha_second = comparison._pretrained(tmp_path, budget, sim, None, extra, {"runs": {}})
+    second, sha_second = arms.pretrained_checkpoint(tmp_path, budget, sim, None, extra, {"runs": {}})
     assert again == first and second != first and sha_second != sha_first
 
 
@@ -108,7 +108,7 @@ def test_an_arm_stopped_by_its_budget_is_said_to_be_capped():
     runs = {"U-Net real-only": {"chosen_epochs": [12, 12, 8, 12, 12], "of_epochs": [12] * 5},
             "U-Net sim-pretrained + fine-tuned": {"chosen_epochs": [0, 4, 6, 0, 2], "of_epochs": [12] * 5},
             "Bragg filter": {"folder": "x"}}
-    notes = comparison.capped_notes(runs)
+    notes = arms.capped_notes(runs)
     assert len(notes) == 1 and notes[0].startswith("U-Net real-only chose its longest training (12 epochs) "
                                                    "in 4 of 5 folds")
 
@@ -130,18 +130,18 @@ def test_an_arm_that_hits_its_cap_is_trained_again_longer(tmp_path, monkeypatch)
             self.name, self.summary = name, {"jaccard": {"mean": 0.5}}
 
     monkeypatch.setattr("train.crossval.cross_validate", fake_cv)
-    monkeypatch.setattr(comparison, "fold_arm", lambda run_dir, name, *a: FakeArm(name))
+    monkeypatch.setattr(arms, "fold_arm", lambda run_dir, name, *a: FakeArm(name))
     budget = load_config("evaluate", ["report=quick", "report.ks=[]"]).report
     assert budget.extend_capped == 2
     provenance = {"runs": {}}
     real = write_labelled_folder(tmp_path / "real", n=4)
     splits = [{"repeat": 0, "fold": f, "train": [], "test": []} for f in range(2)]
-    comparison._trained_arms(tmp_path, real, budget, [], tmp_path / "sim.ckpt", "sha", "images", provenance, splits)
+    arms.trained_arms(tmp_path, real, budget, [], tmp_path / "sim.ckpt", "sha", "images", provenance, splits)
     real_runs = [(e, m) for real_only, e, m in runs if real_only]
     assert real_runs == [(12, 150), (24, 300), (48, 600)]
     assert [r for r in runs if not r[0]] == [(False, 12, 150)]
     record = provenance["runs"]["U-Net real-only"]
-    assert record["doublings"] == 2 and record["of_epochs"] == [48, 48] and not comparison.capped(record)
-    notes = comparison.capped_notes(provenance["runs"])
+    assert record["doublings"] == 2 and record["of_epochs"] == [48, 48] and not arms.capped(record)
+    notes = arms.capped_notes(provenance["runs"])
     assert notes == ["U-Net real-only hit the budget's training length and was trained again 2 time(s) at twice the "
                      "length; at 48 epochs no fold chose the cap"]
