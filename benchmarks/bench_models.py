@@ -110,7 +110,7 @@ def figure(result: dict[str, Any], out: Path) -> None:
 
     names = list(result["models"])
     reference = result["models"]["reference"]["jaccard"]
-    fig = Figure(figsize=(7.6, 0.45 * len(names) + 1.4), layout="constrained")
+    fig = Figure(figsize=(8.6, 0.45 * len(names) + 1.4), layout="constrained")
     ax = fig.add_subplot()
     for y, name in enumerate(names):
         entry = result["models"][name]
