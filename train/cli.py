@@ -39,7 +39,8 @@ def _cmd_real(args: argparse.Namespace) -> int:
         from train.models.registry import packaged
 
         args.pretrained = str(packaged("contamination"))
-        print(f"no --pretrained given: fine-tuning the packaged simulation-only model {args.pretrained}", file=sys.stderr)
+        print(f"no --pretrained given: fine-tuning the packaged simulation-only model {args.pretrained} "
+              "as it is (its own network; model card beside it)", file=sys.stderr)
     cfg = load_config("train", flag_overrides(args, {
         "real": "data.real_dir", "folds": "cv.folds", "repeats": "cv.repeats", "preset": "preset",
         "seed": "seed", "device": "device", "threads": "threads", "n_real": "cv.n_real",

@@ -50,6 +50,7 @@ from grapheneseg.metrics import mean_and_spread, pooled, scores
 from grapheneseg.micrographs import LabelledSet, load_labelled
 from grapheneseg.splits import SERIES_PATTERN, adopt_splits, image_key, load_or_make_splits, series_of, straddling
 from train.models.checkpoints import CheckpointError, check_task, read_checkpoint, save_checkpoint
+from train.models.registry import packaged
 from train.datasets import MixedPairs, real_pairs, sim_pairs
 from train.loops import choose_device, fit, validate
 from train.models.unet import architecture, build_model
@@ -140,12 +141,14 @@ def check_compatible(payload: dict[str, Any], config: dict[str, Any], path: Path
 def adopt_architecture(payload: dict[str, Any], model: dict[str, Any], path: Path) -> dict[str, Any]:
     """The model config of a fine-tuning run: the pretrained checkpoint's architecture (its weights
     fit no other), so that a larger pretrained network fine-tunes without naming its size; a
-    warning names every key the config set otherwise (e.g. the cpu preset's 8 features)."""
+    warning names every key the config set otherwise (e.g. the cpu preset's 8 features), except
+    for the packaged default model, the documented start of every plain `train finetune` (its
+    card gives its network), which would otherwise warn on every run."""
     stored = payload["architecture"]
     wanted = architecture(model)
     differ = [f"model.{k} {wanted[k]!r} -> {stored[k]!r}" for k in wanted
               if k in stored and stored[k] != wanted[k] and k != "classes"]
-    if differ:
+    if differ and Path(path).resolve() != packaged("contamination").resolve():
         warnings.warn(f"{path}: fine-tuning the pretrained network as it is: " + ", ".join(differ)
                       + " (the config's values are not used)", stacklevel=3)
     return {k: stored.get(k, wanted[k]) for k in wanted}

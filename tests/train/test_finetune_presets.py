@@ -46,3 +46,20 @@ def test_a_wider_pretrained_network_is_fine_tuned_as_it_is(tmp_path):
     cfg["finetune"]["architecture"] = "conifg"  # a typo is an error, not the other rule
     with pytest.raises(ValueError, match="finetune.architecture must be checkpoint or config"):
         finetune_setup(cfg)
+
+
+def test_the_packaged_default_is_fine_tuned_as_it_is_without_a_warning():
+    """A plain `train finetune` starts from the packaged model (16 features) under the cpu preset (8):
+    its network is adopted as documented in its card, with no warning on every run; a checkpoint
+    the user names still warns (above)."""
+    import warnings
+
+    from train.models.registry import packaged
+
+    cfg = to_plain(load_config("train", ["preset=cpu"]))
+    cfg["finetune"]["pretrained"] = str(packaged("contamination"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tuned, init, _ = finetune_setup(cfg)
+    assert tuned["model"]["features"] == 16 != cfg["model"]["features"]
+    build_model(tuned["model"]).load_state_dict(init)
