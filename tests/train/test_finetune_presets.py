@@ -63,3 +63,20 @@ def test_the_packaged_default_is_fine_tuned_as_it_is_without_a_warning():
         tuned, init, _ = finetune_setup(cfg)
     assert tuned["model"]["features"] == 16 != cfg["model"]["features"]
     build_model(tuned["model"]).load_state_dict(init)
+
+
+def test_a_named_wider_checkpoint_warns_even_where_the_packaged_model_is_missing(tmp_path, monkeypatch):
+    """Recognising the packaged default must not require it: an installation without it still
+    fine-tunes the user's checkpoint (with the warning)."""
+    import dataclasses
+
+    from train.models import registry
+
+    monkeypatch.setitem(registry.PACKAGED, "contamination",
+                        dataclasses.replace(registry.PACKAGED["contamination"], file="absent.ckpt"))
+    cfg = to_plain(load_config("train", ["preset=cpu"]))
+    arch = architecture({**cfg["model"], "features": 16})
+    cfg["finetune"]["pretrained"] = str(save_checkpoint(tmp_path / "wide.ckpt", build_model(arch), arch, {}, epoch=0))
+    with pytest.warns(UserWarning, match="model.features 8 -> 16"):
+        tuned, _, _ = finetune_setup(cfg)
+    assert tuned["model"]["features"] == 16
