@@ -50,7 +50,7 @@ from grapheneseg.metrics import mean_and_spread, pooled, scores
 from grapheneseg.micrographs import LabelledSet, load_labelled
 from grapheneseg.splits import SERIES_PATTERN, adopt_splits, image_key, load_or_make_splits, series_of, straddling
 from train.models.checkpoints import CheckpointError, check_task, read_checkpoint, save_checkpoint
-from train.models.registry import PACKAGED, models_dir
+from train.models.registry import packaged_path
 from train.datasets import MixedPairs, real_pairs, sim_pairs
 from train.loops import choose_device, fit, validate
 from train.models.unet import architecture, build_model
@@ -148,7 +148,7 @@ def adopt_architecture(payload: dict[str, Any], model: dict[str, Any], path: Pat
     wanted = architecture(model)
     differ = [f"model.{k} {wanted[k]!r} -> {stored[k]!r}" for k in wanted
               if k in stored and stored[k] != wanted[k] and k != "classes"]
-    if differ and Path(path).resolve() != (models_dir() / PACKAGED["contamination"].file).resolve():
+    if differ and Path(path).resolve() != packaged_path("contamination").resolve():
         warnings.warn(f"{path}: fine-tuning the pretrained network as it is: " + ", ".join(differ)
                       + " (the config's values are not used)", stacklevel=3)
     return {k: stored.get(k, wanted[k]) for k in wanted}

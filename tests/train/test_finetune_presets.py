@@ -1,9 +1,13 @@
 """Fine-tuning settings follow the preset: never a higher rate than the preset's own."""
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 import pytest
 
 from grapheneseg.config import load_config, to_plain
+from train.models import registry
 from train.models.checkpoints import save_checkpoint
 from train.crossval import finetune_setup
 from train.models.unet import architecture, build_model
@@ -52,12 +56,8 @@ def test_the_packaged_default_is_fine_tuned_as_it_is_without_a_warning():
     """A plain `train finetune` starts from the packaged model (16 features) under the cpu preset (8):
     its network is adopted as documented in its card, with no warning on every run; a checkpoint
     the user names still warns (above)."""
-    import warnings
-
-    from train.models.registry import packaged
-
     cfg = to_plain(load_config("train", ["preset=cpu"]))
-    cfg["finetune"]["pretrained"] = str(packaged("contamination"))
+    cfg["finetune"]["pretrained"] = str(registry.packaged("contamination"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tuned, init, _ = finetune_setup(cfg)
@@ -68,10 +68,6 @@ def test_the_packaged_default_is_fine_tuned_as_it_is_without_a_warning():
 def test_a_named_wider_checkpoint_warns_even_where_the_packaged_model_is_missing(tmp_path, monkeypatch):
     """Recognising the packaged default must not require it: an installation without it still
     fine-tunes the user's checkpoint (with the warning)."""
-    import dataclasses
-
-    from train.models import registry
-
     monkeypatch.setitem(registry.PACKAGED, "contamination",
                         dataclasses.replace(registry.PACKAGED["contamination"], file="absent.ckpt"))
     cfg = to_plain(load_config("train", ["preset=cpu"]))

@@ -43,12 +43,18 @@ def models_dir() -> Path:
     return Path(str(files("grapheneseg") / "models"))
 
 
+def packaged_path(task: str = "contamination") -> Path:
+    """Where the packaged checkpoint of `task` lies in this installation, whether or not it is there
+    (to recognise it among paths the user gives)."""
+    if task not in PACKAGED:
+        raise ValueError(f"no packaged model for task {task!r}; known: {', '.join(PACKAGED)}")
+    return models_dir() / PACKAGED[task].file
+
+
 def packaged(task: str = "contamination") -> Path:
     """The packaged checkpoint that answers `task` (contamination, classes or atoms); a
     MissingModel naming the file and the option to use instead when it is not installed."""
-    if task not in PACKAGED:
-        raise ValueError(f"no packaged model for task {task!r}; known: {', '.join(PACKAGED)}")
-    path = models_dir() / PACKAGED[task].file
+    path = packaged_path(task)
     if not path.is_file():
         raise MissingModel(f"{path}: the default {PACKAGED[task].what} is missing from this installation; "
                            f"give {PACKAGED[task].option}")
