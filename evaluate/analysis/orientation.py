@@ -41,7 +41,9 @@ WINDOW_PERIODS = 2.0  # Gaussian window sigma in {100} plane spacings
 # chosen against the simulator's structure truth (benchmarks/bench_structure.py sim; were 5, 3 and 4)
 JUMP_DEG = 3.0  # an orientation change across one window above this marks a boundary
 MERGE_DEG = 2.0  # touching grains misoriented less than this are one grain
-VACUUM_FRACTION = 0.15  # lattice power below this share of the image's lattice level: no lattice
+VACUUM_FRACTION = 0.2  # lattice power below this share of the resolved lattice's level: no lattice
+VACUUM_REFERENCE_CONFIDENCE = 0.4  # the lattice level is read where the lattice is resolved (confidence above)
+VACUUM_GROW_A = 1.5  # vacuum reaches this far past where the windowed power crosses its threshold
 MIN_GRAIN_WINDOWS = 1.0  # a grain must cover at least this many window areas (2 sigma)^2
 VACUUM_WINDOW_PERIODS = 1.0  # vacuum is read from a map this sharp (hole edges), `evaluate structure`
 
@@ -112,20 +114,34 @@ def orientation_map(image: np.ndarray, pixel_size: float, window_periods: float 
 
 
 def lattice_and_vacuum(omap: OrientationMap, mask: np.ndarray | None = None,
-                       vacuum_fraction: float = VACUUM_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+                       vacuum_fraction: float = VACUUM_FRACTION,
+                       reference_confidence: float = VACUUM_REFERENCE_CONFIDENCE,
+                       grow_A: float = VACUUM_GROW_A) -> tuple[np.ndarray, np.ndarray]:
     """(lattice, vacuum) boolean maps outside the contamination `mask`: vacuum where the power at
-    the {100} ring is below `vacuum_fraction` of the image's lattice level (its 90th percentile
-    outside the mask): a hole, or a flat region without a resolved lattice; lattice elsewhere."""
+    the {100} ring is below `vacuum_fraction` of the resolved lattice's level, grown by `grow_A`;
+    lattice elsewhere.
+
+    The level is the median power where the lattice is resolved (hexagonal confidence above
+    `reference_confidence`), not a percentile of all the power: amorphous edges and grain
+    boundaries the mask leaves out carry strong, isotropic power at the ring and would raise it,
+    turning a weakly imaged grain into vacuum. Where under 5 % of the field shows a resolved lattice,
+    a hole cannot be told from graphene whose lattice the imaging conditions wash out: no vacuum is
+    called. The window blurs a hole's edge into the lattice's power, so the threshold crossing
+    lies inside the hole; `grow_A` puts it back (both chosen on held-out simulations against their
+    truth, benchmarks/bench_structure.py sim)."""
     outside = np.ones(omap.strength.shape, bool) if mask is None else ~np.asarray(mask, bool)
-    if not outside.any():
-        return outside, outside.copy()
-    level = np.percentile(omap.strength[outside], 90)
+    resolved = outside & (omap.confidence > reference_confidence)
+    if resolved.sum() < 0.05 * outside.sum() or not outside.any():
+        return outside, np.zeros(outside.shape, bool)
+    level = np.median(omap.strength[resolved])
     vacuum = outside & (omap.strength < vacuum_fraction * level)
     # no specks: a vacuum region must be at least a window (sigma) across; a lattice speck inside
     # one is vacuum (opening and closing by a disc, through distance transforms: fast at any size)
     r = max(1.0, omap.window_px / 2)
     vacuum = _dilate(_erode(vacuum, r), r) & outside
     vacuum = _erode(_dilate(vacuum, r), r) & outside
+    if grow_A > 0:
+        vacuum = _dilate(vacuum, grow_A / omap.pixel_size) & outside
     return outside & ~vacuum, vacuum
 
 

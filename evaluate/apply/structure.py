@@ -31,9 +31,9 @@ import scipy.ndimage
 
 from grapheneseg.formats import Micrograph
 from grapheneseg.tables import merge_rows
-from evaluate.analysis.orientation import (JUMP_DEG, MERGE_DEG, MIN_GRAIN_WINDOWS, VACUUM_FRACTION,
-                                           VACUUM_WINDOW_PERIODS, WINDOW_PERIODS, Grains, OrientationMap, grains_of,
-                                           lattice_and_vacuum, orientation_map)
+from evaluate.analysis.orientation import (JUMP_DEG, MERGE_DEG, MIN_GRAIN_WINDOWS, VACUUM_FRACTION, VACUUM_GROW_A,
+                                           VACUUM_REFERENCE_CONFIDENCE, VACUUM_WINDOW_PERIODS, WINDOW_PERIODS, Grains,
+                                           OrientationMap, grains_of, lattice_and_vacuum, orientation_map)
 from grapheneseg.preprocessing import preprocess
 from grapheneseg.classes import BOUNDARY, CLASS_NAMES, CONTAMINATION, LATTICE, VACUUM
 
@@ -48,7 +48,8 @@ COLOURS = {LATTICE: (255, 255, 255), CONTAMINATION: (40, 80, 255), VACUUM: (40, 
 # and 4, and vacuum from a sharper, 1-period map follows hole edges that the 2-period map blurs.
 DEFAULTS = {"window_periods": WINDOW_PERIODS, "jump_deg": JUMP_DEG, "merge_deg": MERGE_DEG,
             "min_grain_windows": MIN_GRAIN_WINDOWS, "vacuum_window_periods": VACUUM_WINDOW_PERIODS,
-            "vacuum_fraction": VACUUM_FRACTION, "boundary_half_width": BOUNDARY_HALF_WIDTH}
+            "vacuum_fraction": VACUUM_FRACTION, "vacuum_reference_confidence": VACUUM_REFERENCE_CONFIDENCE,
+            "vacuum_grow_A": VACUUM_GROW_A, "boundary_half_width": BOUNDARY_HALF_WIDTH}
 STRUCTURE_COLUMNS = (["file", "frame", "pixel_size_A", "pixel_size_source", "lattice_check", "height", "width"]
                      + [f"{c}_nm2" for c in CLASS_NAMES] + [f"{c}_fraction" for c in CLASS_NAMES]
                      + ["grains", "mean_grain_nm2", "boundary_length_nm", "boundary_per_nm2_graphene"]
@@ -114,7 +115,8 @@ def structure_of(image: np.ndarray, mask: np.ndarray | None = None, scale: Scale
         window, vacuum_window = float(_option(cfg, "window_periods")), float(_option(cfg, "vacuum_window_periods"))
         omap = orientation_map(image, pixel_size, window)
         sharp = omap if vacuum_window == window else orientation_map(image, pixel_size, vacuum_window)
-        _, vacuum = lattice_and_vacuum(sharp, mask, float(_option(cfg, "vacuum_fraction")))
+        _, vacuum = lattice_and_vacuum(sharp, mask, float(_option(cfg, "vacuum_fraction")),
+                                       float(_option(cfg, "vacuum_reference_confidence")), float(_option(cfg, "vacuum_grow_A")))
         lattice = ~mask & ~vacuum
         grains = grains_of(omap, lattice, float(_option(cfg, "jump_deg")), float(_option(cfg, "merge_deg")),
                            float(_option(cfg, "min_grain_windows")))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.ndimage
 
 from evaluate.analysis.orientation import grains_of, lattice_and_vacuum, misorientation, orientation_map
 
@@ -77,3 +78,35 @@ def test_misorientation_is_hexagonal() -> None:
     assert misorientation(59.0, 1.0) == pytest.approx(2.0)
     assert misorientation(0.0, 30.0) == pytest.approx(30.0)
     assert misorientation(np.array([10.0, 40.0]), 25.0) == pytest.approx([15.0, 15.0])
+
+
+def test_a_hole_is_vacuum_to_its_edge() -> None:
+    """The window blurs the hole's edge into the lattice's power, so the threshold crossing lies
+    inside the hole; vacuum is grown back (`grow_A`) to cover the hole, not the lattice around it
+    (IoU 0.83 without the growth, 0.90 with it, on the 1-period map `evaluate structure` reads)."""
+    image, _, hole = two_grains_and_a_hole()
+    omap = orientation_map(image, 0.3, window_periods=1.0)
+    _, vacuum = lattice_and_vacuum(omap)
+    assert (vacuum & hole).sum() / (vacuum | hole).sum() >= 0.88
+    far = scipy.ndimage.distance_transform_edt(~hole) * 0.3 > 3.0  # A beyond the hole's edge
+    assert not vacuum[far].any()
+
+
+def test_a_weakly_imaged_grain_beside_unmasked_amorphous_power_stays_lattice() -> None:
+    """A grain imaged at half the contrast of its neighbour, with a strip of strong isotropic power
+    at the {100} ring (an amorphous edge the mask left out): the lattice level is read where the
+    lattice is resolved, so neither the weak grain nor the strip is vacuum (read from the power's
+    90th percentile, the strip set the level and the weak grain became vacuum)."""
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[:256, :256]
+    weak, strip = x >= 120, y > 200
+    image = lattice_image(0.3, (256, 256), np.where(weak, np.radians(35.0), np.radians(10.0)), noise=0.0)
+    image = 100 + (image - 100) * np.where(weak, 0.5, 1.0)
+    ky, kx = np.meshgrid(np.fft.fftfreq(256), np.fft.fftfreq(256), indexing="ij")
+    ring = np.exp(-0.5 * ((np.hypot(ky, kx) - 0.3 / 2.13) / 0.01) ** 2)
+    amorphous = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(256, 256))) * ring))
+    image += np.where(strip, 15 * amorphous / amorphous.std(), 0) + 2.5 * rng.normal(size=(256, 256))
+    omap = orientation_map(image, 0.3, window_periods=1.0)
+    assert np.percentile(omap.strength, 90) * 0.15 > np.median(omap.strength[weak & ~strip])  # the trap
+    _, vacuum = lattice_and_vacuum(omap)
+    assert not vacuum.any()
