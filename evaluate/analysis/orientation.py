@@ -44,6 +44,7 @@ MERGE_DEG = 2.0  # touching grains misoriented less than this are one grain
 VACUUM_FRACTION = 0.2  # lattice power below this share of the resolved lattice's level: no lattice
 VACUUM_REFERENCE_CONFIDENCE = 0.4  # the lattice level is read where the lattice is resolved (confidence above)
 VACUUM_GROW_A = 1.5  # vacuum reaches this far past where the windowed power crosses its threshold
+MIN_RESOLVED_SHARE = 0.2  # below this share of resolved lattice outside the mask (noise alone: ~10 %), no vacuum
 MIN_GRAIN_WINDOWS = 1.0  # a grain must cover at least this many window areas (2 sigma)^2
 VACUUM_WINDOW_PERIODS = 1.0  # vacuum is read from a map this sharp (hole edges), `evaluate structure`
 
@@ -124,16 +125,15 @@ def lattice_and_vacuum(omap: OrientationMap, mask: np.ndarray | None = None,
     The level is the median power where the lattice is resolved (hexagonal confidence above
     `reference_confidence`), not a percentile of all the power: amorphous edges and grain
     boundaries the mask leaves out carry strong, isotropic power at the ring and would raise it,
-    turning a weakly imaged grain into vacuum. Where under 5 % of the field shows a resolved lattice,
-    a hole cannot be told from graphene whose lattice the imaging conditions wash out: no vacuum is
-    called. The window blurs a hole's edge into the lattice's power, so the threshold crossing
+    turning a weakly imaged grain into vacuum. Where under 20 % of the field shows a resolved
+    lattice (`lattice_resolved`), a hole cannot be told from graphene whose lattice the imaging
+    conditions wash out: no vacuum is called. The window blurs a hole's edge into the lattice's power, so the threshold crossing
     lies inside the hole; `grow_A` puts it back (both chosen on held-out simulations against their
     truth, benchmarks/bench_structure.py sim)."""
     outside = np.ones(omap.strength.shape, bool) if mask is None else ~np.asarray(mask, bool)
-    resolved = outside & (omap.confidence > reference_confidence)
-    if resolved.sum() < 0.05 * outside.sum() or not outside.any():
+    if not lattice_resolved(omap, mask, reference_confidence):
         return outside, np.zeros(outside.shape, bool)
-    level = np.median(omap.strength[resolved])
+    level = np.median(omap.strength[outside & (omap.confidence > reference_confidence)])
     vacuum = outside & (omap.strength < vacuum_fraction * level)
     # no specks: a vacuum region must be at least a window (sigma) across; a lattice speck inside
     # one is vacuum (opening and closing by a disc, through distance transforms: fast at any size)
@@ -143,6 +143,16 @@ def lattice_and_vacuum(omap: OrientationMap, mask: np.ndarray | None = None,
     if grow_A > 0:
         vacuum = _dilate(vacuum, grow_A / omap.pixel_size) & outside
     return outside & ~vacuum, vacuum
+
+
+def lattice_resolved(omap: OrientationMap, mask: np.ndarray | None = None,
+                     reference_confidence: float = VACUUM_REFERENCE_CONFIDENCE) -> bool:
+    """Whether at least `MIN_RESOLVED_SHARE` of the field outside the contamination `mask` shows a
+    resolved lattice (hexagonal confidence above `reference_confidence`): without it no vacuum is
+    called (`lattice_and_vacuum`), and a structure map says so instead of reporting none."""
+    outside = np.ones(omap.strength.shape, bool) if mask is None else ~np.asarray(mask, bool)
+    resolved = outside & (omap.confidence > reference_confidence)
+    return bool(outside.any()) and bool(resolved.sum() >= MIN_RESOLVED_SHARE * outside.sum())
 
 
 def _erode(region: np.ndarray, radius: float) -> np.ndarray:

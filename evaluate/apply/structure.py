@@ -33,7 +33,8 @@ from grapheneseg.formats import Micrograph
 from grapheneseg.tables import merge_rows
 from evaluate.analysis.orientation import (JUMP_DEG, MERGE_DEG, MIN_GRAIN_WINDOWS, VACUUM_FRACTION, VACUUM_GROW_A,
                                            VACUUM_REFERENCE_CONFIDENCE, VACUUM_WINDOW_PERIODS, WINDOW_PERIODS, Grains,
-                                           OrientationMap, grains_of, lattice_and_vacuum, orientation_map)
+                                           OrientationMap, grains_of, lattice_and_vacuum, lattice_resolved,
+                                           orientation_map)
 from grapheneseg.preprocessing import preprocess
 from grapheneseg.classes import BOUNDARY, CLASS_NAMES, CONTAMINATION, LATTICE, VACUUM
 
@@ -50,7 +51,8 @@ DEFAULTS = {"window_periods": WINDOW_PERIODS, "jump_deg": JUMP_DEG, "merge_deg":
             "min_grain_windows": MIN_GRAIN_WINDOWS, "vacuum_window_periods": VACUUM_WINDOW_PERIODS,
             "vacuum_fraction": VACUUM_FRACTION, "vacuum_reference_confidence": VACUUM_REFERENCE_CONFIDENCE,
             "vacuum_grow_A": VACUUM_GROW_A, "boundary_half_width": BOUNDARY_HALF_WIDTH}
-STRUCTURE_COLUMNS = (["file", "frame", "pixel_size_A", "pixel_size_source", "lattice_check", "height", "width"]
+STRUCTURE_COLUMNS = (["file", "frame", "pixel_size_A", "pixel_size_source", "lattice_check", "vacuum_check", "height",
+                      "width"]
                      + [f"{c}_nm2" for c in CLASS_NAMES] + [f"{c}_fraction" for c in CLASS_NAMES]
                      + ["grains", "mean_grain_nm2", "boundary_length_nm", "boundary_per_nm2_graphene"]
                      + [f"rings_{n}" for n in range(MIN_RING, MAX_RING + 1)] + ["registration", "seconds", *PROVENANCE])
@@ -74,6 +76,7 @@ class Structure:
     seconds: float = 0.0
     frame: str = ""  # which frame of a stack ("" a single image; evaluate.apply.segment.Segmentation.frame)
     provenance: dict[str, str] = field(default_factory=dict)  # tool version, model, config, input (SHA-256)
+    vacuum_check: str = "ok"  # "ok", or why no vacuum was called (a lattice too weak to tell holes from)
 
     def area_px(self, cls: int) -> int:
         return int(np.sum(self.classes == cls))
@@ -111,12 +114,16 @@ def structure_of(image: np.ndarray, mask: np.ndarray | None = None, scale: Scale
     classes = np.full(image.shape, LATTICE, np.uint8)
     classes[mask] = CONTAMINATION
     omap = grains = None
+    vacuum_check = "ok" if pixel_size else "not called: no pixel size"
     if pixel_size:
         window, vacuum_window = float(_option(cfg, "window_periods")), float(_option(cfg, "vacuum_window_periods"))
         omap = orientation_map(image, pixel_size, window)
         sharp = omap if vacuum_window == window else orientation_map(image, pixel_size, vacuum_window)
-        _, vacuum = lattice_and_vacuum(sharp, mask, float(_option(cfg, "vacuum_fraction")),
-                                       float(_option(cfg, "vacuum_reference_confidence")), float(_option(cfg, "vacuum_grow_A")))
+        reference = float(_option(cfg, "vacuum_reference_confidence"))
+        _, vacuum = lattice_and_vacuum(sharp, mask, float(_option(cfg, "vacuum_fraction")), reference,
+                                       float(_option(cfg, "vacuum_grow_A")))
+        if not lattice_resolved(sharp, mask, reference):
+            vacuum_check = "not called: a resolved lattice in under 20 % of the field"
         lattice = ~mask & ~vacuum
         grains = grains_of(omap, lattice, float(_option(cfg, "jump_deg")), float(_option(cfg, "merge_deg")),
                            float(_option(cfg, "min_grain_windows")))
@@ -129,7 +136,7 @@ def structure_of(image: np.ndarray, mask: np.ndarray | None = None, scale: Scale
     if graph is not None and verdict == "ok":
         rings = ring_census(graph.atoms, graph.bonds)
     return Structure(Path(path), classes, pixel_size, scale.source, check, omap, grains, rings, verdict,
-                     time.perf_counter() - start)
+                     time.perf_counter() - start, vacuum_check=vacuum_check)
 
 
 def structure_row(s: Structure) -> dict[str, Any]:
@@ -138,7 +145,7 @@ def structure_row(s: Structure) -> dict[str, Any]:
     nm2 = (s.pixel_size / 10.0) ** 2 if s.pixel_size else None
     row: dict[str, Any] = {"file": str(Path(s.path).resolve()), "pixel_size_A": f"{s.pixel_size:.4f}" if s.pixel_size else "unknown",
                            "pixel_size_source": s.pixel_size_source, "lattice_check": s.lattice_check,
-                           "height": h, "width": w}
+                           "vacuum_check": s.vacuum_check, "height": h, "width": w}
     for cls, name in enumerate(CLASS_NAMES):
         area = s.area_px(cls)
         row[f"{name}_nm2"] = f"{area * nm2:.3f}" if nm2 else "unknown"

@@ -256,9 +256,16 @@ class StructureWidget(_Base):
                            "orientation (°)": [_number(g["orientation_deg"]) for g in grains],
                            "misorientation (°)": [_number(g["misorientation_deg"]) for g in grains]})
         self.status.value = (f"{row['grains']} grain(s), boundaries {row['boundary_length_nm']} nm; contamination "
-                             f"{float(row['contamination_fraction']):.1%}, vacuum {float(row['vacuum_fraction']):.1%}; "
+                             f"{float(row['contamination_fraction']):.1%}, "
+                             f"{_vacuum_text(row)}; "
                              f"lattice check {row['lattice_check']}" if row["pixel_size_A"] != "unknown" else
                              "no pixel size and no lattice read: no orientation or grains (give the pixel size)")
+
+
+def _vacuum_text(row: dict) -> str:
+    """The vacuum share of a structure row, or why none was called (evaluate.apply.structure)."""
+    check = row.get("vacuum_check", "ok")
+    return f"vacuum {float(row['vacuum_fraction']):.1%}" if check == "ok" else f"vacuum {check}"
 
 
 class SuggestWidget(_Base):

@@ -128,3 +128,23 @@ def test_evaluate_structure_answers_a_folder_and_keeps_earlier_rows(tmp_path: Pa
     assert main([*args[:4], str(other), *args[5:]]) == 0
     grains = list(csv.DictReader((tmp_path / "out" / "grains.csv").open()))
     assert sorted({Path(r["file"]).name for r in grains}) == ["gb.png", "gb2.png"] and len(grains) == 4
+
+
+def test_vacuum_not_called_where_no_lattice_is_resolved_is_said(tmp_path: Path) -> None:
+    """Noise at a known pixel size: no lattice resolved, so a hole cannot be told from graphene the
+    imaging washes out; the map calls no vacuum and says why (the row's `vacuum_check`) instead of
+    reporting 0 % vacuum as if there were no holes. A resolved lattice keeps the check `ok`."""
+    rng = np.random.default_rng(0)
+    noise = structure_of(100 + rng.normal(size=(128, 128)), None, GIVEN)
+    assert not (noise.classes == VACUUM).any()
+    assert noise.vacuum_check.startswith("not called")
+    image, _, hole, mask = contaminated()
+    lattice = structure_of(image, mask, GIVEN)
+    assert lattice.vacuum_check == "ok" and (lattice.classes[hole] == VACUUM).any()
+    micrograph = Micrograph(Path("a/noise.png"), (100 + rng.normal(size=(128, 128))).astype(np.float32), 0.3)
+    seg = Segmentation(micrograph, np.zeros((128, 128), np.float32), np.zeros((128, 128), bool),
+                       Scale(0.3, ScaleSource.FILE), 0.0)
+    run_structure([seg], tmp_path / "out", {}, figures=False)
+    with open(tmp_path / "out" / "structure.csv") as f:
+        row = next(csv.DictReader(f))
+    assert row["vacuum_check"].startswith("not called") and float(row["vacuum_fraction"]) == 0.0
