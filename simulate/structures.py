@@ -85,8 +85,10 @@ def _wrap(d: np.ndarray, extent: float) -> np.ndarray:
 
 
 def boundary_distance(xy: np.ndarray, seeds: np.ndarray, extent: float) -> np.ndarray:
-    """Exact distance to the Voronoi bisector between the nearest and second-nearest seed:
-    (|d2|^2 - |d1|^2) / (2 |d1 - d2|), d1 and d2 the minimum-image offsets to those seeds."""
+    """Exact distance to the edge of the periodic Voronoi cell each point lies in: the nearest of
+    the bisectors between its own (nearest) seed and every other, (|dg|^2 - |d1|^2) / (2 |d1 - dg|)
+    with d1 and dg the minimum-image offsets to those seeds. (Near a triple junction the nearest
+    edge need not be the one shared with the second-nearest seed.)"""
     if len(seeds) < 2:
         return np.full(xy.shape[:-1], np.inf)
     flat = np.ascontiguousarray(xy.reshape(-1, 2), dtype=np.float64)
@@ -96,23 +98,27 @@ def boundary_distance(xy: np.ndarray, seeds: np.ndarray, extent: float) -> np.nd
 @numba.njit(cache=True)
 def _boundary_distance(xy, seeds, extent):  # pragma: no cover (compiled)
     """Per point, in NumPy's operations: d = xy - seed - extent * round((xy - seed) / extent), the
-    two seeds of smallest |d|^2 (the first of equals first, as a stable sort), then the bisector."""
+    seed of smallest |d|^2 (the first of equals), then the nearest bisector with any other seed."""
     out = np.empty(len(xy))
     d = np.empty((len(seeds), 2))
+    r = np.empty(len(seeds))
     for n in range(len(xy)):
-        first, second, best, next_best = -1, -1, np.inf, np.inf
+        own, best = -1, np.inf
         for g in range(len(seeds)):
             for k in range(2):
                 v = xy[n, k] - seeds[g, k]
                 d[g, k] = v - extent * np.rint(v / extent)
-            r = d[g, 0] ** 2 + d[g, 1] ** 2
-            if r < best:
-                first, second, next_best, best = g, first, best, r
-            elif r < next_best:
-                second, next_best = g, r
-        e0, e1 = d[first, 0] - d[second, 0], d[first, 1] - d[second, 1]
-        separation = np.sqrt(e0 * e0 + e1 * e1)
-        out[n] = (next_best - best) / (2 * max(separation, 1e-9))
+            r[g] = d[g, 0] ** 2 + d[g, 1] ** 2
+            if r[g] < best:
+                own, best = g, r[g]
+        nearest = np.inf
+        for g in range(len(seeds)):
+            if g == own:
+                continue
+            e0, e1 = d[own, 0] - d[g, 0], d[own, 1] - d[g, 1]
+            separation = np.sqrt(e0 * e0 + e1 * e1)
+            nearest = min(nearest, (r[g] - best) / (2 * max(separation, 1e-9)))
+        out[n] = nearest
     return out
 
 

@@ -87,11 +87,13 @@ def _boundary_distance_numpy(xy, seeds, extent):
 
     d = _wrap(xy[..., None, :] - seeds, extent)
     dist2 = (d**2).sum(-1)
-    order = np.argsort(dist2, axis=-1, kind="stable")[..., :2]
-    d2 = np.take_along_axis(dist2, order, -1)
-    p1 = np.take_along_axis(d, order[..., :1, None], -2)[..., 0, :]
-    p2 = np.take_along_axis(d, order[..., 1:2, None], -2)[..., 0, :]
-    return (d2[..., 1] - d2[..., 0]) / (2 * np.maximum(np.linalg.norm(p1 - p2, axis=-1), 1e-9))
+    own = np.argmin(dist2, axis=-1)
+    d_own = np.take_along_axis(d, own[..., None, None], -2)
+    r_own = np.take_along_axis(dist2, own[..., None], -1)
+    spread = np.sqrt(((d_own - d) ** 2).sum(-1))
+    dist = (dist2 - r_own) / (2 * np.maximum(spread, 1e-9))
+    np.put_along_axis(dist, own[..., None], np.inf, -1)
+    return dist.min(-1)
 
 
 @pytest.mark.parametrize("grains", [2, 3, 6])

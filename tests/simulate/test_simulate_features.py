@@ -52,7 +52,11 @@ def test_compare_a_simulation_with_itself(sim_file: Path, tmp_path: Path, capsys
     assert result["n_sim"] == result["n_real"] == 4
     assert result["contamination_fraction"]["sim"] == result["contamination_fraction"]["real"]
     assert result["contamination_fraction"]["sim"]["mean"] == pytest.approx(masks.mean())
-    assert result["spot_radius"]["sim"] == result["spot_radius"]["real"]
+    # the spot radius is an argmax over spectrum bins; on these 64 px images no lattice ring stands
+    # out, so 8-bit rounding may move an image's peak by a bin: its summary agrees within one
+    sim_spots, real_spots = result["spot_radius"]["sim"], result["spot_radius"]["real"]
+    assert sim_spots["n"] == real_spots["n"] == 4
+    assert all(abs(sim_spots[k] - real_spots[k]) <= 1.0 for k in sim_spots)
     # Thon rings: measured where the contamination covers >= 5 %; these 64 px images have no lattice the
     # reader finds, so the "real" copies have no scale and are left out
     assert result["thon_anisotropy"]["sim"]["n"] >= 1 and result["thon_anisotropy"]["real"] == {"n": 0}
