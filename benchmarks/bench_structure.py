@@ -148,6 +148,9 @@ def print_table(result: dict) -> None:
                   f"{iou['grain_boundary']:.3f} | {s['boundary_precision']:.3f} | {s['boundary_recall']:.3f} | "
                   f"{s['grain_count_exact']:.2f} | {s['grain_count_exact_visible']:.2f} | {s['grain_count_within_one']:.2f} | "
                   f"{s['orientation_error_median']:.2f} | {s['grains_matched']}/{s['grains_true']} |")
+        by = r["all"]["boundary_recall_by_misorientation"]
+        print("\nboundary recall by the true misorientation (deg): " + "; ".join(
+            f"{k}: {v['recall']:.3f} ({v['share']:.0%} of the line)" for k, v in by.items()))
     print(f"\nseconds: {result['seconds']}")
 
 

@@ -13,6 +13,8 @@ Per image, counts that pool over images (`score_image`, then `summarise`):
 - grain count: the number of predicted grains against the true number (every piece of a grain in
   the field of view, however small or hidden) and against the `visible` true grains: those with at
   least `min_visible_px` pixels of lattice (true class lattice or boundary);
+- the boundary recall split by the true boundary's misorientation (`MISORIENTATION_BINS`): below
+  about 3 degrees a boundary's dislocations lie about a field of view apart;
 - orientation error per grain: predicted and true grains matched one to one by overlap (largest
   overlaps first), the misorientation (degrees 0-30, hexagonal: mod 60, the smaller way round)
   between each matched pair; the median over the pooled matched grains.
@@ -29,6 +31,8 @@ from evaluate.analysis.orientation import misorientation
 from grapheneseg.classes import CLASS_NAMES, CONTAMINATION, VACUUM
 
 TOLERANCE_A = 3.0  # boundary precision / recall tolerance
+MISORIENTATION_BINS = (0.0, 3.0, 5.0, 10.0, 30.0)  # degrees: the boundary recall is also split by the true
+# boundary's misorientation (under 3 degrees the dislocations lie about a field of view apart)
 
 
 def segment_distance(shape: tuple[int, int], segments: np.ndarray) -> np.ndarray:
@@ -93,6 +97,19 @@ def orientation_errors(pred: np.ndarray, pred_orientation: Mapping[int, float], 
                      for t, p, _ in match_grains(pred, truth)], float)
 
 
+def line_misorientation(truth) -> np.ndarray:
+    """Per pixel of the truth's 1-px boundary lines (StructureTruth.boundary_lines: a pixel whose
+    lower or right neighbour is another grain), the misorientation (degrees) between its grain and
+    that neighbour's (the lower one where both differ); NaN off the lines."""
+    g = np.asarray(truth.grains).astype(np.int64)
+    out = np.full(g.shape, np.nan)
+    for a, b, sl in ((g[:, :-1], g[:, 1:], (slice(None), slice(0, -1))), (g[:-1], g[1:], (slice(0, -1), slice(None)))):
+        meet = (a > 0) & (b > 0) & (a != b)
+        view = out[sl]
+        view[meet] = misorientation(truth.orientation[a[meet] - 1], truth.orientation[b[meet] - 1])
+    return out
+
+
 @dataclass
 class ImageScore:
     """The pooled counts of one image (module doc)."""
@@ -124,8 +141,17 @@ def score_image(pred_classes: np.ndarray, pred_lines: np.ndarray, pred_grains: n
     boundary = boundary_counts(pred_lines, truth.boundary_lines(), truth.boundaries, truth.pixel_size, seen, tolerance)
     errors = orientation_errors(pred_grains, pred_orientation, truth.grains, truth.orientation)
     n_pred = len(np.unique(pred_grains[pred_grains > 0]))
+    # the recall split by the true boundary's misorientation: [true line px, those near a found line] per bin
+    mis = line_misorientation(truth)
+    lines = ~np.isnan(mis) & seen
+    near = scipy.ndimage.distance_transform_edt(~np.asarray(pred_lines, bool)) * truth.pixel_size <= tolerance \
+        if np.any(pred_lines) else np.zeros(lines.shape, bool)
+    k = np.digitize(mis[lines], MISORIENTATION_BINS[1:-1])
+    by_mis = np.stack([np.bincount(k, minlength=len(MISORIENTATION_BINS) - 1),
+                       np.bincount(k, near[lines], minlength=len(MISORIENTATION_BINS) - 1)]).astype(int)
     return ImageScore(inter, union, boundary, n_pred, truth.n_grains,
-                      visible_grains(truth.grains, true_classes, min_visible_px), errors)
+                      visible_grains(truth.grains, true_classes, min_visible_px), errors,
+                      {"recall_by_misorientation": by_mis})
 
 
 def summarise(scores: Sequence[ImageScore]) -> dict:
@@ -146,4 +172,17 @@ def summarise(scores: Sequence[ImageScore]) -> dict:
             "grain_count_within_one": float(np.mean(np.abs(pred - np.array([s.grains_true for s in scores])) <= 1)),
             "orientation_error_median": float(np.median(errors)) if len(errors) else float("nan"),
             "orientation_error_p90": float(np.percentile(errors, 90)) if len(errors) else float("nan"),
-            "grains_matched": int(len(errors)), "grains_true": int(sum(s.grains_true for s in scores))}
+            "grains_matched": int(len(errors)), "grains_true": int(sum(s.grains_true for s in scores)),
+            "boundary_recall_by_misorientation": _recall_by_misorientation(scores)}
+
+
+def _recall_by_misorientation(scores: Sequence[ImageScore]) -> dict:
+    """{"lo-hi deg": {share of the true line, recall}} pooled, and the same for 3 degrees and above."""
+    counts = np.sum([s.extra["recall_by_misorientation"] for s in scores], axis=0)
+    total = max(int(counts[0].sum()), 1)
+    out = {f"{lo:g}-{hi:g}": {"share": counts[0, k] / total,
+                              "recall": counts[1, k] / counts[0, k] if counts[0, k] else float("nan")}
+           for k, (lo, hi) in enumerate(zip(MISORIENTATION_BINS[:-1], MISORIENTATION_BINS[1:]))}
+    above = counts[:, 1:].sum(1)
+    out["3 and above"] = {"share": above[0] / total, "recall": above[1] / above[0] if above[0] else float("nan")}
+    return {k: {kk: round(float(vv), 4) for kk, vv in v.items()} for k, v in out.items()}

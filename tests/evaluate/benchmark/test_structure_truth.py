@@ -106,3 +106,24 @@ def test_class_counts_and_visible_grains() -> None:
     hidden = cls.copy()
     hidden[33:] = CONTAMINATION  # the second grain wholly under contamination: not visible
     assert visible_grains(truth.grains, cls, 100) == 2 and visible_grains(truth.grains, hidden, 100) == 1
+
+
+@pytest.mark.parametrize("angles, key", [((10.0, 12.0), "0-3"), ((10.0, 35.0), "10-30")])
+def test_recall_is_split_by_the_true_misorientation(angles, key) -> None:
+    """The recall of a found line lands in its boundary's misorientation bin (2 or 25 degrees);
+    a missed line lowers that bin's recall only."""
+    truth = two_grains(angles=angles)
+    cls = true_classes(truth)
+    found = score_image(cls, truth.boundary_lines(), truth.grains, {1: 0.0, 2: 0.0}, truth, cls)
+    missed = score_image(cls, np.zeros((SIZE, SIZE), bool), truth.grains, {1: 0.0, 2: 0.0}, truth, cls)
+    by_found = summarise([found])["boundary_recall_by_misorientation"]
+    by_missed = summarise([found, missed])["boundary_recall_by_misorientation"]
+    assert by_found[key] == {"share": 1.0, "recall": 1.0}
+    assert by_missed[key] == {"share": 1.0, "recall": 0.5}
+    above = by_found["3 and above"]
+    if key == "0-3":  # a 2 degree boundary is no part of the line at 3 degrees and above
+        assert above["share"] == 0.0 and np.isnan(above["recall"])
+    else:
+        assert above == {"share": 1.0, "recall": 1.0}
+    others = [k for k in by_found if k not in (key, "3 and above")]
+    assert all(by_found[k]["share"] == 0.0 for k in others)
