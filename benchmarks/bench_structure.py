@@ -151,6 +151,8 @@ def print_table(result: dict) -> None:
         by = r["all"]["boundary_recall_by_misorientation"]
         print("\nboundary recall by the true misorientation (deg): " + "; ".join(
             f"{k}: {v['recall']:.3f} ({v['share']:.0%} of the line)" for k, v in by.items()))
+        print(f"grain count exact against the visible grains, those across boundaries under 3 deg as one: "
+              f"{r['all']['grain_count_exact_visible_above_3deg']:.2f}")
     print(f"\nseconds: {result['seconds']}")
 
 

@@ -13,8 +13,9 @@ Per image, counts that pool over images (`score_image`, then `summarise`):
 - grain count: the number of predicted grains against the true number (every piece of a grain in
   the field of view, however small or hidden) and against the `visible` true grains: those with at
   least `min_visible_px` pixels of lattice (true class lattice or boundary);
-- the boundary recall split by the true boundary's misorientation (`MISORIENTATION_BINS`): below
-  about 3 degrees a boundary's dislocations lie about a field of view apart;
+- the boundary recall split by the true boundary's misorientation (`MISORIENTATION_BINS`), and the
+  grain count against the visible grains with those across boundaries under 3 degrees counted as
+  one: below about 3 degrees a boundary's dislocations lie about a field of view apart;
 - orientation error per grain: predicted and true grains matched one to one by overlap (largest
   overlaps first), the misorientation (degrees 0-30, hexagonal: mod 60, the smaller way round)
   between each matched pair; the median over the pooled matched grains.
@@ -124,11 +125,33 @@ class ImageScore:
     extra: dict = field(default_factory=dict)
 
 
-def visible_grains(truth_grains: np.ndarray, true_classes: np.ndarray, min_visible_px: int) -> int:
-    """True grains with at least `min_visible_px` pixels outside the contamination and vacuum."""
+def visible_grains(truth_grains: np.ndarray, true_classes: np.ndarray, min_visible_px: int,
+                   merged: np.ndarray | None = None) -> int:
+    """True grains with at least `min_visible_px` pixels outside the contamination and vacuum;
+    with `merged` (a group id per grain id, index 0 unused), grains of one group count as one."""
     seen = truth_grains[~np.isin(true_classes, (CONTAMINATION, VACUUM))]
-    counts = np.bincount(seen[seen > 0].astype(np.int64))
+    seen = seen[seen > 0].astype(np.int64)
+    if merged is not None:
+        seen = np.asarray(merged)[seen]
+    counts = np.bincount(seen)
     return int(np.sum(counts[1:] >= max(min_visible_px, 1)))
+
+
+def low_angle_groups(truth, below_deg: float) -> np.ndarray:
+    """A group id (1..) per true grain id (index 0 unused): grains joined across boundaries
+    misoriented by less than `below_deg` are one group (what an orientation map can tell apart)."""
+    parent = list(range(truth.n_grains + 1))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for (a, b), mis in zip(np.asarray(truth.boundary_grains).reshape(-1, 2), truth.misorientation):
+        if mis < below_deg:
+            parent[find(int(a))] = find(int(b))
+    roots = np.array([find(i) for i in range(truth.n_grains + 1)])
+    return np.unique(roots, return_inverse=True)[1]
 
 
 def score_image(pred_classes: np.ndarray, pred_lines: np.ndarray, pred_grains: np.ndarray,
@@ -149,9 +172,11 @@ def score_image(pred_classes: np.ndarray, pred_lines: np.ndarray, pred_grains: n
     k = np.digitize(mis[lines], MISORIENTATION_BINS[1:-1])
     by_mis = np.stack([np.bincount(k, minlength=len(MISORIENTATION_BINS) - 1),
                        np.bincount(k, near[lines], minlength=len(MISORIENTATION_BINS) - 1)]).astype(int)
+    resolvable = visible_grains(truth.grains, true_classes, min_visible_px,
+                                low_angle_groups(truth, MISORIENTATION_BINS[1]))
     return ImageScore(inter, union, boundary, n_pred, truth.n_grains,
                       visible_grains(truth.grains, true_classes, min_visible_px), errors,
-                      {"recall_by_misorientation": by_mis})
+                      {"recall_by_misorientation": by_mis, "grains_visible_above_3deg": resolvable})
 
 
 def summarise(scores: Sequence[ImageScore]) -> dict:
@@ -169,6 +194,8 @@ def summarise(scores: Sequence[ImageScore]) -> dict:
             "boundary_recall": b["true_near"] / b["true"] if b["true"] else float("nan"),
             "grain_count_exact": float(np.mean(pred == np.array([s.grains_true for s in scores]))),
             "grain_count_exact_visible": float(np.mean(pred == np.array([s.grains_visible for s in scores]))),
+            "grain_count_exact_visible_above_3deg": float(np.mean(
+                pred == np.array([s.extra["grains_visible_above_3deg"] for s in scores]))),
             "grain_count_within_one": float(np.mean(np.abs(pred - np.array([s.grains_true for s in scores])) <= 1)),
             "orientation_error_median": float(np.median(errors)) if len(errors) else float("nan"),
             "orientation_error_p90": float(np.percentile(errors, 90)) if len(errors) else float("nan"),

@@ -127,3 +127,14 @@ def test_recall_is_split_by_the_true_misorientation(angles, key) -> None:
         assert above == {"share": 1.0, "recall": 1.0}
     others = [k for k in by_found if k not in (key, "3 and above")]
     assert all(by_found[k]["share"] == 0.0 for k in others)
+
+
+def test_grains_across_a_low_angle_boundary_count_as_one_in_the_resolvable_count() -> None:
+    """Two grains 2 degrees apart: two visible grains, one resolvable (an orientation map cannot
+    tell them apart); 25 degrees apart: two of both. One predicted grain is exact only for the first."""
+    for angles, resolvable in (((10.0, 12.0), 1), ((10.0, 35.0), 2)):
+        truth = two_grains(angles=angles)
+        cls = true_classes(truth)
+        one = score_image(cls, np.zeros((SIZE, SIZE), bool), np.ones((SIZE, SIZE), int), {1: 10.0}, truth, cls)
+        assert one.grains_visible == 2 and one.extra["grains_visible_above_3deg"] == resolvable
+        assert summarise([one])["grain_count_exact_visible_above_3deg"] == float(resolvable == 1)
