@@ -139,7 +139,7 @@ def visible_grains(truth_grains: np.ndarray, true_classes: np.ndarray, min_visib
 
 def low_angle_groups(truth, below_deg: float) -> np.ndarray:
     """A group id (1..) per true grain id (index 0 unused): grains joined across boundaries
-    misoriented by less than `below_deg` are one group (what an orientation map can tell apart)."""
+    misoriented by less than `below_deg` are one group (an orientation map cannot tell them apart)."""
     parent = list(range(truth.n_grains + 1))
 
     def find(i: int) -> int:
