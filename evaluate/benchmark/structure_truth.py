@@ -48,6 +48,14 @@ def segment_distance(shape: tuple[int, int], segments: np.ndarray) -> np.ndarray
     return out
 
 
+def near_lines(lines: np.ndarray, pixel_size: float, tolerance: float = TOLERANCE_A) -> np.ndarray:
+    """Pixels within `tolerance` A of any pixel of the boolean map `lines` (none without lines)."""
+    lines = np.asarray(lines, bool)
+    if not lines.any():
+        return np.zeros(lines.shape, bool)
+    return scipy.ndimage.distance_transform_edt(~lines) * pixel_size <= tolerance
+
+
 def boundary_counts(pred_lines: np.ndarray, true_lines: np.ndarray, segments: np.ndarray, pixel_size: float,
                     seen: np.ndarray | None = None, tolerance: float = TOLERANCE_A) -> dict[str, int]:
     """{pred, pred_near, true, true_near} (module doc): predicted line pixels and those within
@@ -58,10 +66,7 @@ def boundary_counts(pred_lines: np.ndarray, true_lines: np.ndarray, segments: np
         true_lines = true_lines & np.asarray(seen, bool)
     near_true = segment_distance(pred_lines.shape, segments) * pixel_size <= tolerance if len(segments) else \
         np.zeros(pred_lines.shape, bool)
-    if pred_lines.any():
-        near_pred = scipy.ndimage.distance_transform_edt(~pred_lines) * pixel_size <= tolerance
-    else:
-        near_pred = np.zeros(pred_lines.shape, bool)
+    near_pred = near_lines(pred_lines, pixel_size, tolerance)
     return {"pred": int(pred_lines.sum()), "pred_near": int((pred_lines & near_true).sum()),
             "true": int(true_lines.sum()), "true_near": int((true_lines & near_pred).sum())}
 
@@ -140,18 +145,13 @@ def visible_grains(truth_grains: np.ndarray, true_classes: np.ndarray, min_visib
 def low_angle_groups(truth, below_deg: float) -> np.ndarray:
     """A group id (1..) per true grain id (index 0 unused): grains joined across boundaries
     misoriented by less than `below_deg` are one group (an orientation map cannot tell them apart)."""
-    parent = list(range(truth.n_grains + 1))
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            i = parent[i]
-        return i
-
-    for (a, b), mis in zip(np.asarray(truth.boundary_grains).reshape(-1, 2), truth.misorientation):
-        if mis < below_deg:
-            parent[find(int(a))] = find(int(b))
-    roots = np.array([find(i) for i in range(truth.n_grains + 1)])
-    return np.unique(roots, return_inverse=True)[1]
+    n = truth.n_grains + 1
+    pairs = np.asarray(truth.boundary_grains, np.int64).reshape(-1, 2)[np.asarray(truth.misorientation) < below_deg]
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]  # id 0 (no grain) is alone, so it keeps group 0
 
 
 def score_image(pred_classes: np.ndarray, pred_lines: np.ndarray, pred_grains: np.ndarray,
@@ -167,8 +167,7 @@ def score_image(pred_classes: np.ndarray, pred_lines: np.ndarray, pred_grains: n
     # the recall split by the true boundary's misorientation: [true line px, those near a found line] per bin
     mis = line_misorientation(truth)
     lines = ~np.isnan(mis) & seen
-    near = scipy.ndimage.distance_transform_edt(~np.asarray(pred_lines, bool)) * truth.pixel_size <= tolerance \
-        if np.any(pred_lines) else np.zeros(lines.shape, bool)
+    near = near_lines(pred_lines, truth.pixel_size, tolerance)
     k = np.digitize(mis[lines], MISORIENTATION_BINS[1:-1])
     by_mis = np.stack([np.bincount(k, minlength=len(MISORIENTATION_BINS) - 1),
                        np.bincount(k, near[lines], minlength=len(MISORIENTATION_BINS) - 1)]).astype(int)
