@@ -44,8 +44,6 @@ MERGE_DEG = 2.0  # touching grains misoriented less than this are one grain
 VACUUM_FRACTION = 0.2  # lattice power below this share of the resolved lattice's level: no lattice
 VACUUM_REFERENCE_CONFIDENCE = 0.4  # the lattice level is read where the lattice is resolved (confidence above)
 VACUUM_GROW_A = 1.5  # vacuum reaches this far past where the windowed power crosses its threshold
-VACUUM_EXTEND_FRACTION = 0.5  # vacuum extends through connected power below this share of the level ...
-VACUUM_EXTEND_CONFIDENCE = 0.35  # ... where the hexagonal confidence is below this (no lattice order)
 MIN_RESOLVED_SHARE = 0.2  # below this share of resolved lattice outside the mask (noise alone: ~10 %), no vacuum
 MIN_GRAIN_WINDOWS = 1.0  # a grain must cover at least this many window areas (2 sigma)^2
 VACUUM_WINDOW_PERIODS = 1.0  # vacuum is read from a map this sharp (hole edges), `evaluate structure`
@@ -119,25 +117,19 @@ def orientation_map(image: np.ndarray, pixel_size: float, window_periods: float 
 def lattice_and_vacuum(omap: OrientationMap, mask: np.ndarray | None = None,
                        vacuum_fraction: float = VACUUM_FRACTION,
                        reference_confidence: float = VACUUM_REFERENCE_CONFIDENCE,
-                       grow_A: float = VACUUM_GROW_A, extend_fraction: float = VACUUM_EXTEND_FRACTION,
-                       extend_confidence: float = VACUUM_EXTEND_CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+                       grow_A: float = VACUUM_GROW_A) -> tuple[np.ndarray, np.ndarray]:
     """(lattice, vacuum) boolean maps outside the contamination `mask`: vacuum where the power at
-    the {100} ring is below `vacuum_fraction` of the resolved lattice's level, extended through
-    connected pixels below `extend_fraction` of it that show no hexagonal order (confidence below
-    `extend_confidence`), grown by `grow_A`; lattice elsewhere.
+    the {100} ring is below `vacuum_fraction` of the resolved lattice's level, grown by `grow_A`;
+    lattice elsewhere.
 
     The level is the median power where the lattice is resolved (hexagonal confidence above
     `reference_confidence`), not a percentile of all the power: amorphous edges and grain
     boundaries the mask leaves out carry strong, isotropic power at the ring and would raise it,
     turning a weakly imaged grain into vacuum. Where under 20 % of the field shows a resolved
     lattice (`lattice_resolved`), a hole cannot be told from graphene whose lattice the imaging
-    conditions wash out: no vacuum is called. Shot noise gives a hole power at the ring too: at
-    low dose or weak contrast a hole's power sits between 20 and 50 % of the level, and only its
-    quietest part falls below the threshold. The extension (hysteresis, as a Canny edge is traced)
-    recovers the rest without taking weak lattice, which keeps its hexagonal order. The window
-    blurs a hole's edge into the lattice's power, so the threshold crossing lies inside the hole;
-    `grow_A` puts it back (all chosen on held-out simulations against their truth,
-    benchmarks/bench_structure.py sim)."""
+    conditions wash out: no vacuum is called. The window blurs a hole's edge into the lattice's power, so the threshold crossing
+    lies inside the hole; `grow_A` puts it back (both chosen on held-out simulations against their
+    truth, benchmarks/bench_structure.py sim)."""
     outside = np.ones(omap.strength.shape, bool) if mask is None else ~np.asarray(mask, bool)
     if not lattice_resolved(omap, mask, reference_confidence):
         return outside, np.zeros(outside.shape, bool)
@@ -147,8 +139,6 @@ def lattice_and_vacuum(omap: OrientationMap, mask: np.ndarray | None = None,
     # one is vacuum (opening and closing by a disc, through distance transforms: fast at any size)
     r = max(1.0, omap.window_px / 2)
     vacuum = _dilate(_erode(vacuum, r), r) & outside
-    quiet = outside & (omap.strength < extend_fraction * level) & (omap.confidence < extend_confidence)
-    vacuum = scipy.ndimage.binary_propagation(vacuum, mask=quiet | vacuum)
     vacuum = _erode(_dilate(vacuum, r), r) & outside
     if grow_A > 0:
         vacuum = _dilate(vacuum, grow_A / omap.pixel_size) & outside

@@ -31,8 +31,7 @@ import scipy.ndimage
 
 from grapheneseg.formats import Micrograph
 from grapheneseg.tables import merge_rows
-from evaluate.analysis.orientation import (JUMP_DEG, MERGE_DEG, MIN_GRAIN_WINDOWS, VACUUM_EXTEND_CONFIDENCE,
-                                           VACUUM_EXTEND_FRACTION, VACUUM_FRACTION, VACUUM_GROW_A,
+from evaluate.analysis.orientation import (JUMP_DEG, MERGE_DEG, MIN_GRAIN_WINDOWS, VACUUM_FRACTION, VACUUM_GROW_A,
                                            VACUUM_REFERENCE_CONFIDENCE, VACUUM_WINDOW_PERIODS, WINDOW_PERIODS, Grains,
                                            OrientationMap, grains_of, lattice_and_vacuum, lattice_resolved,
                                            orientation_map)
@@ -51,8 +50,7 @@ COLOURS = {LATTICE: (255, 255, 255), CONTAMINATION: (40, 80, 255), VACUUM: (40, 
 DEFAULTS = {"window_periods": WINDOW_PERIODS, "jump_deg": JUMP_DEG, "merge_deg": MERGE_DEG,
             "min_grain_windows": MIN_GRAIN_WINDOWS, "vacuum_window_periods": VACUUM_WINDOW_PERIODS,
             "vacuum_fraction": VACUUM_FRACTION, "vacuum_reference_confidence": VACUUM_REFERENCE_CONFIDENCE,
-            "vacuum_grow_A": VACUUM_GROW_A, "vacuum_extend_fraction": VACUUM_EXTEND_FRACTION,
-            "vacuum_extend_confidence": VACUUM_EXTEND_CONFIDENCE, "boundary_half_width": BOUNDARY_HALF_WIDTH}
+            "vacuum_grow_A": VACUUM_GROW_A, "boundary_half_width": BOUNDARY_HALF_WIDTH}
 STRUCTURE_COLUMNS = (["file", "frame", "pixel_size_A", "pixel_size_source", "lattice_check", "vacuum_check", "height",
                       "width"]
                      + [f"{c}_nm2" for c in CLASS_NAMES] + [f"{c}_fraction" for c in CLASS_NAMES]
@@ -123,8 +121,7 @@ def structure_of(image: np.ndarray, mask: np.ndarray | None = None, scale: Scale
         sharp = omap if vacuum_window == window else orientation_map(image, pixel_size, vacuum_window)
         reference = float(_option(cfg, "vacuum_reference_confidence"))
         _, vacuum = lattice_and_vacuum(sharp, mask, float(_option(cfg, "vacuum_fraction")), reference,
-                                       float(_option(cfg, "vacuum_grow_A")), float(_option(cfg, "vacuum_extend_fraction")),
-                                       float(_option(cfg, "vacuum_extend_confidence")))
+                                       float(_option(cfg, "vacuum_grow_A")))
         if not lattice_resolved(sharp, mask, reference):
             vacuum_check = "not called: a resolved lattice in under 20 % of the field"
         lattice = ~mask & ~vacuum
