@@ -139,6 +139,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=int, help="CPU threads (default: available cores)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _real_options(p: argparse.ArgumentParser) -> None:
@@ -206,9 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(args: argparse.Namespace) -> int:
+    """The command, with its training progress bars hidden under --quiet."""
+    if not getattr(args, "quiet", False):
+        return args.func(args)
+    from train.loops import progress_bars  # torch only when training
+
+    with progress_bars(False):
+        return args.func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = add_debug(build_parser()).parse_args(argv)
-    return run_command(lambda: args.func(args), "interrupted (continue with --resume)", args.debug)
+    return run_command(lambda: _run(args), "interrupted (continue with --resume)", args.debug)
 
 
 if __name__ == "__main__":

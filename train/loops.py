@@ -48,6 +48,7 @@ from train.models.unet import UNet, architecture, build_model
 # (run description, steps done, steps in the run) after every optimisation step; see `observed`
 StepObserver = Callable[[str, int, int], None]
 _OBSERVER: ContextVar[StepObserver | None] = ContextVar("training_observer", default=None)
+_BARS: ContextVar[bool] = ContextVar("training_progress_bars", default=True)
 
 
 @contextmanager
@@ -59,6 +60,18 @@ def observed(callback: StepObserver | None) -> Iterator[None]:
         yield
     finally:
         _OBSERVER.reset(token)
+
+
+@contextmanager
+def progress_bars(show: bool) -> Iterator[None]:
+    """Show or hide the progress bars of the training runs started inside (in this thread): how
+    `--quiet` reaches every run of a command (cross-validation folds, inner validation, the guard,
+    a report's arms) without a flag through each layer between."""
+    token = _BARS.set(show)
+    try:
+        yield
+    finally:
+        _BARS.reset(token)
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -392,7 +405,8 @@ class Trainer:
         """The loop: train, validate every `val_every` epochs and at the end, save every
         `checkpoint_every` epochs and at the end."""
         self.bar = tqdm(total=self.epochs * self.steps_per_epoch, initial=self.start * self.steps_per_epoch,
-                        desc=self.desc, unit="step", dynamic_ncols=True, leave=False, disable=self.rank != 0)
+                        desc=self.desc, unit="step", dynamic_ncols=True, leave=False,
+                        disable=self.rank != 0 or not _BARS.get())
         for epoch in range(self.start, self.epochs):
             record = self.train_epoch(epoch)
             if self.checks and ((epoch + 1) % self.val_every == 0 or epoch + 1 == self.epochs):

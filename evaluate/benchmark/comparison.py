@@ -33,6 +33,7 @@ from grapheneseg.micrographs import load_labelled
 from grapheneseg.preprocessing import preprocess
 from grapheneseg.splits import (SERIES_PATTERN, load_or_make_splits, series_grouper, series_of, straddling)
 from grapheneseg.stats import paired_bootstrap
+from train.loops import progress_bars
 
 from .scoring import predictor_for
 from .report import (Arm, arm_from_bragg_cv, error_example_names, plot_data_efficiency,
@@ -181,8 +182,14 @@ def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | No
 
     `device` (auto, cpu, cuda) runs the scoring; training follows `train.device` / `pretrain.device`.
     `overrides` prefixed `train.` go to the U-Net training config, `pretrain.` to pretraining,
-    the rest to the evaluate config.
+    the rest to the evaluate config. `progress`: the report's bars and those of every arm's training.
     """
+    with progress_bars(progress):
+        return _report(real, out, budget_name, sim, pretrained, test_dir, overrides, progress, device)
+
+
+def _report(real: Path, out: Path, budget_name: str, sim: Path | None, pretrained: Path | None,
+            test_dir: Path | None, overrides: list[str], progress: bool, device: str) -> dict[str, Path]:
     if (sim is None) == (pretrained is None):
         raise ValueError("give exactly one of --sim FILE.h5 (pretrain here) or --pretrained sim.ckpt")
     train_extra = [o[len("train."):] for o in overrides if o.startswith("train.")]

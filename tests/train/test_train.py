@@ -194,6 +194,13 @@ def test_cli_cross_validation_and_all_images(real, tmp_path, capsys):
     assert read_checkpoint(ckpt)["config"]["cv"]["folds"] == 0 and (tmp_path / "all.yaml").exists()
 
 
+def test_cli_quiet_hides_the_training_bars(real, tmp_path, capsys):
+    assert main(["real", "--real", str(real), "--folds", "0", "--out", str(tmp_path / "a.ckpt"), *TINY]) == 0
+    assert "step/s" in capsys.readouterr().err  # the bar, where it is not asked away
+    assert main(["real", "--real", str(real), "--folds", "0", "--out", str(tmp_path / "b.ckpt"), "--quiet", *TINY]) == 0
+    assert "step/s" not in capsys.readouterr().err
+
+
 def test_cli_user_errors_are_one_line(tmp_path, capsys):
     assert main(["real", "--real", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err

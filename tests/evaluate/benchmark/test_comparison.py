@@ -28,6 +28,7 @@ def test_tiny_report_end_to_end(tmp_path: Path, capsys) -> None:
     out = tmp_path / "report"
     args = ["report", "--real", str(real), "--pretrained", str(ckpt), "--out", str(out), "--quiet", *TINY]
     assert main(args) == 0, capsys.readouterr().err
+    assert "step/s" not in capsys.readouterr().err  # --quiet reaches every arm's training
     metrics = json.loads((out / "metrics.json").read_text())
     arms = [r["arm"] for r in metrics["table1"]]
     assert arms == ["Bragg filter", "U-Net real-only", "U-Net sim-only", "U-Net sim-pretrained + fine-tuned"]
