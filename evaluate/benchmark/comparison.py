@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,30 @@ from train.loops import progress_bars
 from .scoring import predictor_for
 from .report import (Arm, arm_from_bragg_cv, error_example_names, plot_data_efficiency,
                      plot_error_examples, plot_per_image, plot_structure_panel, write_report)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: leaf} of a nested plain config."""
+    if isinstance(tree, dict) and tree:
+        return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}.{key}" if prefix else str(key)).items()}
+    return {prefix: tree}
+
+
+def _warn_if_replacing(out: Path, cfg: Any) -> None:
+    """Warn when `out` holds a report made with another config: its report files are replaced by
+    this run's (the arms are reused only where their own keys match, so none is served wrongly)."""
+    old_path = out / "config.yaml"
+    if not (out / "metrics.json").is_file() or not old_path.is_file():
+        return
+    old = _flat(OmegaConf.to_container(OmegaConf.load(old_path), resolve=True))
+    new = _flat(OmegaConf.to_container(cfg, resolve=True))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        warnings.warn(f"{out} holds a report made with another config ({shown}{more}): its report.md, report.html, "
+                      "metrics.json and figures are replaced by this run's; finished arms are reused where they match",
+                      stacklevel=3)
 
 
 def _git_commit() -> str:
@@ -201,6 +226,7 @@ def _report(real: Path, out: Path, budget_name: str, sim: Path | None, pretraine
     grouping, pattern = cfg.cv.get("grouping", "series"), cfg.cv.get("series_pattern", SERIES_PATTERN)
     train_extra = [f"cv.grouping={grouping}", override("cv.series_pattern", pattern), *train_extra]
     out.mkdir(parents=True, exist_ok=True)
+    _warn_if_replacing(out, cfg)
     save_config(cfg, out)
     if test_dir is not None:
         return _held_out_report(real, Path(test_dir), out, cfg, budget, sim, pretrained, train_extra,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -57,12 +58,18 @@ def test_tiny_report_end_to_end(tmp_path: Path, capsys) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train.crossval, "fit", refuse)
         patch.setattr(evaluate.benchmark.bragg, "run_bragg_cv", refuse)
-        assert main(args) == 0, capsys.readouterr().err
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            assert main(args) == 0, capsys.readouterr().err
+        assert not [w for w in seen if "another config" in str(w.message)]  # the same config: nothing replaced
         assert json.loads((out / "metrics.json").read_text())["table1"] == metrics["table1"]
         assert {p: p.stat().st_mtime_ns for p in (out / "arms").rglob("*.ckpt")} == models
         # ... and a changed training config is not served from the old runs
         with pytest.raises(AssertionError, match="a finished arm was run again"):
             main([*args, "train.loop.epochs=2"])
+    # a rerun with another report config says that it replaces the report
+    with pytest.warns(UserWarning, match=r"another config \(report.extend_capped: 2 -> 0\)"):
+        assert main([*args, "report.extend_capped=0"]) == 0
 
 def test_tiny_report_on_a_test_folder(tmp_path: Path, capsys) -> None:
     real = write_labelled_folder(tmp_path / "real", n=6)
