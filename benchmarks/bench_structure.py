@@ -21,7 +21,9 @@ error per matched grain (degrees mod 60, the smaller way round).
 `--methods previous` also scores the former defaults (`PREVIOUS`) the same way on the same masks.
 
 `vacuum`: the vacuum share on every labelled real micrograph (no truth; a check against false
-vacuum in weakly imaged lattice) and the micrographs with the most. `grgb`: per `*_GrGB_*` micrograph: the lattice reading and its check, grains, boundary length and
+vacuum in weakly imaged lattice) and the micrographs with the most.
+
+`grgb`: per `*_GrGB_*` micrograph: the lattice reading and its check, grains, boundary length and
 share of boundary class, with the human contamination label as the mask (the classical maps need a
 mask; `evaluate predict` gives the network's); a figure of six (micrograph, orientation map with
 boundaries, four classes). `time`: seconds per image for the whole structure output
