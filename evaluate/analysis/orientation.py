@@ -125,11 +125,11 @@ def lattice_and_vacuum(omap: OrientationMap, mask: np.ndarray | None = None,
     The level is the median power where the lattice is resolved (hexagonal confidence above
     `reference_confidence`), not a percentile of all the power: amorphous edges and grain
     boundaries the mask leaves out carry strong, isotropic power at the ring and would raise it,
-    turning a weakly imaged grain into vacuum. Where under 20 % of the field shows a resolved
-    lattice (`lattice_resolved`), a hole cannot be told from graphene whose lattice the imaging
-    conditions wash out: no vacuum is called. The window blurs a hole's edge into the lattice's power, so the threshold crossing
-    lies inside the hole; `grow_A` puts it back (both chosen on held-out simulations against their
-    truth, benchmarks/bench_structure.py sim)."""
+    turning a weakly imaged grain into vacuum. Where under `MIN_RESOLVED_SHARE` (20 %) of the field
+    shows a resolved lattice (`lattice_resolved`), a hole cannot be told from graphene whose lattice
+    the imaging conditions wash out: no vacuum is called. The window blurs a hole's edge into the
+    lattice's power, so the threshold crossing lies inside the hole; `grow_A` puts it back (both
+    chosen on held-out simulations against their truth, benchmarks/bench_structure.py sim)."""
     outside = np.ones(omap.strength.shape, bool) if mask is None else ~np.asarray(mask, bool)
     if not lattice_resolved(omap, mask, reference_confidence):
         return outside, np.zeros(outside.shape, bool)

@@ -31,8 +31,9 @@ import scipy.ndimage
 
 from grapheneseg.formats import Micrograph
 from grapheneseg.tables import merge_rows
-from evaluate.analysis.orientation import (JUMP_DEG, MERGE_DEG, MIN_GRAIN_WINDOWS, VACUUM_FRACTION, VACUUM_GROW_A,
-                                           VACUUM_REFERENCE_CONFIDENCE, VACUUM_WINDOW_PERIODS, WINDOW_PERIODS, Grains,
+from evaluate.analysis.orientation import (JUMP_DEG, MERGE_DEG, MIN_GRAIN_WINDOWS, MIN_RESOLVED_SHARE,
+                                           VACUUM_FRACTION, VACUUM_GROW_A, VACUUM_REFERENCE_CONFIDENCE,
+                                           VACUUM_WINDOW_PERIODS, WINDOW_PERIODS, Grains,
                                            OrientationMap, grains_of, lattice_and_vacuum, lattice_resolved,
                                            orientation_map)
 from grapheneseg.preprocessing import preprocess
@@ -123,7 +124,7 @@ def structure_of(image: np.ndarray, mask: np.ndarray | None = None, scale: Scale
         _, vacuum = lattice_and_vacuum(sharp, mask, float(_option(cfg, "vacuum_fraction")), reference,
                                        float(_option(cfg, "vacuum_grow_A")))
         if not lattice_resolved(sharp, mask, reference):
-            vacuum_check = "not called: a resolved lattice in under 20 % of the field"
+            vacuum_check = f"not called: a resolved lattice in under {MIN_RESOLVED_SHARE * 100:g} % of the field"
         lattice = ~mask & ~vacuum
         grains = grains_of(omap, lattice, float(_option(cfg, "jump_deg")), float(_option(cfg, "merge_deg")),
                            float(_option(cfg, "min_grain_windows")))
