@@ -19,6 +19,9 @@ and against the visible ones: at least 2.9 nm^2 of lattice outside contamination
 window areas, `min_grain_px`), the median orientation
 error per matched grain (degrees mod 60, the smaller way round).
 `--methods previous` also scores the former defaults (`PREVIOUS`) the same way on the same masks.
+`--vacuum-oracle` also scores vacuum with each image's best `vacuum_fraction` among `ORACLE_FRACTIONS`,
+chosen with the truth's help (everything else as `evaluate structure`): the ceiling of any rule
+that thresholds the {100} ring power image by image, with no truth to choose by.
 
 `vacuum`: the vacuum share on every labelled real micrograph (no truth; a check against false
 vacuum in weakly imaged lattice) and the micrographs with the most.
@@ -41,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import scipy.ndimage
 
+from evaluate.analysis.orientation import lattice_and_vacuum, orientation_map
 from evaluate.apply.scale import Scale, ScaleSource, decide_scale
 from evaluate.apply.structure import classes_rgb, draw_orientation, structure_of, structure_row, write_classes, \
     write_orientation, write_tables
@@ -88,8 +92,41 @@ def min_grain_px(pixel_size: float, cfg) -> int:
     return int(np.ceil(VISIBLE_WINDOWS * (2 * window) ** 2))
 
 
-def simulated(path: Path, model: Path | None, lattice_scale: bool, methods: list[str]) -> dict:
-    """Per method: the pooled summary and one per defocus bin (module doc)."""
+ORACLE_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)  # `--vacuum-oracle`: vacuum_fraction choices
+
+
+def vacuum_counts(image: np.ndarray, mask: np.ndarray, scale: Scale, true_classes: np.ndarray, cfg) -> np.ndarray:
+    """(len(ORACLE_FRACTIONS), 2): the vacuum's intersection and union with the truth at each
+    fraction, the rest as `evaluate structure` (its vacuum map, reference and growth)."""
+    true = true_classes == VACUUM
+    if not scale.pixel_size:  # no vacuum is called without a pixel size
+        return np.array([(0, int(true.sum()))] * len(ORACLE_FRACTIONS))
+    sharp = orientation_map(image, scale.pixel_size, float(cfg.vacuum_window_periods))
+    rows = []
+    for fraction in ORACLE_FRACTIONS:
+        _, vacuum = lattice_and_vacuum(sharp, mask, fraction, float(cfg.vacuum_reference_confidence),
+                                       float(cfg.vacuum_grow_A))
+        rows.append((int((vacuum & true).sum()), int((vacuum | true).sum())))
+    return np.array(rows)
+
+
+def best_pooled_iou(counts: list[np.ndarray]) -> float:
+    """The highest pooled IoU over one choice per image (rows of `vacuum_counts`): Dinkelbach's
+    iteration, each image taking argmax(intersection - ratio * union) until the ratio is stable."""
+    ratio = 0.0
+    for _ in range(100):
+        picks = np.array([c[np.argmax(c[:, 0] - ratio * c[:, 1])] for c in counts])
+        new = picks[:, 0].sum() / picks[:, 1].sum() if picks[:, 1].sum() else float("nan")
+        if not new > ratio + 1e-12:
+            return float(new)
+        ratio = new
+    return float(ratio)
+
+
+def simulated(path: Path, model: Path | None, lattice_scale: bool, methods: list[str],
+              vacuum_oracle: bool = False) -> dict:
+    """Per method: the pooled summary and one per defocus bin (module doc); with `vacuum_oracle`,
+    the vacuum IoU with each image's best fraction beside the configured one's."""
     from evaluate.apply.predictor import Predictor
     from grapheneseg.config import load_config
     from grapheneseg.formats import Micrograph
@@ -104,7 +141,7 @@ def simulated(path: Path, model: Path | None, lattice_scale: bool, methods: list
         truths = structure_truths(f, 0, len(images))
     scores = {m: [] for m in methods}
     seconds = {"segment": 0.0, **{m: 0.0 for m in methods}}
-    rows = []
+    rows, oracle = [], []
     for i, (image, truth) in enumerate(zip(images, truths)):
         micrograph = Micrograph(Path(f"{path.stem}_{i:05d}"), image, None)
         scale = decide_scale(micrograph) if lattice_scale else Scale(float(meta["pixel_size"][i]), ScaleSource.SIMULATED)
@@ -123,6 +160,8 @@ def simulated(path: Path, model: Path | None, lattice_scale: bool, methods: list
             row[m] = {"grains": score.grains_pred, "visible": score.grains_visible, **score.boundary,
                       "orientation_errors": [round(e, 2) for e in score.orientation_errors]}
         rows.append(row)
+        if vacuum_oracle:
+            oracle.append(vacuum_counts(image, mask, scale, true_classes[i], maps_cfg))
     edges = np.linspace(meta["defocus"].min(), meta["defocus"].max() + 1e-9, 7)
     result = {"file": str(path), "images": len(images), "image_px": int(images.shape[-1]), "lattice_scale": lattice_scale,
               "seconds": {k: round(v, 1) for k, v in seconds.items()}, "methods": {}, "images_detail": rows}
@@ -132,6 +171,14 @@ def simulated(path: Path, model: Path | None, lattice_scale: bool, methods: list
             idx = np.nonzero((meta["defocus"] >= lo) & (meta["defocus"] < hi))[0]
             bins.append({"defocus_A": [round(float(lo), 1), round(float(hi), 1)], **summarise([scores[m][k] for k in idx])})
         result["methods"][m] = {"all": summarise(scores[m]), "by_defocus": bins}
+    if vacuum_oracle:
+        by_bin = [[oracle[k] for k in np.nonzero((meta["defocus"] >= lo) & (meta["defocus"] < hi))[0]]
+                  for lo, hi in zip(edges[:-1], edges[1:])]
+        result["vacuum_oracle"] = {"fractions": list(ORACLE_FRACTIONS), "configured": float(maps_cfg.vacuum_fraction),
+                                   "fixed": {f"{f:g}": float(sum(c[k, 0] for c in oracle) / max(1, sum(c[k, 1] for c in oracle)))
+                                             for k, f in enumerate(ORACLE_FRACTIONS)},
+                                   "best_per_image": best_pooled_iou(oracle),
+                                   "best_per_image_by_defocus": [best_pooled_iou(b) if b else float("nan") for b in by_bin]}
     return result
 
 
@@ -158,6 +205,11 @@ def print_table(result: dict) -> None:
             f"{k}: {v['recall']:.3f} ({v['share']:.0%} of the line)" for k, v in by.items()))
         print(f"grain count exact against the visible grains, those across boundaries under 3 deg as one: "
               f"{r['all']['grain_count_exact_visible_above_3deg']:.2f}")
+    if "vacuum_oracle" in result:
+        o = result["vacuum_oracle"]
+        print(f"\nvacuum IoU at one fraction for all images (configured: {o['configured']:g}): " + ", ".join(f"{k}: {v:.3f}" for k, v in o["fixed"].items()))
+        print(f"vacuum IoU with each image's best fraction (chosen with the truth): {o['best_per_image']:.3f}; by defocus bin: "
+              + " ".join(f"{v:.3f}" for v in o["best_per_image_by_defocus"]))
     print(f"\nseconds: {result['seconds']}")
 
 
@@ -253,13 +305,15 @@ if __name__ == "__main__":
     parser.add_argument("--scale", choices=["true", "lattice"], default="true", help="sim: the pixel size used")
     parser.add_argument("--methods", nargs="*", default=["evaluate"], choices=sorted(METHODS))
     parser.add_argument("--json", type=Path, help="sim: write the result (with per-image rows) here")
+    parser.add_argument("--vacuum-oracle", action="store_true",
+                        help="sim: also the vacuum IoU with each image's best vacuum_fraction (the truth's choice)")
     args = parser.parse_args()
     real = Path(os.environ.get("GRAPHENESEG_REAL_DIR", "/nonexistent"))
     if args.what == "sim":
         if args.sim is None:
             parser.error("sim needs --sim FILE.h5")
         start = time.perf_counter()
-        out = simulated(args.sim, args.model, args.scale == "lattice", args.methods)
+        out = simulated(args.sim, args.model, args.scale == "lattice", args.methods, args.vacuum_oracle)
         out["wall_s"] = round(time.perf_counter() - start, 1)
         print_table(out)
         print(f"wall: {out['wall_s']} s; boundary tolerance {TOLERANCE_A} A")

@@ -2,6 +2,8 @@
 each figure fails on its planted error."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -138,3 +140,25 @@ def test_grains_across_a_low_angle_boundary_count_as_one_in_the_resolvable_count
         one = score_image(cls, np.zeros((SIZE, SIZE), bool), np.ones((SIZE, SIZE), int), {1: 10.0}, truth, cls)
         assert one.grains_visible == 2 and one.extra["grains_visible_above_3deg"] == resolvable
         assert summarise([one])["grain_count_exact_visible_above_3deg"] == float(resolvable == 1)
+
+
+def test_the_vacuum_oracle_finds_the_best_choice_per_image():
+    """benchmarks/bench_structure.py --vacuum-oracle: the pooled IoU of each image's best choice is
+    the maximum over every combination of choices (brute force), not a per-image mean."""
+    import importlib.util
+    import itertools
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_structure.py"
+    spec = importlib.util.spec_from_file_location("bench_structure", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(3)
+    counts = []
+    for _ in range(5):
+        union = rng.integers(50, 500, 4)
+        counts.append(np.column_stack([(union * rng.uniform(0, 1, 4)).astype(int), union]))
+    counts.append(np.array([[0, 0], [0, 40], [0, 90], [0, 200]]))  # an image without vacuum: no call is best
+    brute = max(sum(c[k, 0] for c, k in zip(counts, ks)) / sum(c[k, 1] for c, k in zip(counts, ks))
+                for ks in itertools.product(range(4), repeat=len(counts)))
+    assert bench.best_pooled_iou(counts) == pytest.approx(brute)
+    assert bench.best_pooled_iou(counts) > max(sum(c[k, 0] for c in counts) / sum(c[k, 1] for c in counts) for k in range(4))
