@@ -52,6 +52,16 @@ def config_key(cfg: Any) -> dict[str, Any]:
     return plain
 
 
+BRAGG_SECTIONS = ("data", "bragg", "cv", "seed")  # all the Bragg arm reads of the evaluate config
+
+
+def bragg_config_key(cfg: Any) -> dict[str, Any]:
+    """`config_key` of the sections the Bragg arm reads (`BRAGG_SECTIONS`): a report setting such as
+    `report.extend_capped` changes the report, not the Bragg fit, so it does not refit the arm."""
+    plain = config_key(cfg)
+    return {name: plain.get(name) for name in BRAGG_SECTIONS}
+
+
 def images_sha256(real: Path) -> str:
     """SHA-256 over the names and bytes of every NAME.png / NAME_LABEL.png of a labelled folder."""
     digest = hashlib.sha256()

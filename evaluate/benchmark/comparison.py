@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from . import bragg
 from .active import active_markdown
-from .arms import (BRAGG, FINETUNED, REAL_ONLY, SIM_ONLY, active_arm, capped_notes, code_sha256, config_key,
+from .arms import (BRAGG, FINETUNED, REAL_ONLY, SIM_ONLY, active_arm, bragg_config_key, capped_notes, code_sha256,
                    images_sha256, pretrained_checkpoint, run_key, scored_arm, sim_only_arm, trained_arms)
 from grapheneseg.config import load_config, override, save_config
 from grapheneseg.formats import Micrograph
@@ -177,7 +177,7 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
                                   "budget": OmegaConf.to_container(cfg.report), "real_dir": str(real),
                                   "test_dir": str(test), "images_sha256": images, "runs": {}}
     bragg_cfg = load_config("evaluate", [override("data.real_dir", real), *eval_extra])
-    bragg_key = run_key(config_key(bragg_cfg), images, code_sha256("grapheneseg", "evaluate/benchmark/bragg.py"))
+    bragg_key = run_key(bragg_config_key(bragg_cfg), images, code_sha256("grapheneseg", "evaluate/benchmark/bragg.py"))
     params = out / "arms" / f"bragg-{bragg_key}" / "bragg.json"
     if not params.exists():
         fit_bragg(bragg_cfg, params, progress=progress)
@@ -246,7 +246,7 @@ def _report(real: Path, out: Path, budget_name: str, sim: Path | None, pretraine
 
     bragg_cfg = load_config("evaluate", [override("data.real_dir", real), f"cv.folds={budget.folds}",
                                          f"cv.repeats={budget.repeats}", *eval_extra])
-    key = run_key(config_key(bragg_cfg), images, splits_sha, code_sha256("grapheneseg", "evaluate/benchmark/bragg.py"))
+    key = run_key(bragg_config_key(bragg_cfg), images, splits_sha, code_sha256("grapheneseg", "evaluate/benchmark/bragg.py"))
     bragg_dir = out / "arms" / f"bragg-{key}"
     if not (bragg_dir / "bragg_cv.json").exists():
         run_bragg_cv(bragg_cfg, bragg_dir, progress=progress, splits=splits)

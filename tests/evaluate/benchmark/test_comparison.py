@@ -67,9 +67,14 @@ def test_tiny_report_end_to_end(tmp_path: Path, capsys) -> None:
         # ... and a changed training config is not served from the old runs
         with pytest.raises(AssertionError, match="a finished arm was run again"):
             main([*args, "train.loop.epochs=2"])
-    # a rerun with another report config says that it replaces the report
-    with pytest.warns(UserWarning, match=r"another config \(report.extend_capped: 2 -> 0\)"):
-        assert main([*args, "report.extend_capped=0"]) == 0
+    # a rerun with another report config says that it replaces the report, and keeps the Bragg fit
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluate.benchmark.bragg, "run_bragg_cv", refuse)
+        with pytest.warns(UserWarning, match=r"another config \(report.extend_capped: 2 -> 0\)"):
+            assert main([*args, "report.extend_capped=0"]) == 0
+        # ... while a Bragg setting refits it
+        with pytest.raises(AssertionError, match="a finished arm was run again"):
+            main([*args, "bragg.lowpass=4.0"])
 
 def test_tiny_report_on_a_test_folder(tmp_path: Path, capsys) -> None:
     real = write_labelled_folder(tmp_path / "real", n=6)
