@@ -174,6 +174,7 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
 
     images = images_sha256(real)
     provenance: dict[str, Any] = {"command": " ".join(sys.argv), "git_commit": _git_commit(),
+                                  "overrides": _overrides(train_extra, pretrain_extra, eval_extra),
                                   "budget": OmegaConf.to_container(cfg.report), "real_dir": str(real),
                                   "test_dir": str(test), "images_sha256": images, "runs": {}}
     bragg_cfg = load_config("evaluate", [override("data.real_dir", real), *eval_extra])
@@ -198,6 +199,13 @@ def _held_out_report(real: Path, test: Path, out: Path, cfg: Any, budget: Any, s
     }
     notes = [f"Every arm trained on all {n_all} images of {real} and scored on {test} (no CV: spreads are 0)."]
     return write_report(out, ordered, figures, provenance, curves=curves, notes=notes, intervals=intervals)
+
+
+def _overrides(train_extra: list[str], pretrain_extra: list[str], eval_extra: list[str]) -> dict[str, list[str]]:
+    """The report's overrides by the config they went to: `command` is the process's argv, which
+    says nothing of them when the report runs from Python (run_report), and config.yaml holds the
+    evaluate config alone. `train` also holds the report's own cv.* settings for the arms."""
+    return {"train": list(train_extra), "pretrain": list(pretrain_extra), "evaluate": list(eval_extra)}
 
 
 def run_report(real: Path, out: Path, budget_name: str = "quick", sim: Path | None = None,
@@ -235,6 +243,7 @@ def _report(real: Path, out: Path, budget_name: str, sim: Path | None, pretraine
     splits = load_or_make_splits(out / "splits.json", names, budget.folds, budget.repeats, cfg.seed, grouping, pattern)
     images, splits_sha = images_sha256(real), run_key(splits)
     provenance: dict[str, Any] = {"command": " ".join(sys.argv), "git_commit": _git_commit(),
+                                  "overrides": _overrides(train_extra, pretrain_extra, eval_extra),
                                   "budget": budget_name, "real_dir": str(real), "images_sha256": images,
                                   "splits": {"file": str(out / "splits.json"), "seed": int(cfg.seed), "key": splits_sha,
                                              "grouping": grouping, "series_pattern": pattern if grouping == "series"

@@ -48,6 +48,9 @@ def test_tiny_report_end_to_end(tmp_path: Path, capsys) -> None:
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and (out / "structure_maps.png").stat().st_size > 10_000
     assert metrics["provenance"]["sim_checkpoint"]["sha256"]
+    overrides = metrics["provenance"]["overrides"]  # each by the config it went to, whatever the entry point
+    assert "loop.epochs=1" in overrides["train"] and "cv.grouping=series" in overrides["train"]
+    assert "report.folds=2" in overrides["evaluate"] and overrides["pretrain"] == []
     # a second run reuses every finished arm: nothing is trained or fitted again
     import evaluate.benchmark.bragg
     import train.crossval
