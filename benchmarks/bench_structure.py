@@ -207,7 +207,8 @@ def print_table(result: dict) -> None:
               f"{r['all']['grain_count_exact_visible_above_3deg']:.2f}")
     if "vacuum_oracle" in result:
         o = result["vacuum_oracle"]
-        print(f"\nvacuum IoU at one fraction for all images (configured: {o['configured']:g}): " + ", ".join(f"{k}: {v:.3f}" for k, v in o["fixed"].items()))
+        print(f"\nvacuum IoU at one fraction for all images (configured: {o['configured']:g}): "
+              + ", ".join(f"{k}: {v:.3f}" for k, v in o["fixed"].items()))
         print(f"vacuum IoU with each image's best fraction (chosen with the truth): {o['best_per_image']:.3f}; by defocus bin: "
               + " ".join(f"{v:.3f}" for v in o["best_per_image_by_defocus"]))
     print(f"\nseconds: {result['seconds']}")
