@@ -174,9 +174,9 @@ def simulated(path: Path, model: Path | None, lattice_scale: bool, methods: list
     if vacuum_oracle:
         by_bin = [[oracle[k] for k in np.nonzero((meta["defocus"] >= lo) & (meta["defocus"] < hi))[0]]
                   for lo, hi in zip(edges[:-1], edges[1:])]
+        totals = np.sum(oracle, axis=0)  # (fractions, 2): intersection and union over all images
         result["vacuum_oracle"] = {"fractions": list(ORACLE_FRACTIONS), "configured": float(maps_cfg.vacuum_fraction),
-                                   "fixed": {f"{f:g}": float(sum(c[k, 0] for c in oracle) / max(1, sum(c[k, 1] for c in oracle)))
-                                             for k, f in enumerate(ORACLE_FRACTIONS)},
+                                   "fixed": {f"{f:g}": float(i / max(1, u)) for f, (i, u) in zip(ORACLE_FRACTIONS, totals)},
                                    "best_per_image": best_pooled_iou(oracle),
                                    "best_per_image_by_defocus": [best_pooled_iou(b) if b else float("nan") for b in by_bin]}
     return result
